@@ -1,0 +1,85 @@
+"""Error types whose message is a single line a person can act on.
+
+Every error raised to the CLI is a MigratorError: the CLI prints ``error: <message>`` and exits
+with ``exit_code``; no traceback reaches the user. Messages must already be redacted.
+"""
+
+from __future__ import annotations
+
+
+class MigratorError(Exception):
+    """A failure the user can act on; ``str(err)`` is the whole one-line explanation."""
+
+    exit_code = 1
+
+
+class ConfigError(MigratorError):
+    """A setting (option, environment variable, URL) is missing or malformed."""
+
+    exit_code = 2
+
+
+class MigrationFileError(MigratorError):
+    """The migrations folder has a file problem (bad name, duplicate, missing pair, unreadable...)."""
+
+
+class DirtyDatabaseError(MigratorError):
+    """The database is marked dirty; golang-migrate's wording is kept so runbooks still match."""
+
+    def __init__(self, version: int, detail: str = "") -> None:
+        self.version = version
+        msg = (
+            f"Dirty database version {version}. Fix and force version: inspect the schema, "
+            f"then run `migrator force V` with the last version that fully applied"
+        )
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+class LockTimeoutError(MigratorError):
+    """Another migrator or golang-migrate process holds the migration lock for too long."""
+
+
+class MigrationFailedError(MigratorError):
+    """A migration's SQL failed; carries where it failed so alerts and flows can report it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int,
+        name: str,
+        direction: str,
+        file: str,
+        line: int | None,
+        column: int | None,
+        statement: str | None,
+        pg_message: str,
+        dirty: bool,
+        state_version: int,
+    ) -> None:
+        super().__init__(message)
+        self.version = version
+        self.name = name
+        self.direction = direction
+        self.file = file
+        self.line = line
+        self.column = column
+        self.statement = statement
+        self.pg_message = pg_message
+        self.dirty = dirty
+        self.state_version = state_version
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": str(self),
+            "version": self.version,
+            "name": self.name,
+            "direction": self.direction,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "statement": self.statement,
+            "pg_message": self.pg_message,
+            "dirty": self.dirty,
+            "state_version": self.state_version,
+        }

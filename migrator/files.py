@@ -1,0 +1,305 @@
+"""Migration files in golang-migrate's grammar: ``{version}_{title}.{up|down}.sql``.
+
+golang-migrate matches ``^([0-9]+)_(.*)\\.(down|up)\\.(.*)$`` and parses the version as uint64;
+files that do not match are skipped. We are stricter where a silent skip would hide a mistake:
+a ``.sql`` file that does not match is an error, other files are reported as warnings. Every
+problem names the file and says what to do, and loading never stops at the first problem so that
+``validate`` can report them all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from migrator.errors import MigrationFileError
+
+FILE_RE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+MAX_VERSION = 2**63 - 1  # schema_migrations.version is a bigint
+DIGITS = 6
+IGNORED_FILES = {".gitkeep", ".keep", ".DS_Store"}
+
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about the migrations folder; ``severity`` is ``error`` or ``warning``."""
+
+    severity: str
+    code: str
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"severity": self.severity, "code": self.code, "file": self.file, "message": self.message}
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    """One direction of one migration, with its text and checksum read once at load time."""
+
+    path: Path
+    version: int
+    name: str
+    direction: str
+    sql: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Migration:
+    """A version with its up and (normally) down file."""
+
+    version: int
+    name: str
+    up: MigrationFile | None = None
+    down: MigrationFile | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.name}"
+
+
+@dataclass
+class MigrationSet:
+    """All migrations of a folder, ordered by version, and the problems found while loading."""
+
+    directory: Path
+    migrations: list[Migration] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._by_version = {m.version: m for m in self.migrations}
+
+    def __iter__(self) -> Iterator[Migration]:
+        return iter(self.migrations)
+
+    def __len__(self) -> int:
+        return len(self.migrations)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def versions(self) -> list[int]:
+        return [m.version for m in self.migrations]
+
+    @property
+    def latest(self) -> int:
+        return self.migrations[-1].version if self.migrations else -1
+
+    def get(self, version: int) -> Migration | None:
+        return self._by_version.get(version)
+
+    def previous(self, version: int) -> int:
+        """The version before ``version`` in file order, or -1 (golang-migrate's "no version")."""
+        prev = -1
+        for v in self.versions:
+            if v >= version:
+                break
+            prev = v
+        return prev
+
+    def raise_if_errors(self) -> None:
+        """Refuse to migrate from a folder with file errors; the first one is named."""
+        errs = self.errors
+        if errs:
+            more = f" (and {len(errs) - 1} more; run `migrator validate` to list them)" if len(errs) > 1 else ""
+            raise MigrationFileError(f"{errs[0]}{more}")
+
+
+def is_effectively_empty(sql: str) -> bool:
+    """True when the text has nothing but whitespace and comments."""
+    return not _COMMENTS.sub("", sql).strip()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: Path, rel: str, problems: list[Problem]) -> tuple[str, str] | None:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        problems.append(
+            Problem("error", "unreadable", rel, f"cannot be read ({exc.strerror or exc}); check its permissions")
+        )
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problems.append(
+            Problem("error", "encoding", rel, f"is not valid UTF-8 (byte {exc.start}, line {line}); re-save as UTF-8")
+        )
+        return None
+    if text.startswith("\ufeff"):
+        problems.append(
+            Problem("error", "encoding", rel, "starts with a byte-order mark, which PostgreSQL rejects; remove it")
+        )
+        return None
+    if is_effectively_empty(text):
+        problems.append(
+            Problem("error", "empty", rel, "is empty (only whitespace or comments); write the SQL or delete the pair")
+        )
+    return text, sha256_hex(raw)
+
+
+def load(directory: Path | str) -> MigrationSet:
+    """Read every migration file under ``directory`` (not recursive) into a MigrationSet."""
+    directory = Path(directory)
+    problems: list[Problem] = []
+    if not directory.is_dir():
+        raise MigrationFileError(
+            f"migrations folder {directory} does not exist; create it or point --path / MIGRATIONS_PATH at it"
+        )
+    seen: dict[tuple[int, str], MigrationFile] = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_dir() or path.name in IGNORED_FILES:
+            continue
+        rel = str(path)
+        m = FILE_RE.match(path.name)
+        if not m:
+            if path.suffix == ".sql":
+                problems.append(
+                    Problem(
+                        "error",
+                        "bad-name",
+                        rel,
+                        "does not match {version}_{title}.{up|down}.sql; rename it (e.g. 000007_add_x.up.sql)",
+                    )
+                )
+            else:
+                problems.append(Problem("warning", "not-a-migration", rel, "is not a migration file and is ignored"))
+            continue
+        version_s, name, direction, ext = m.groups()
+        if ext != "sql":
+            problems.append(
+                Problem("error", "bad-extension", rel, f"has extension .{ext}; only .sql migrations are supported")
+            )
+            continue
+        version = int(version_s)
+        if version > MAX_VERSION:
+            problems.append(
+                Problem("error", "bad-version", rel, f"version {version} does not fit schema_migrations' bigint")
+            )
+            continue
+        read = _read(path, rel, problems)
+        if read is None:
+            continue
+        text, digest = read
+        mf = MigrationFile(path, version, name, direction, text, digest)
+        key = (version, direction)
+        if key in seen:
+            other = seen[key]
+            problems.append(
+                Problem(
+                    "error",
+                    "duplicate",
+                    rel,
+                    f"duplicates version {version} ({direction}) of {other.filename}; "
+                    f"renumber one of them (next free: {{next_free}})",
+                )
+            )
+            continue
+        seen[key] = mf
+    by_version: dict[int, Migration] = {}
+    for (version, direction), mf in seen.items():
+        mig = by_version.setdefault(version, Migration(version, mf.name))
+        setattr(mig, direction, mf)
+    migrations = sorted(by_version.values(), key=lambda m: m.version)
+    next_free = f"{(migrations[-1].version + 1 if migrations else 1):0{DIGITS}d}"
+    problems = [
+        Problem(p.severity, p.code, p.file, p.message.replace("{next_free}", next_free)) for p in problems
+    ]
+    for mig in migrations:
+        if mig.up and mig.down and mig.up.name != mig.down.name:
+            problems.append(
+                Problem(
+                    "error",
+                    "name-mismatch",
+                    str(mig.down.path),
+                    f"has title {mig.down.name!r} but its up file {mig.up.filename} has {mig.up.name!r}; "
+                    "give both the same title",
+                )
+            )
+        if mig.up is None:
+            problems.append(
+                Problem(
+                    "error",
+                    "missing-up",
+                    str(mig.down.path) if mig.down else str(directory),
+                    f"has no matching {mig.version:0{DIGITS}d}_{mig.name}.up.sql; add it or delete this file",
+                )
+            )
+        if mig.down is None and mig.up is not None:
+            problems.append(
+                Problem(
+                    "error",
+                    "missing-down",
+                    str(mig.up.path),
+                    f"has no matching {mig.up.path.name.replace('.up.sql', '.down.sql')}; "
+                    "write the rollback (the seed requires one for every migration)",
+                )
+            )
+    return MigrationSet(directory, migrations, problems)
+
+
+def create(directory: Path | str, name: str, *, justification: str = "") -> tuple[Path, Path]:
+    """Create the next sequential pair ``{NNNNNN}_{name}.up.sql`` / ``.down.sql`` with a header.
+
+    The number is the last file's version + 1, zero-padded to 6 digits, as
+    ``migrate create -seq -digits 6`` does. Refuses a name that is not snake_case and a name that
+    an existing migration already uses.
+    """
+    directory = Path(directory)
+    if not NAME_RE.match(name):
+        raise MigrationFileError(
+            f"migration name {name!r} is not descriptive snake_case (letters, digits, underscores, "
+            "starting with a letter), e.g. add_patient_table"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = load(directory)
+    for mig in existing:
+        if mig.name == name:
+            raise MigrationFileError(
+                f"a migration named {name!r} already exists ({mig.label}); choose another name"
+            )
+    version = existing.latest + 1 if existing.latest >= 0 else 1
+    # Versions of files that failed to load still occupy their number.
+    for p in existing.problems:
+        m = FILE_RE.match(Path(p.file).name)
+        if m and int(m.group(1)) >= version:
+            version = int(m.group(1)) + 1
+    stem = f"{version:0{DIGITS}d}_{name}"
+    up = directory / f"{stem}.up.sql"
+    down = directory / f"{stem}.down.sql"
+    created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    why = justification or "TODO: why this change is needed (ticket, business reason)"
+    header = (
+        f"-- Migration: {stem}\n"
+        f"-- Created: {created}\n"
+        f"-- Business justification: {why}\n"
+        "-- Patient data affected: TODO (yes/no; if yes, which tables and how)\n"
+    )
+    up.write_text(header + "-- Up: forward change\n\n", encoding="utf-8")
+    down.write_text(header + "-- Down: reverse exactly what the up file does\n\n", encoding="utf-8")
+    return up, down

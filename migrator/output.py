@@ -1,0 +1,62 @@
+"""Human (rich) and machine (--json) output for CLI commands.
+
+rich is imported only when a human table is printed, so ``--json`` and error paths stay fast.
+Everything printed passes through ``redact`` first.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from migrator.redact import redact
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout, credentials redacted."""
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """A progress or result line for people, on stderr so --json stdout stays parseable."""
+    sys.stderr.write(redact(message) + "\n")
+    sys.stderr.flush()
+
+
+def error(message: str) -> None:
+    """The one-line error a command ends with."""
+    sys.stderr.write("error: " + redact(message).replace("\n", " ") + "\n")
+    sys.stderr.flush()
+
+
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    styles: Callable[[Sequence[Any]], str | None] | None = None,
+    caption: str | None = None,
+) -> None:
+    """Print a rich table on stdout; ``styles`` may colour a row (e.g. red for dirty)."""
+    from rich.table import Table
+
+    t = Table(title=title, caption=redact(caption) if caption else None, title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*(redact("" if v is None else v) for v in row), style=styles(row) if styles else None)
+    _console().print(t)
+
+
+def line(message: str, style: str | None = None) -> None:
+    """A line on stdout for people (rich markup disabled so file names print verbatim)."""
+    _console().print(redact(message), style=style, markup=False)

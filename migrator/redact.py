@@ -1,0 +1,87 @@
+"""Remove credentials from anything that may be printed, logged, alerted or stored.
+
+A password can reach output through a connection URL (``postgres://u:secret@h/db``), a libpq
+key/value string (``password=secret``) or an error message that echoes either. ``redact`` knows the
+secrets registered at start-up (the password of the configured URL, webhook secrets...) and also
+masks any URL userinfo or ``password=`` pair it sees, so unknown secrets in the same shapes are
+hidden too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import unquote, urlsplit
+
+MASK = "****"
+
+_secrets: set[str] = set()
+
+# scheme://user:password@host  -> scheme://user:****@host
+_URL_USERINFO = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
+# password=secret / password = 'se cret' (libpq conninfo) and PGPASSWORD=...
+_KV_PASSWORD = re.compile(
+    r"(?P<key>\b(?:password|passwd|pgpassword|secret|token|api[_-]?key)\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|\S+)",
+    re.IGNORECASE,
+)
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret value so that every later ``redact`` call masks it wherever it appears."""
+    if secret and len(secret) >= 3:
+        _secrets.add(secret)
+
+
+def register_url(url: str | None) -> None:
+    """Register the password of a connection URL (raw and percent-decoded forms)."""
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        pw = parts.password
+    except ValueError:
+        pw = None
+    if pw:
+        register_secret(pw)
+        register_secret(unquote(pw))
+    m = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url)
+    if m:
+        register_secret(m.group(1).strip("'"))
+
+
+def redact(text: object) -> str:
+    """Return ``text`` as a string with every known or recognisable credential replaced by ****."""
+    s = str(text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in s:
+            s = s.replace(secret, MASK)
+    s = _URL_USERINFO.sub(lambda m: m.group("prefix") + (MASK if m.group("pw") else "") + m.group("at"), s)
+    s = _KV_PASSWORD.sub(lambda m: m.group("key") + MASK, s)
+    return s
+
+
+def redact_url(url: str) -> str:
+    """A connection URL safe to display: the password, if any, replaced by ****."""
+    return redact(url)
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that redacts the fully formatted message of every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a broken format string must not break logging
+            msg = str(record.msg)
+        record.msg = redact(msg)
+        record.args = None
+        return True
+
+
+def install_logging_redaction(logger: logging.Logger | None = None) -> None:
+    """Attach the redacting filter to ``logger`` (root by default) and to its handlers."""
+    target = logger or logging.getLogger()
+    flt = RedactingFilter()
+    target.addFilter(flt)
+    for handler in target.handlers:
+        handler.addFilter(flt)

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real PostgreSQL database per test, migration folders, and the CLI in-process.
+
+The server is the machine's PostgreSQL on 127.0.0.1:5432 (``TEST_PG_URL`` overrides it). Each test
+gets a database of its own, created here and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def create_database(server_url: str, prefix: str = "t") -> str:
+    """Create a uniquely named database on ``server_url``'s server and return its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def url_for(server_url: str, dbname: str) -> str:
+    """``server_url`` with its database replaced (works for URLs with or without ?host=)."""
+    head, sep, query = server_url.partition("?")
+    head = re.sub(r"/[^/]*$", f"/{dbname}", head) if head.count("/") >= 3 else head + f"/{dbname}"
+    return head + sep + query
+
+
+@pytest.fixture
+def db_url() -> Iterator[str]:
+    """A fresh, empty database on the machine's PostgreSQL; dropped after the test."""
+    name = create_database(SERVER_URL)
+    try:
+        yield url_for(SERVER_URL, name)
+    finally:
+        drop_database(SERVER_URL, name)
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "migrations"
+    d.mkdir()
+    return d
+
+
+def write_migration(directory: Path, version: int, name: str, up: str, down: str | None = None) -> None:
+    """Write a migration pair (``down=None`` writes only the up file)."""
+    (directory / f"{version:06d}_{name}.up.sql").write_text(up, encoding="utf-8")
+    if down is not None:
+        (directory / f"{version:06d}_{name}.down.sql").write_text(down, encoding="utf-8")
+
+
+@pytest.fixture
+def real_migrations(tmp_path: Path) -> Path:
+    """A copy of the repository's real migrations folder."""
+    dst = tmp_path / "real_migrations"
+    shutil.copytree(ROOT / "migrations", dst)
+    return dst
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Run ``migrator`` in-process: ``cli("status", "--json", env={...})`` -> CliResult."""
+    from migrator.cli import run
+
+    def _run(*argv: str, env: dict[str, str] | None = None) -> CliResult:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        try:
+            code = run(list(argv))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return _run
