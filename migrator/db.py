@@ -1,0 +1,49 @@
+"""Connections: resolve the configured or embedded database and turn libpq failures into
+one-line errors that name the (redacted) target and say what to check."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from migrator import __version__
+from migrator.config import Connection, Settings, prepare_url
+from migrator.errors import ConfigError
+from migrator.redact import redact
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+
+def resolve(settings: Settings) -> Connection:
+    """The connection to use: DATABASE_URL, or the embedded server when none is configured."""
+    url = settings.database_url
+    if not url:
+        from migrator import embedded
+
+        url = embedded.server_url(settings.embedded_dir)
+        log.info("no DATABASE_URL: using the embedded PostgreSQL in %s", settings.embedded_dir)
+    return prepare_url(url)
+
+
+def connect(conn_info: Connection, *, autocommit: bool = True) -> psycopg.Connection:
+    """Open a connection; failures become ConfigError with the redacted target."""
+    import psycopg
+
+    try:
+        return psycopg.connect(
+            conn_info.conninfo,
+            autocommit=autocommit,
+            application_name=f"migrator/{__version__}",
+            connect_timeout=10,
+        )
+    except psycopg.OperationalError as exc:
+        msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise ConfigError(
+            f"cannot connect to {conn_info.display}: {msg}; check DATABASE_URL / --database-url and that "
+            "the server is reachable"
+        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid connection settings {conn_info.display}: {redact(exc)}") from None

