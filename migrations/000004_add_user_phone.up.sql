@@ -1,0 +1,14 @@
+-- Migration: 000004_add_user_phone
+-- Business justification: SMS appointment reminders need a phone number per user (seed example,
+-- kept with its own BEGIN/COMMIT: it runs with golang-migrate's dirty-flag protocol).
+-- Patient data affected: no (user accounts only)
+
+BEGIN;
+
+-- Multiple related changes
+ALTER TABLE tbl_user ADD COLUMN phone VARCHAR(20);
+CREATE INDEX idx_user_phone ON tbl_user(phone);
+UPDATE tbl_user SET phone = '' WHERE phone IS NULL;
+ALTER TABLE tbl_user ALTER COLUMN phone SET NOT NULL;
+
+COMMIT;
