@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,10 +29,12 @@ from migrator.state import (
     StateTable,
     acquire_lock,
     ensure_tables,
+    history_statement,
     read_history,
     read_state,
     release_lock,
     resolve_table,
+    state_statements,
     table_exists,
     write_history,
     write_state,
@@ -361,23 +364,34 @@ class Migrator:
         current_stmt: tuple[int, int, str] | None = None
         import psycopg
 
+        from migrator.batch import BatchError, run_batch
+
+        _refuse_copy_stdin(mf, statements)
         try:
             if reason is None:
-                with conn.transaction():
-                    conn.execute(
-                        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                        (lock_timeout, statement_timeout),
-                    )
-                    for current_stmt in statements:
-                        conn.execute(current_stmt[2].encode())
-                    write_state(conn, s.st, target, False)
-                    write_history(conn, s.st, entry(True))
+                # One round trip: BEGIN, timeouts, the file's statements, the version, the audit row, COMMIT.
+                prologue = ["BEGIN", f"SET LOCAL lock_timeout = '{lock_timeout}'",
+                            f"SET LOCAL statement_timeout = '{statement_timeout}'"]
+                epilogue = [
+                    *state_statements(s.st, target, False),
+                    history_statement(conn, s.st, entry(True)),
+                    "COMMIT",
+                ]
+                try:
+                    run_batch(conn, prologue + [text for _, _, text in statements] + epilogue)
+                except BatchError as be:
+                    k = (be.index or 0) - len(prologue)
+                    if 0 <= k < len(statements):
+                        start, end, text = statements[k]
+                        current_stmt = (start, end, text)
+                        if be.position_in_statement is not None:
+                            raise _Positioned(be.error, start + be.position_in_statement) from None
+                    raise be.error from None
             else:
                 log.info("%s runs without a wrapping transaction: %s", mf.filename, reason)
                 write_state(conn, s.st, target, True)
                 conn.execute(
-                    "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                    (lock_timeout, statement_timeout),
+                    f"SET lock_timeout = '{lock_timeout}'; SET statement_timeout = '{statement_timeout}'".encode()
                 )
                 for current_stmt in statements:
                     conn.execute(current_stmt[2].encode())
@@ -386,15 +400,15 @@ class Migrator:
                     raise MigratorError(
                         f"{mf.path}: the file opens a transaction (BEGIN) that it never commits; add COMMIT"
                     )
-                conn.execute("RESET lock_timeout; RESET statement_timeout")
+                conn.execute(b"RESET lock_timeout; RESET statement_timeout")
                 with conn.transaction():
                     write_state(conn, s.st, target, False)
                     write_history(conn, s.st, entry(True))
-        except (psycopg.Error, MigratorError) as exc:
+        except (psycopg.Error, MigratorError, _Positioned) as exc:
             dirty = reason is not None
             _end_open_transaction(conn)
             with contextlib.suppress(psycopg.Error):
-                conn.execute("RESET lock_timeout; RESET statement_timeout")
+                conn.execute(b"RESET lock_timeout; RESET statement_timeout")
             failure = _failure(exc, mf, migration, direction, current_stmt, dirty, target if dirty else before, before)
             with contextlib.suppress(psycopg.Error):
                 write_history(conn, s.st, entry(False, failure.pg_message))
@@ -403,6 +417,30 @@ class Migrator:
             migration.version, migration.name, direction, int((time.perf_counter() - t0) * 1000), reason is None,
             mf.sha256,
         )
+
+
+class _Positioned(Exception):
+    """A batch syntax error with its character offset already mapped into the file."""
+
+    def __init__(self, error: Exception, position: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.position = position
+
+
+_COPY_STDIN = re.compile(r"^\s*COPY\b.*\b(FROM\s+STDIN|TO\s+STDOUT)\b", re.IGNORECASE | re.DOTALL)
+
+
+def _refuse_copy_stdin(mf: files.MigrationFile, statements: list[tuple[int, int, str]]) -> None:
+    from migrator.lint.transactional import line_col
+
+    for start, _end, text in statements:
+        if _COPY_STDIN.match(text):
+            line, _ = line_col(mf.sql, start)
+            raise MigrationFileError(
+                f"{mf.path}:{line}: COPY ... FROM STDIN/TO STDOUT needs a client data stream, which migration "
+                "files cannot carry; load the data with INSERT or COPY from a server-side file"
+            )
 
 
 # -- planning helpers -----------------------------------------------------------------------
@@ -459,6 +497,9 @@ def _failure(
     """Build the one-line error: file:line:col, PostgreSQL's message, the statement, the state."""
     from migrator.lint.transactional import line_col
 
+    absolute_pos = None
+    if isinstance(exc, _Positioned):
+        absolute_pos, exc = exc.position, exc.error
     pg_message = redact(getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)).strip()
     detail = getattr(getattr(exc, "diag", None), "message_detail", None)
     line = col = None
@@ -467,7 +508,10 @@ def _failure(
         start, _end, text = stmt
         statement = " ".join(text.split())
         pos = getattr(getattr(exc, "diag", None), "statement_position", None)
-        offset = start + (int(pos) - 1 if pos else len(text) - len(text.lstrip()))
+        if absolute_pos is not None:
+            offset = absolute_pos
+        else:
+            offset = start + (int(pos) - 1 if pos else len(text) - len(text.lstrip()))
         line, col = line_col(mf.sql, offset)
     where = f"{mf.path}:{line}:{col}" if line else str(mf.path)
     short_stmt = (statement[:160] + "...") if statement and len(statement) > 160 else statement

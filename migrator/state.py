@@ -130,6 +130,15 @@ def read_state(conn: psycopg.Connection, st: StateTable) -> tuple[int, bool]:
     return int(row[0]), bool(row[1])
 
 
+def state_statements(st: StateTable, version: int, dirty: bool) -> list[str]:
+    """The SQL of golang-migrate's SetVersion (TRUNCATE, then INSERT unless (-1, clean))."""
+    stmts = [f"TRUNCATE {st.qualified}"]
+    if version >= 0 or (version == NO_VERSION and dirty):
+        flag = "true" if dirty else "false"
+        stmts.append(f"INSERT INTO {st.qualified} (version, dirty) VALUES ({int(version)}, {flag})")
+    return stmts
+
+
 def write_state(conn: psycopg.Connection, st: StateTable, version: int, dirty: bool) -> None:
     """golang-migrate's SetVersion: TRUNCATE, then INSERT unless (-1, clean).
 
@@ -160,28 +169,45 @@ class HistoryEntry:
     error: str | None = None
 
 
+_HISTORY_COLUMNS = """run_id, version, name, direction, checksum, success, from_version, to_version,
+    client_host, tool_version, environment, error, started_at, finished_at, duration_ms"""
+
+
 def write_history(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> None:
     conn.execute(
-        f"""INSERT INTO {st.history} (run_id, version, name, direction, checksum, success, from_version,
-               to_version, started_at, finished_at, duration_ms, client_host, tool_version, environment, error)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (
-            entry.run_id,
-            entry.version,
-            entry.name,
-            entry.direction,
-            entry.checksum,
-            entry.success,
-            entry.from_version,
-            entry.to_version,
-            entry.started_at,
-            entry.finished_at,
-            entry.duration_ms,
-            socket.gethostname(),
-            __version__,
-            entry.environment,
-            entry.error,
-        ),
+        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})".encode(),
+        (*_history_params(entry), entry.started_at, entry.finished_at, entry.duration_ms),
+    )
+
+
+def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> str:
+    """The audit INSERT with its values inlined, for a batch: finished_at and the duration are
+    taken server-side when the statement runs, i.e. right after the migration's statements."""
+    import psycopg
+
+    query = (
+        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 13)}, clock_timestamp(), "
+        "round(extract(epoch FROM clock_timestamp() - %s) * 1000))"
+    )
+    params = (*_history_params(entry), entry.started_at, entry.started_at)
+    return psycopg.ClientCursor(conn).mogrify(query.encode(), params)
+
+
+def _history_params(entry: HistoryEntry) -> tuple[object, ...]:
+    """Values of the first 12 history columns (everything but the timings)."""
+    return (
+        entry.run_id,
+        entry.version,
+        entry.name,
+        entry.direction,
+        entry.checksum,
+        entry.success,
+        entry.from_version,
+        entry.to_version,
+        socket.gethostname(),
+        __version__,
+        entry.environment,
+        entry.error,
     )
 
 
