@@ -61,22 +61,15 @@ def _alert_failure(ctx: Context, m: Migrator, command: str, exc: MigratorError) 
     """Send migration.failed when a webhook is configured; never changes the command's outcome."""
     if not ctx.settings.webhook_url:
         return
-    try:
-        from migrator.notify import send_event
-    except ImportError:
-        return
-    fields: dict[str, Any] = {"command": command, "error": str(exc)}
+    from migrator.notify import failure_fields, send_event
+
+    fields: dict[str, Any] = {"command": command}
     if isinstance(exc, MigrationFailedError):
-        fields.update(
-            failing_version=exc.version,
-            file=exc.file,
-            line=exc.line,
-            pg_error=exc.pg_message,
-            version_after=exc.state_version,
-            dirty=exc.dirty,
-        )
+        fields.update(failure_fields(exc))
     elif isinstance(exc, DirtyDatabaseError):
-        fields.update(version_before=exc.version, dirty=True)
+        fields.update(error=str(exc), failing_version=exc.version, dirty=True)
+    else:
+        fields["error"] = str(exc)
     if m.database:
         fields.setdefault("database", m.database)
     send_event(ctx.settings, "migration.failed", **fields)
