@@ -1,0 +1,158 @@
+"""Benchmark: ``migrator validate`` vs squawk on the same 1,000 generated migration files.
+
+1,000 files = 500 migrations, each an up and a down file, with a realistic mix (new tables with
+indexes and plpgsql triggers, added columns, concurrent indexes, constraints added NOT VALID then
+validated, data backfills, a few unsafe statements). Both tools run as a fresh process, in the
+same run, on the same folder: ``migrator validate --format json`` (parse + structure + safety +
+HIPAA; no database) and ``squawk`` (parse + lint) over the same 1,000 .sql files. Each is run
+``--repeat`` times and the best time is kept. Target: ours under 2 s.
+
+    .venv/bin/python bench/bench_validate.py [--pairs 500] [--repeat 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+HEADER = "-- Migration: {stem}\n-- Business justification: BENCH-{v} generated for the validate benchmark.\n"
+
+TEMPLATES = [
+    (
+        """CREATE TABLE t{v} (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    patient_id BIGINT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX idx_t{v}_patient ON t{v} (patient_id);
+CREATE FUNCTION t{v}_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.created_at := now(); -- keep; semicolons; inside
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER trg_t{v} BEFORE INSERT ON t{v} FOR EACH ROW EXECUTE FUNCTION t{v}_touch();
+""",
+        """DROP TRIGGER IF EXISTS trg_t{v} ON t{v};
+DROP FUNCTION IF EXISTS t{v}_touch();
+DROP TABLE IF EXISTS t{v};
+""",
+    ),
+    (
+        "ALTER TABLE t{p} ADD COLUMN c{v} TEXT;\nCOMMENT ON COLUMN t{p}.c{v} IS 'added by {v}';\n",
+        "ALTER TABLE t{p} DROP COLUMN IF EXISTS c{v};\n",
+    ),
+    (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_t{p}_note_{v} ON t{p} (note);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_t{p}_note_{v};\n",
+    ),
+    (
+        """ALTER TABLE t{p} ADD CONSTRAINT chk_{v} CHECK (length(note) < 10000) NOT VALID;
+ALTER TABLE t{p} VALIDATE CONSTRAINT chk_{v};
+""",
+        "ALTER TABLE t{p} DROP CONSTRAINT IF EXISTS chk_{v};\n",
+    ),
+    (
+        """/* backfill /* nested */ comment */
+UPDATE t{p} SET note = 'n/a' WHERE note = '' AND id < 10000;
+DO $$ BEGIN RAISE NOTICE 'BEGIN; COMMIT;'; END $$;
+""",
+        "UPDATE t{p} SET note = '' WHERE note = 'n/a' AND id < 10000;\n",
+    ),
+    (
+        "CREATE INDEX idx_t{p}_created_{v} ON t{p} (created_at);\nALTER TABLE t{p} ALTER COLUMN note SET NOT NULL;\n",
+        "DROP INDEX IF EXISTS idx_t{p}_created_{v};\n",
+    ),
+]
+
+
+def generate(directory: Path, pairs: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    last_table = 1
+    change = 0
+    for v in range(1, pairs + 1):
+        if v % 5 == 1:  # every fifth migration creates a table the next four change
+            kind = 0
+            last_table = v
+        else:
+            kind = change % (len(TEMPLATES) - 1) + 1
+            change += 1
+        up, down = TEMPLATES[kind]
+        stem = f"{v:06d}_bench_change_{v}"
+        ctx = {"v": v, "p": last_table, "stem": stem}
+        (directory / f"{stem}.up.sql").write_text(HEADER.format(**ctx) + up.format(**ctx))
+        (directory / f"{stem}.down.sql").write_text(down.format(**ctx))
+
+
+def _best(cmd: list[str], repeat: int, ok_codes: tuple[int, ...]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    best = float("inf")
+    proc: subprocess.CompletedProcess[str] | None = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
+        best = min(best, time.perf_counter() - t0)
+        if proc.returncode not in ok_codes:
+            raise SystemExit(f"{cmd[0]} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    assert proc is not None
+    return best, proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=500, help="migrations to generate (2 files each; default 500)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_validate_"))
+    folder = args.keep or tmp / "migrations"
+    try:
+        generate(folder, args.pairs)
+        sql_files = sorted(str(p) for p in folder.glob("*.sql"))
+        print(f"{len(sql_files)} files ({args.pairs} migrations x up+down) in {folder}")
+
+        ours_cmd = [sys.executable, "-m", "migrator", "validate", "--path", str(folder), "--format", "json"]
+        ours, proc = _best(ours_cmd, args.repeat, (0, 1, 2))
+        data = json.loads(proc.stdout)
+        print(
+            f"migrator validate: {ours:.3f} s  ({data['files']} files, {data['errors']} errors, "
+            f"{data['warnings']} warnings, {data['infos']} notes)"
+        )
+
+        squawk = shutil.which("squawk", path=str(VENV_BIN)) or shutil.which("squawk")
+        if not squawk:
+            print("squawk: not installed (uv sync installs squawk-cli)")
+            return
+        squawk_cmd = [squawk, "--reporter", "json", "--no-assume-in-transaction", *sql_files]
+        theirs, sproc = _best(squawk_cmd, args.repeat, (0, 1))
+        try:
+            n = len(json.loads(sproc.stdout or "[]"))
+        except json.JSONDecodeError:
+            n = -1
+        print(f"squawk {_squawk_version(squawk)}: {theirs:.3f} s  ({n} violations)")
+        print(
+            f"ratio migrator/squawk: {ours / theirs:.2f}x  (target for migrator: < 2 s -> "
+            f"{'met' if ours < 2 else 'MISSED'})"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _squawk_version(squawk: str) -> str:
+    out = subprocess.run([squawk, "--version"], capture_output=True, text=True).stdout.strip()
+    return out.split()[-1] if out else "?"
+
+
+if __name__ == "__main__":
+    main()

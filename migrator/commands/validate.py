@@ -1,0 +1,87 @@
+"""``migrator validate`` (the deploy gate) and ``migrator verify-roundtrip``.
+
+validate never starts the embedded database: drift is checked only when a database URL is
+configured (--database-url / DATABASE_URL). Exit codes: 0 clean, 1 errors, 2 warnings with --strict.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from migrator import output
+from migrator.commands import Context
+
+FORMATS = ("human", "text", "json", "sarif", "github")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="parse and lint every migration (structure, safety, HIPAA, drift); exit 1 on errors",
+        description=(
+            "Parse every migration with PostgreSQL's parser and check structure, production safety, HIPAA "
+            "rules and, when a database URL is given, drift. Exit 0 clean, 1 errors, 2 warnings with --strict."
+        ),
+    )
+    p.add_argument("--strict", action="store_true", help="exit 2 when there are warnings (and no errors)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="human (table), text (file:line:col lines), json, sarif (2.1.0) or github (annotations)",
+    )
+    p.add_argument(
+        "--require-justification",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="require a '-- Business justification:' header in up files (default on; env "
+        "MIGRATOR_REQUIRE_JUSTIFICATION=0 turns it off)",
+    )
+    p.add_argument("--no-drift", action="store_true", help="skip the drift check even when a database is configured")
+    p.set_defaults(func=cmd_validate)
+
+    r: argparse.ArgumentParser = sub.add_parser(
+        "verify-roundtrip",
+        parents=[common],
+        help="on a scratch database, check that every down restores exactly the schema before its up",
+        description=(
+            "Create a scratch database on the configured server (or the embedded one), apply every up, then walk "
+            "down and up one migration at a time comparing pg_dump --schema-only output; report the first "
+            "migration whose down does not restore the schema, with a diff. The scratch database is always dropped."
+        ),
+    )
+    r.set_defaults(func=cmd_roundtrip)
+
+
+def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
+    from migrator.lint import report, validate_folder
+
+    fmt = args.format or ("json" if ctx.json else "human")
+    settings = ctx.settings
+    report_ = validate_folder(
+        settings.migrations_path,
+        require_justification=args.require_justification,
+        settings=settings,
+        drift=bool(settings.database_url) and not args.no_drift,
+    )
+    report.write(report_, fmt)
+    return report_.exit_code(args.strict)
+
+
+def cmd_roundtrip(ctx: Context, args: argparse.Namespace) -> int:
+    from migrator.lint.roundtrip import verify_roundtrip
+
+    progress = (lambda _m: None) if ctx.json else output.info
+    result = verify_roundtrip(ctx.settings, progress=progress)
+    if ctx.json:
+        output.print_json(result.to_dict())
+    else:
+        if result.ok:
+            output.line(f"ok: {result.message} (scratch database {result.scratch_database} dropped)", style="green")
+        else:
+            output.line(f"FAILED: {result.message}", style="red")
+            if result.diff:
+                output.line(result.diff)
+    return 0 if result.ok else 1

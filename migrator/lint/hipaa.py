@@ -1,0 +1,152 @@
+"""HIPAA checks from the team's guide: no sensitive data in migration files, and a business
+justification in every up file's header.
+
+Only string literals and comments are searched (PostgreSQL's scanner tells them apart from
+identifiers), so a column named ``ssn`` or ``email`` is fine and a value ``'123-45-6789'`` is not.
+Messages name the kind of data and its line, never the value itself: the report ends up in CI
+logs, which must not receive the data either.
+"""
+
+from __future__ import annotations
+
+import re
+
+from migrator.lint.model import Finding, finding
+from migrator.lint.parse import ParsedFile
+from migrator.lint.transactional import COMMENT_TOKENS
+
+LITERAL_TOKENS = frozenset({"SCONST", "USCONST"})
+
+_RESERVED_EMAIL_DOMAINS = re.compile(
+    r"(^|\.)(example\.(com|org|net)|[a-z0-9-]+\.(example|test|invalid|localhost)|example|test|invalid|localhost)$"
+)
+
+PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("a US Social Security number", re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")),
+    ("an e-mail address", re.compile(r"[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")),
+    (
+        "a phone number",
+        re.compile(r"(?<![\d-])(?:\+?1[-.\s]?)?\(?[2-9]\d{2}\)?[-.\s]\d{3}[-.\s]\d{4}(?![\d-])|\+[1-9]\d{9,14}\b"),
+    ),
+    ("a medical record number", re.compile(r"(?i)\bMRN[-_:#\s]*\d{4,}\b")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("an AWS access key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b")),
+    ("a Slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("a Stripe key", re.compile(r"\b[sr]k_live_[A-Za-z0-9]{16,}")),
+    ("a JSON web token", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")),
+    ("a password hash", re.compile(r"\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}|\$argon2(id|i|d)\$")),
+    (
+        "a password, key or token assignment",
+        re.compile(r"(?i)\b(password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token)\s*[:=]\s*\S{4,}"),
+    ),
+]
+
+_SECRET_COLUMN = re.compile(r"(?i)(pass(word|wd)?|secret|token|api_?key|private_?key|credential)")
+_JUSTIFICATION = re.compile(r"(?i)\b(?:business\s+)?justification\s*:\s*(.*)")
+_PLACEHOLDER = re.compile(r"(?i)^(todo|tbd|fixme|xxx|n/?a|none|-|\.\.\.)\b")
+
+
+def _phone_is_fictional(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)[-10:]
+    return len(digits) == 10 and digits[3:6] == "555" and digits[6:8] == "01"
+
+
+def sensitive_findings(pf: ParsedFile) -> list[Finding]:
+    """MIG201 for each literal or comment that looks like patient data or a secret."""
+    out: list[Finding] = []
+    tokens = pf.tokens
+    if tokens is None:
+        return out
+    prev: list[str] = []  # names of the last two non-comment tokens
+    prev_text = ""
+    for tok in tokens:
+        name = tok.name
+        is_comment = name in COMMENT_TOKENS
+        if is_comment or name in LITERAL_TOKENS:
+            text = pf.sql[tok.start : tok.end + 1]
+            if is_comment and "migrator:allow" in text:
+                continue
+            kinds = _match(text)
+            if not is_comment and not kinds:
+                if prev[-1:] == ["PASSWORD"]:
+                    kinds = ["a role password"]
+                elif prev[-1:] == ["ASCII_61"] and prev[-2:-1] == ["IDENT"] and _SECRET_COLUMN.search(prev_text):
+                    kinds = ["a password, key or token value"]
+            for kind in kinds:
+                line, col = pf.pos(tok.start)
+                where = "comment" if is_comment else "string literal"
+                out.append(
+                    finding(
+                        "MIG201",
+                        pf.file,
+                        f"{where} at line {line} looks like {kind}; keep real patient data and secrets out of "
+                        "migration files",
+                        line,
+                        col,
+                        offset=tok.start,
+                    )
+                )
+        if not is_comment:
+            if name == "IDENT":
+                prev_text = pf.sql[tok.start : tok.end + 1]
+            prev = [*prev[-1:], name]
+    return out
+
+
+_URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s@'\"]+@")
+
+
+def _match(text: str) -> list[str]:
+    kinds = []
+    if _URL_CREDENTIALS.search(text):
+        kinds.append("credentials in a URL")
+        text = _URL_CREDENTIALS.sub("", text)  # user:password@host is not an e-mail address
+    for kind, rx in PATTERNS:
+        for m in rx.finditer(text):
+            if kind == "an e-mail address" and _RESERVED_EMAIL_DOMAINS.search(m.group(1).lower()):
+                continue
+            if kind == "a phone number" and _phone_is_fictional(m.group(0)):
+                continue
+            kinds.append(kind)
+            break
+    return kinds
+
+
+def header_comments(pf: ParsedFile) -> list[str]:
+    """Comments before the first statement."""
+    first = pf.statements[0].start if pf.statements else len(pf.sql)
+    return [text for start, _end, text in pf.comments if start < first]
+
+
+def justification_findings(pf: ParsedFile) -> list[Finding]:
+    """MIG202 when the up file's header has no real 'Business justification:' line."""
+    if pf.tokens is None and pf.error is not None:
+        return []  # does not even scan: the syntax error says enough
+    for text in header_comments(pf):
+        for raw in text.splitlines():
+            m = _JUSTIFICATION.search(raw)
+            if m:
+                value = m.group(1).strip().rstrip("*/").strip()
+                if len(value) >= 3 and not _PLACEHOLDER.match(value):
+                    return []
+                return [
+                    finding(
+                        "MIG202",
+                        pf.file,
+                        "the business justification is still a placeholder; say why this change is needed "
+                        "(ticket, business reason)",
+                        1,
+                        1,
+                    )
+                ]
+    return [
+        finding(
+            "MIG202",
+            pf.file,
+            "no '-- Business justification: ...' comment before the first statement (HIPAA audit trail); "
+            "add one or run with --no-require-justification",
+            1,
+            1,
+        )
+    ]

@@ -1,0 +1,463 @@
+"""Safety rules for production PostgreSQL, run on libpg_query's JSON parse tree.
+
+Locking and data-loss rules look at up files (what deploys run); down files get the rollback
+rules (IF EXISTS, reverting what the up created). A table created earlier in the same file is
+"new": indexing or constraining it cannot block anyone. ``LintState`` carries what earlier
+migrations did (validated NOT NULL checks) so the usual multi-migration recipes pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migrator.lint.model import Finding, finding
+from migrator.lint.parse import ParsedFile, Statement
+
+VOLATILE_FUNCTIONS = frozenset(
+    {
+        "random",
+        "gen_random_uuid",
+        "uuid_generate_v1",
+        "uuid_generate_v1mc",
+        "uuid_generate_v4",
+        "uuidv4",
+        "uuidv7",
+        "clock_timestamp",
+        "timeofday",
+        "nextval",
+        "random_normal",
+        "gen_random_bytes",
+    }
+)
+SERIAL_TYPES = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
+
+# DropStmt removeType -> (object kind for messages, kind key for down-revert matching)
+DROP_KINDS = {
+    "OBJECT_TABLE": "table",
+    "OBJECT_INDEX": "index",
+    "OBJECT_VIEW": "view",
+    "OBJECT_MATVIEW": "materialized view",
+    "OBJECT_SEQUENCE": "sequence",
+    "OBJECT_TYPE": "type",
+    "OBJECT_DOMAIN": "type",
+    "OBJECT_FUNCTION": "function",
+    "OBJECT_PROCEDURE": "function",
+    "OBJECT_ROUTINE": "function",
+    "OBJECT_SCHEMA": "schema",
+    "OBJECT_TRIGGER": "trigger",
+    "OBJECT_POLICY": "policy",
+    "OBJECT_EXTENSION": "extension",
+    "OBJECT_FOREIGN_TABLE": "table",
+}
+
+
+@dataclass
+class LintState:
+    """What earlier migrations of the folder established (carried in version order)."""
+
+    validated_not_null: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
+    not_valid_checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # constraint -> (table, column)
+
+
+def _strings(items: list[Any] | None) -> list[str]:
+    out = []
+    for it in items or ():
+        if "String" in it:
+            out.append(it["String"].get("sval", ""))
+    return out
+
+
+def _rel(rv: dict[str, Any] | None) -> str:
+    return (rv or {}).get("relname", "").lower()
+
+
+def _qual(rv: dict[str, Any] | None) -> str:
+    rv = rv or {}
+    return ".".join(p for p in (rv.get("schemaname"), rv.get("relname")) if p)
+
+
+def _last(names: list[str]) -> str:
+    return names[-1].lower() if names else ""
+
+
+def _walk(node: Any) -> Any:
+    """Yield every dict in a JSON parse tree."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            yield n
+            stack.extend(n.values())
+        elif isinstance(n, list):
+            stack.extend(n)
+
+
+def _volatile_call(expr: Any) -> str | None:
+    for d in _walk(expr):
+        fc = d.get("FuncCall")
+        if fc:
+            name = _last(_strings(fc.get("funcname")))
+            if name in VOLATILE_FUNCTIONS:
+                return name
+    return None
+
+
+def _not_null_check_column(expr: Any) -> str | None:
+    """``col`` when ``expr`` is exactly ``col IS NOT NULL``."""
+    nt = (expr or {}).get("NullTest")
+    if not nt or nt.get("nulltesttype") != "IS_NOT_NULL":
+        return None
+    ref = (nt.get("arg") or {}).get("ColumnRef")
+    if not ref:
+        return None
+    return _last(_strings(ref.get("fields")))
+
+
+def _constraints(coldef: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c["Constraint"] for c in coldef.get("constraints") or () if "Constraint" in c]
+
+
+def _f(rule: str, pf: ParsedFile, st: Statement, message: str) -> Finding:
+    return finding(rule, pf.file, message, st.line, st.column, offset=st.start)
+
+
+def lint_up(pf: ParsedFile, state: LintState) -> list[Finding]:
+    """Locking and data-loss rules for an up file."""
+    out: list[Finding] = []
+    created: set[str] = set()
+    for st in pf.statements:
+        kind, node = st.kind, st.node
+        if kind == "CreateStmt":
+            created.add(_rel(node.get("relation")))
+        elif kind == "CreateTableAsStmt":
+            created.add(_rel((node.get("into") or {}).get("rel")))
+        elif kind == "AlterTableStmt" and node.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE":
+            out.extend(_alter_table(pf, st, node, created, state))
+        elif kind == "IndexStmt":
+            table = _rel(node.get("relation"))
+            if not node.get("concurrent") and table not in created:
+                idx = node.get("idxname") or "(unnamed)"
+                out.append(
+                    _f("MIG003", pf, st, f"CREATE INDEX {idx} on existing table {_qual(node.get('relation'))} "
+                       "without CONCURRENTLY blocks writes to the table until the index is built")
+                )
+        elif kind == "DropStmt":
+            rt = node.get("removeType")
+            names = _drop_names(node)
+            if rt == "OBJECT_TABLE":
+                lost = [n for n in names if n.split(".")[-1] not in created]
+                if lost:
+                    out.append(_f("MIG007", pf, st, f"DROP TABLE {', '.join(lost)} deletes its data for good"))
+            elif rt == "OBJECT_INDEX" and not node.get("concurrent"):
+                out.append(
+                    _f("MIG016", pf, st, f"DROP INDEX {', '.join(names)} without CONCURRENTLY blocks reads and "
+                       "writes on its table")
+                )
+        elif kind == "RenameStmt":
+            rt = node.get("renameType")
+            rel = _qual(node.get("relation"))
+            if rt == "OBJECT_COLUMN" and node.get("relationType") in (None, "OBJECT_TABLE"):
+                out.append(
+                    _f("MIG008", pf, st, f"renaming column {rel}.{node.get('subname')} to {node.get('newname')} "
+                       "breaks application versions still running with the old name")
+                )
+            elif rt == "OBJECT_TABLE":
+                out.append(
+                    _f("MIG009", pf, st, f"renaming table {rel} to {node.get('newname')} breaks application "
+                       "versions still running with the old name")
+                )
+        elif kind in ("UpdateStmt", "DeleteStmt"):
+            table = _rel(node.get("relation"))
+            if "whereClause" not in node and table not in created:
+                verb = "UPDATE" if kind == "UpdateStmt" else "DELETE"
+                out.append(
+                    _f("MIG010", pf, st, f"{verb} on {_qual(node.get('relation'))} without WHERE changes every "
+                       "row in one transaction")
+                )
+        elif kind == "TruncateStmt":
+            rels = [_qual(r.get("RangeVar")) for r in node.get("relations") or ()]
+            lost = [r for r in rels if r.split(".")[-1].lower() not in created]
+            if lost:
+                cascade = " CASCADE (also empties every table referencing it)" if node.get("behavior") == \
+                    "DROP_CASCADE" else ""
+                out.append(_f("MIG017", pf, st, f"TRUNCATE {', '.join(lost)}{cascade} deletes its data for good"))
+        elif kind == "DropdbStmt":
+            out.append(_f("MIG015", pf, st, f"DROP DATABASE {node.get('dbname')} in a migration"))
+    return out
+
+
+def _alter_table(
+    pf: ParsedFile, st: Statement, node: dict[str, Any], created: set[str], state: LintState
+) -> list[Finding]:
+    out: list[Finding] = []
+    table = _rel(node.get("relation"))
+    qual = _qual(node.get("relation"))
+    existing = table not in created
+    for c in node.get("cmds") or ():
+        cmd = c.get("AlterTableCmd", {})
+        sub = cmd.get("subtype")
+        d = cmd.get("def") or {}
+        if sub == "AT_AddColumn" and "ColumnDef" in d and existing:
+            col = d["ColumnDef"]
+            cname = col.get("colname")
+            cons = _constraints(col)
+            types = {x.get("contype") for x in cons}
+            default = next((x for x in cons if x.get("contype") == "CONSTR_DEFAULT"), None)
+            type_name = _last(_strings((col.get("typeName") or {}).get("names")))
+            generated = types & {"CONSTR_GENERATED", "CONSTR_IDENTITY"}
+            if types & {"CONSTR_NOTNULL", "CONSTR_PRIMARY"} and default is None and not generated \
+                    and type_name not in SERIAL_TYPES:
+                out.append(
+                    _f("MIG001", pf, st, f"adding NOT NULL column {qual}.{cname} without a DEFAULT fails on a "
+                       "table with rows")
+                )
+            volatile = _volatile_call(default.get("raw_expr")) if default else None
+            if volatile:
+                out.append(
+                    _f("MIG013", pf, st, f"column {qual}.{cname} gets the volatile default {volatile}(): the table "
+                       "is rewritten under an ACCESS EXCLUSIVE lock")
+                )
+            elif "CONSTR_GENERATED" in types or "CONSTR_IDENTITY" in types or type_name in SERIAL_TYPES:
+                what = "an identity/serial" if "CONSTR_GENERATED" not in types else "a stored generated"
+                out.append(
+                    _f("MIG013", pf, st, f"column {qual}.{cname} is {what} column: filling it rewrites the table "
+                       "under an ACCESS EXCLUSIVE lock")
+                )
+            if types & {"CONSTR_UNIQUE", "CONSTR_PRIMARY"}:
+                out.append(
+                    _f("MIG014", pf, st, f"column {qual}.{cname} with UNIQUE/PRIMARY KEY builds an index that "
+                       "blocks reads and writes")
+                )
+        elif sub == "AT_SetNotNull" and existing:
+            cname = (cmd.get("name") or "").lower()
+            if (table, cname) not in state.validated_not_null:
+                out.append(
+                    _f("MIG002", pf, st, f"SET NOT NULL on {qual}.{cname} scans the whole table under an ACCESS "
+                       f"EXCLUSIVE lock; no validated CHECK ({cname} IS NOT NULL) precedes it")
+                )
+        elif sub == "AT_AlterColumnType" and existing:
+            out.append(
+                _f("MIG005", pf, st, f"changing the type of {qual}.{cmd.get('name')} can rewrite the table and its "
+                   "indexes under an ACCESS EXCLUSIVE lock")
+            )
+        elif sub == "AT_DropColumn":
+            out.append(
+                _f("MIG006", pf, st, f"DROP COLUMN {qual}.{cmd.get('name')} deletes its data for good and breaks "
+                   "code still reading it")
+            )
+        elif sub == "AT_AddConstraint" and "Constraint" in d:
+            con = d["Constraint"]
+            ctype = con.get("contype")
+            name = con.get("conname") or "(unnamed)"
+            if ctype == "CONSTR_CHECK":
+                col = _not_null_check_column(con.get("raw_expr"))
+                if col:
+                    if con.get("skip_validation"):
+                        state.not_valid_checks[name] = (table, col)
+                    else:
+                        state.validated_not_null.add((table, col))
+            if not existing:
+                continue
+            if ctype in ("CONSTR_FOREIGN", "CONSTR_CHECK") and not con.get("skip_validation"):
+                what = "FOREIGN KEY" if ctype == "CONSTR_FOREIGN" else "CHECK"
+                out.append(
+                    _f("MIG004", pf, st, f"adding {what} constraint {name} on {qual} without NOT VALID checks "
+                       "every row while blocking writes")
+                )
+            elif ctype in ("CONSTR_UNIQUE", "CONSTR_PRIMARY") and not con.get("indexname"):
+                what = "UNIQUE" if ctype == "CONSTR_UNIQUE" else "PRIMARY KEY"
+                out.append(
+                    _f("MIG014", pf, st, f"adding {what} constraint {name} on {qual} builds an index that blocks "
+                       "reads and writes")
+                )
+        elif sub == "AT_ValidateConstraint":
+            checked = state.not_valid_checks.get(cmd.get("name") or "")
+            if checked:
+                state.validated_not_null.add(checked)
+    return out
+
+
+def _drop_names(node: dict[str, Any]) -> list[str]:
+    """Dotted names of a DropStmt's objects (functions without arguments, triggers as table.trigger)."""
+    names = []
+    for obj in node.get("objects") or ():
+        if "List" in obj:
+            names.append(".".join(_strings(obj["List"].get("items"))))
+        elif "ObjectWithArgs" in obj:
+            names.append(".".join(_strings(obj["ObjectWithArgs"].get("objname"))))
+        elif "TypeName" in obj:
+            names.append(".".join(_strings(obj["TypeName"].get("names"))))
+        elif "String" in obj:
+            names.append(obj["String"].get("sval", ""))
+    return names
+
+
+# ---- down files
+
+
+@dataclass
+class Created:
+    """An object an up file creates, to be found again in its down file."""
+
+    kind: str
+    name: str
+    table: str = ""
+    line: int = 0
+    columns: frozenset[str] = frozenset()  # for constraints: the columns they involve
+
+
+def created_objects(pf: ParsedFile) -> list[Created]:
+    """Tables, columns, indexes, constraints, types, views, functions, sequences, schemas, triggers."""
+    out: list[Created] = []
+    for st in pf.statements:
+        kind, node = st.kind, st.node
+        if kind == "CreateStmt":
+            out.append(Created("table", _rel(node.get("relation")), line=st.line))
+        elif kind == "CreateTableAsStmt":
+            into = (node.get("into") or {}).get("rel")
+            k = "materialized view" if node.get("objtype") == "OBJECT_MATVIEW" else "table"
+            out.append(Created(k, _rel(into), line=st.line))
+        elif kind == "ViewStmt":
+            if not node.get("replace"):
+                out.append(Created("view", _rel(node.get("view")), line=st.line))
+        elif kind == "IndexStmt" and node.get("idxname"):
+            out.append(Created("index", node["idxname"].lower(), table=_rel(node.get("relation")), line=st.line))
+        elif kind in ("CreateEnumStmt", "CreateRangeStmt"):
+            out.append(Created("type", _last(_strings(node.get("typeName"))), line=st.line))
+        elif kind == "CompositeTypeStmt":
+            out.append(Created("type", _rel(node.get("typevar")), line=st.line))
+        elif kind == "CreateDomainStmt":
+            out.append(Created("type", _last(_strings(node.get("domainname"))), line=st.line))
+        elif kind == "CreateFunctionStmt" and not node.get("replace"):
+            out.append(Created("function", _last(_strings(node.get("funcname"))), line=st.line))
+        elif kind == "CreateSeqStmt":
+            out.append(Created("sequence", _rel(node.get("sequence")), line=st.line))
+        elif kind == "CreateSchemaStmt":
+            out.append(Created("schema", (node.get("schemaname") or "").lower(), line=st.line))
+        elif kind == "CreateTrigStmt" and not node.get("replace"):
+            out.append(
+                Created("trigger", (node.get("trigname") or "").lower(), table=_rel(node.get("relation")),
+                        line=st.line)
+            )
+        elif kind == "CreatePolicyStmt":
+            out.append(
+                Created("policy", (node.get("policy_name") or "").lower(), table=_rel(node.get("table")),
+                        line=st.line)
+            )
+        elif kind == "DropStmt":  # created and dropped again in the same up file: nothing to revert
+            key = DROP_KINDS.get(node.get("removeType", ""), "")
+            gone = {n.split(".")[-1].lower() for n in _drop_names(node)}
+            out = [o for o in out if not ((o.kind == key and o.name in gone) or (key == "table" and o.table in gone))]
+        elif kind == "AlterTableStmt" and node.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE":
+            table = _rel(node.get("relation"))
+            for c in node.get("cmds") or ():
+                cmd = c.get("AlterTableCmd", {})
+                d = cmd.get("def") or {}
+                if cmd.get("subtype") in ("AT_DropColumn", "AT_DropConstraint"):
+                    what = "column" if cmd.get("subtype") == "AT_DropColumn" else "constraint"
+                    name = (cmd.get("name") or "").lower()
+                    out = [o for o in out if not (o.kind == what and o.table == table and o.name == name)]
+                elif cmd.get("subtype") == "AT_AddColumn" and "ColumnDef" in d:
+                    out.append(Created("column", (d["ColumnDef"].get("colname") or "").lower(), table, st.line))
+                elif cmd.get("subtype") == "AT_AddConstraint" and "Constraint" in d and d["Constraint"].get("conname"):
+                    con = d["Constraint"]
+                    out.append(Created("constraint", con["conname"].lower(), table, st.line, _constraint_columns(con)))
+    return out
+
+
+def _constraint_columns(con: dict[str, Any]) -> frozenset[str]:
+    cols = set(_strings(con.get("keys"))) | set(_strings(con.get("fk_attrs")))
+    for d in _walk(con.get("raw_expr")):
+        ref = d.get("ColumnRef")
+        if ref:
+            cols.add(_last(_strings(ref.get("fields"))))
+    return frozenset(c.lower() for c in cols)
+
+
+def lint_down(down: ParsedFile, up: ParsedFile | None) -> list[Finding]:
+    """Rollback rules: IF EXISTS on drops, and every object the up creates is dropped again."""
+    out: list[Finding] = []
+    dropped: dict[str, set[str]] = {}
+    dropped_columns: set[tuple[str, str]] = set()
+    dropped_constraints: set[tuple[str, str]] = set()
+    recreated_functions: set[str] = set()
+    cascaded_schemas: set[str] = set()
+    for st in down.statements:
+        kind, node = st.kind, st.node
+        if kind == "DropStmt":
+            rt = node.get("removeType", "")
+            names = _drop_names(node)
+            key = DROP_KINDS.get(rt, rt)
+            for n in names:
+                dropped.setdefault(key, set()).add(n.split(".")[-1].lower())
+                if key == "schema" and node.get("behavior") == "DROP_CASCADE":
+                    cascaded_schemas.add(n.lower())
+            if not node.get("missing_ok"):
+                what = rt.removeprefix("OBJECT_").replace("_", " ")
+                out.append(
+                    _f("MIG011", down, st, f"DROP {what} {', '.join(names)} without IF EXISTS fails the rollback "
+                       "when the up file stopped before creating it")
+                )
+        elif kind == "AlterTableStmt":
+            table = _rel(node.get("relation"))
+            for c in node.get("cmds") or ():
+                cmd = c.get("AlterTableCmd", {})
+                sub = cmd.get("subtype")
+                name = (cmd.get("name") or "").lower()
+                if sub == "AT_DropColumn":
+                    dropped_columns.add((table, name))
+                elif sub == "AT_DropConstraint":
+                    dropped_constraints.add((table, name))
+                else:
+                    continue
+                if not cmd.get("missing_ok"):
+                    what = "COLUMN" if sub == "AT_DropColumn" else "CONSTRAINT"
+                    out.append(
+                        _f("MIG011", down, st, f"DROP {what} {name} on {_qual(node.get('relation'))} without IF "
+                           "EXISTS fails the rollback when the up file stopped before creating it")
+                    )
+        elif kind == "CreateFunctionStmt":
+            recreated_functions.add(_last(_strings(node.get("funcname"))))
+        elif kind in ("UpdateStmt", "DeleteStmt") and "whereClause" not in node:
+            verb = "UPDATE" if kind == "UpdateStmt" else "DELETE"
+            out.append(_f("MIG010", down, st, f"{verb} on {_qual(node.get('relation'))} without WHERE changes "
+                          "every row in one transaction"))
+        elif kind == "DropdbStmt":
+            out.append(_f("MIG015", down, st, f"DROP DATABASE {node.get('dbname')} in a migration"))
+    if up is None or up.error is not None or down.error is not None or not down.statements:
+        return out  # nothing to compare with (an empty down is reported as such)
+    tables = dropped.get("table", set())
+    for obj in created_objects(up):
+        if cascaded_schemas:
+            break  # DROP SCHEMA ... CASCADE takes everything with it
+        ok = False
+        if obj.kind in ("column", "constraint", "index", "trigger", "policy"):
+            ok = obj.table in tables
+            if obj.kind == "column":
+                ok = ok or (obj.table, obj.name) in dropped_columns
+            elif obj.kind == "constraint":
+                ok = ok or (obj.table, obj.name) in dropped_constraints or any(
+                    (obj.table, c) in dropped_columns for c in obj.columns
+                )
+            elif obj.kind == "index":
+                ok = ok or obj.name in dropped.get("index", set())
+            else:
+                ok = ok or obj.name in dropped.get(obj.kind, set())
+        elif obj.kind == "function":
+            ok = obj.name in dropped.get("function", set()) or obj.name in recreated_functions
+        elif obj.kind == "materialized view":
+            ok = obj.name in dropped.get("materialized view", set())
+        else:
+            ok = obj.name in dropped.get(obj.kind, set())
+        if not ok:
+            where = f" on {obj.table}" if obj.table else ""
+            out.append(
+                finding(
+                    "MIG012",
+                    down.file,
+                    f"does not drop {obj.kind} {obj.name}{where} created at line {obj.line} of {Path(up.file).name}",
+                )
+            )
+    return out

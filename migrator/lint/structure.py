@@ -1,0 +1,192 @@
+"""Folder and file structure: pairs, duplicates, gaps, names, and transaction behaviour.
+
+File-level problems come from ``migrator.files.load`` (the same checks the engine refuses to
+migrate on) and are turned into findings here; gaps, naming style and the statements that force
+the non-transactional path are added on top.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from migrator.files import NAME_RE, MigrationSet, Problem
+from migrator.lint.model import Finding, finding
+from migrator.lint.parse import ParsedFile
+from migrator.lint.transactional import classify, statements_from_tokens
+
+PROBLEM_RULES = {
+    "bad-name": "MIG100",
+    "bad-extension": "MIG101",
+    "bad-version": "MIG102",
+    "unreadable": "MIG103",
+    "encoding": "MIG104",
+    "empty": "MIG105",
+    "duplicate": "MIG106",
+    "name-mismatch": "MIG107",
+    "missing-up": "MIG108",
+    "missing-down": "MIG109",
+    "not-a-migration": "MIG110",
+}
+
+# Titles that say nothing about the change.
+VAGUE_NAMES = frozenset(
+    "migration migrations update updates change changes fix fixes misc temp tmp test wip new stuff "
+    "schema db database patch hotfix".split()
+)
+# golang-migrate's default (non -seq) versions are UTC timestamps; gaps are normal there.
+TIMESTAMP_VERSION = 10**11
+
+
+def problem_findings(problems: list[Problem]) -> list[Finding]:
+    """Findings for the problems ``files.load`` found while reading the folder."""
+    out = []
+    for p in problems:
+        rule = PROBLEM_RULES.get(p.code, "MIG100")
+        out.append(finding(rule, p.file, p.message, severity=p.severity))
+    return out
+
+
+def folder_findings(mset: MigrationSet) -> list[Finding]:
+    """Gaps between versions and non-descriptive titles."""
+    out: list[Finding] = []
+    versions = mset.versions
+    for prev, cur in itertools.pairwise(versions):
+        if cur < TIMESTAMP_VERSION and cur - prev > 1:
+            mig = mset.get(cur)
+            f = mig.up or mig.down if mig else None
+            missing = f"{prev + 1}" if cur - prev == 2 else f"{prev + 1}..{cur - 1}"
+            out.append(
+                finding(
+                    "MIG111",
+                    str(f.path) if f else str(mset.directory),
+                    f"version {cur} follows {prev}: version(s) {missing} are missing; check no migration was lost "
+                    "in a merge, or renumber",
+                )
+            )
+    for mig in mset:
+        f = mig.up or mig.down
+        if f is None:
+            continue
+        name = mig.name
+        if not NAME_RE.match(name):
+            out.append(
+                finding(
+                    "MIG112",
+                    str(f.path),
+                    f"title {name!r} is not snake_case (lower-case letters, digits, underscores); "
+                    "e.g. add_patient_table",
+                )
+            )
+        elif name in VAGUE_NAMES or len(name) < 4:
+            out.append(
+                finding(
+                    "MIG112",
+                    str(f.path),
+                    f"title {name!r} does not say what changes; use e.g. add_patient_table or "
+                    "add_email_verification_index",
+                )
+            )
+    return out
+
+
+def transaction_findings(pf: ParsedFile) -> list[Finding]:
+    """How the file's statements interact with the transaction migrator wraps each file in."""
+    tokens = pf.tokens
+    if tokens is None:
+        return []
+    hits = classify(pf.sql, tokens)
+    if not hits:
+        return []
+    out: list[Finding] = []
+    n_statements = len(statements_from_tokens(pf.sql, tokens))
+    file = pf.file
+    open_begin: int | None = None  # offset of the BEGIN of the currently open explicit transaction
+    open_line = 0
+    explicit_ranges: list[tuple[int, int]] = []
+    for h in hits:
+        col = pf.pos(h.start)[1]
+        if h.kind == "transaction-control":
+            if h.keyword in ("BEGIN", "START TRANSACTION"):
+                if open_begin is not None:
+                    out.append(
+                        finding(
+                            "MIG115",
+                            file,
+                            f"{h.keyword} at line {h.line} while the transaction opened at line {open_line} is "
+                            "still open (PostgreSQL only warns and ignores it)",
+                            h.line,
+                            col,
+                            offset=h.start,
+                        )
+                    )
+                    continue
+                open_begin, open_line = h.start, h.line
+            else:
+                if open_begin is None:
+                    out.append(
+                        finding(
+                            "MIG115",
+                            file,
+                            f"{h.keyword} at line {h.line} has no BEGIN before it in this file",
+                            h.line,
+                            col,
+                            offset=h.start,
+                        )
+                    )
+                    continue
+                explicit_ranges.append((open_begin, h.start))
+                out.append(
+                    finding(
+                        "MIG114",
+                        file,
+                        f"explicit transaction: BEGIN at line {open_line}, {h.keyword} at line {h.line}; migrator "
+                        "runs the file as is and records the version outside this transaction",
+                        open_line,
+                        pf.pos(open_begin)[1],
+                        offset=open_begin,
+                    )
+                )
+                open_begin = None
+    if open_begin is not None:
+        explicit_ranges.append((open_begin, len(pf.sql)))
+        out.append(
+            finding(
+                "MIG115",
+                file,
+                f"BEGIN at line {open_line} is never committed: the changes are rolled back when the session ends",
+                open_line,
+                pf.pos(open_begin)[1],
+                offset=open_begin,
+            )
+        )
+    for h in hits:
+        if h.kind == "transaction-control":
+            continue
+        col = pf.pos(h.start)[1]
+        if any(a < h.start < b for a, b in explicit_ranges):
+            out.append(
+                finding(
+                    "MIG116",
+                    file,
+                    f"{h.keyword} at line {h.line} is inside the file's own BEGIN ... COMMIT; PostgreSQL refuses it",
+                    h.line,
+                    col,
+                    offset=h.start,
+                )
+            )
+            continue
+        out.append(finding("MIG113", file, f"runs outside a transaction: {h.reason}", h.line, col, offset=h.start))
+        if n_statements > 1:
+            out.append(
+                finding(
+                    "MIG117",
+                    file,
+                    f"{h.keyword} at line {h.line} shares the file with {n_statements - 1} other statement(s): "
+                    "golang-migrate runs a file as one implicit transaction, where it fails, and a failure "
+                    "half-way leaves the database dirty",
+                    h.line,
+                    col,
+                    offset=h.start,
+                )
+            )
+    return out

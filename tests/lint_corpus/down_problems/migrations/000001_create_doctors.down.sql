@@ -1,0 +1,3 @@
+DROP VIEW active_doctors;
+DROP TABLE doctors;
+DROP TYPE IF EXISTS specialty;

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS visits;
+DROP TYPE IF EXISTS visit_status;

@@ -1,0 +1,2 @@
+DROP ROLE IF EXISTS reporting;
+DROP TABLE IF EXISTS contacts;

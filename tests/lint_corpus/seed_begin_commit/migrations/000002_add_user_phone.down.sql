@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS idx_user_phone;
+ALTER TABLE tbl_user DROP COLUMN IF EXISTS phone;

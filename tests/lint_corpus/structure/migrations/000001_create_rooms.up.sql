@@ -1,0 +1,2 @@
+-- Business justification: rooms.
+CREATE TABLE rooms (id int PRIMARY KEY);

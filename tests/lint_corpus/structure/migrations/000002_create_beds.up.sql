@@ -1,0 +1,2 @@
+-- Business justification: beds.
+CREATE TABLE beds (id int PRIMARY KEY);

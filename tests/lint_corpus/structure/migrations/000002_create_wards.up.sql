@@ -1,0 +1,2 @@
+-- Business justification: wards.
+CREATE TABLE wards (id int PRIMARY KEY);

@@ -1,0 +1,2 @@
+-- Business justification: floors.
+CREATE TABLE floors (id int PRIMARY KEY);

@@ -1,0 +1,2 @@
+-- Business justification: misc.
+CREATE TABLE desks (id int PRIMARY KEY);

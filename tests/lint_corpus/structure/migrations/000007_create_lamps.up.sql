@@ -1,0 +1,2 @@
+-- Business justification: lamps.
+CREATE TABLE lamps (id int PRIMARY KEY);

@@ -1,0 +1,2 @@
+-- Business justification: chairs.
+CREATE TABLE chairs (id int PRIMARY KEY);

@@ -1,0 +1,3 @@
+DROP FUNCTION IF EXISTS note_len(notes);
+DROP FUNCTION IF EXISTS notes_touch();
+DROP TABLE IF EXISTS notes;
