@@ -133,6 +133,20 @@ class Status:
 
 
 @dataclass
+class Plan:
+    """Migrations a command would run, in order, from the current state."""
+
+    database: str
+    version: int
+    dirty: bool
+    target: int
+    steps: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class _Session:
     conn: psycopg.Connection
     st: StateTable
@@ -146,9 +160,17 @@ class Migrator:
     flow run id) is written to every audit row. ``progress`` receives one line per migration.
     """
 
-    def __init__(self, settings: Settings, *, run_id: str | None = None, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_id: str | None = None,
+        progress: Progress | None = None,
+        approved_by: str | None = None,
+    ) -> None:
         self.settings = settings
         self.run_id = run_id or settings.run_id
+        self.approved_by = approved_by
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self._conn_info: Connection | None = None
         self.database: str | None = None  # name (never a URL) once a session has connected
@@ -202,6 +224,33 @@ class Migrator:
         with self._session(lock=False) as s:
             return read_history(s.conn, s.st, limit)
 
+    def plan(self, *, direction: str = "up", target: int | None = None, steps: int | None = None) -> Plan:
+        """What ``up`` (or ``goto target``, or ``down steps``) would do now; changes nothing."""
+        migrations = self.load_files()
+        migrations.raise_if_errors()
+        with self._session(lock=False) as s:
+            version, dirty = read_state(s.conn, s.st)
+        if direction == "down":
+            planned = _plan_down(migrations, version, steps or 1) if target is None else _plan_down(
+                migrations, version, None, stop_at=target
+            )
+        elif target is not None:
+            planned = _plan_goto(migrations, version, target)
+        else:
+            planned = _plan_up(migrations, version, steps)
+        from migrator.lint.transactional import non_transactional_reason
+
+        items = []
+        for m, d, to in planned:
+            mf = m.up if d == "up" else m.down
+            reason = non_transactional_reason(mf.sql) if mf else None
+            items.append(
+                {"version": m.version, "name": m.name, "direction": d, "to_version": to,
+                 "transactional": reason is None, "why_not_transactional": reason,
+                 "file": str(mf.path) if mf else None, "checksum": mf.sha256 if mf else None}
+            )
+        return Plan(self.database or "", version, dirty, planned[-1][2] if planned else version, items)
+
     # -- changes --------------------------------------------------------------------------
 
     def up(self, steps: int | None = None) -> RunResult:
@@ -222,17 +271,7 @@ class Migrator:
 
     def goto(self, version: int) -> RunResult:
         """Migrate up or down to exactly ``version`` (which must have a file)."""
-        def plan(ms: files.MigrationSet, cur: int) -> list[tuple[files.Migration, str, int]]:
-            if version != NO_VERSION and ms.get(version) is None:
-                raise MigratorError(
-                    f"no migration with version {version} in {ms.directory}; "
-                    "run `migrator list` for the available versions"
-                )
-            if version >= cur:
-                return [p for p in _plan_up(ms, cur, None) if p[0].version <= version]
-            return _plan_down(ms, cur, None, stop_at=version)
-
-        return self._run("goto", plan)
+        return self._run("goto", lambda ms, cur: _plan_goto(ms, cur, version))
 
     def reset(self) -> RunResult:
         """down-all, then up: the seed's ``migrate-reset`` for development databases."""
@@ -289,6 +328,7 @@ class Migrator:
                         run_id=self.run_id,
                         environment=self.settings.environment,
                         error=f"forced from {before}{' (dirty)' if dirty else ''}",
+                        approved_by=self.approved_by,
                     ),
                 )
         for w in warnings:
@@ -359,6 +399,7 @@ class Migrator:
                 run_id=self.run_id,
                 environment=self.settings.environment,
                 error=error,
+                approved_by=self.approved_by,
             )
 
         current_stmt: tuple[int, int, str] | None = None
@@ -456,6 +497,16 @@ def _plan_up(ms: files.MigrationSet, cur: int, steps: int | None) -> list[tuple[
     if steps is not None:
         todo = todo[:steps]
     return [(m, "up", m.version) for m in todo]
+
+
+def _plan_goto(ms: files.MigrationSet, cur: int, version: int) -> list[tuple[files.Migration, str, int]]:
+    if version != NO_VERSION and ms.get(version) is None:
+        raise MigratorError(
+            f"no migration with version {version} in {ms.directory}; run `migrator list` for the available versions"
+        )
+    if version >= cur:
+        return [p for p in _plan_up(ms, cur, None) if p[0].version <= version]
+    return _plan_down(ms, cur, None, stop_at=version)
 
 
 def _plan_down(

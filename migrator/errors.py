@@ -26,8 +26,12 @@ class MigrationFileError(MigratorError):
 class DirtyDatabaseError(MigratorError):
     """The database is marked dirty; golang-migrate's wording is kept so runbooks still match."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (DirtyDatabaseError, (self.version, self.detail))
+
     def __init__(self, version: int, detail: str = "") -> None:
         self.version = version
+        self.detail = detail
         msg = (
             f"Dirty database version {version}. Fix and force version: inspect the schema, "
             f"then run `migrator force V` with the last version that fully applied"
@@ -69,6 +73,10 @@ class MigrationFailedError(MigratorError):
         self.dirty = dirty
         self.state_version = state_version
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Picklable (Prefect may serialise a task's exception): rebuild from to_dict()."""
+        return (_rebuild_failure, (self.to_dict(),))
+
     def to_dict(self) -> dict[str, object]:
         return {
             "error": str(self),
@@ -83,3 +91,8 @@ class MigrationFailedError(MigratorError):
             "dirty": self.dirty,
             "state_version": self.state_version,
         }
+
+
+def _rebuild_failure(d: dict[str, object]) -> MigrationFailedError:
+    kwargs = {k: v for k, v in d.items() if k != "error"}
+    return MigrationFailedError(str(d["error"]), **kwargs)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ EVENT_TYPES = (
     "database.dirty",
     "backup.failed",
     "approval.requested",
+    "migration.pending",
 )
 TEST_EVENT = "test"
 ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
@@ -247,6 +248,8 @@ def _summary(event: str, e: Mapping[str, Any]) -> str:
     if event == "approval.requested":
         span = f" from version {before} to {after}" if before is not None or after is not None else ""
         return f"{where}: approval requested to migrate{span}"
+    if event == "migration.pending":
+        return f"{where}: migrations pending since version {before}"
     return f"{where}: test alert from `migrator notify test`"
 
 

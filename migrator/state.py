@@ -115,6 +115,7 @@ def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
                 client_addr inet DEFAULT inet_client_addr(),
                 tool_version text NOT NULL,
                 environment text,
+                approved_by text,
                 error text
             )"""
         )
@@ -167,15 +168,16 @@ class HistoryEntry:
     run_id: str | None
     environment: str | None
     error: str | None = None
+    approved_by: str | None = None
 
 
 _HISTORY_COLUMNS = """run_id, version, name, direction, checksum, success, from_version, to_version,
-    client_host, tool_version, environment, error, started_at, finished_at, duration_ms"""
+    client_host, tool_version, environment, error, approved_by, started_at, finished_at, duration_ms"""
 
 
 def write_history(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> None:
     conn.execute(
-        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})".encode(),
+        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})".encode(),
         (*_history_params(entry), entry.started_at, entry.finished_at, entry.duration_ms),
     )
 
@@ -186,7 +188,7 @@ def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEn
     import psycopg
 
     query = (
-        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 13)}, clock_timestamp(), "
+        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 14)}, clock_timestamp(), "
         "round(extract(epoch FROM clock_timestamp() - %s) * 1000))"
     )
     params = (*_history_params(entry), entry.started_at, entry.started_at)
@@ -194,7 +196,7 @@ def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEn
 
 
 def _history_params(entry: HistoryEntry) -> tuple[object, ...]:
-    """Values of the first 12 history columns (everything but the timings)."""
+    """Values of the first 13 history columns (everything but the timings)."""
     return (
         entry.run_id,
         entry.version,
@@ -208,6 +210,7 @@ def _history_params(entry: HistoryEntry) -> tuple[object, ...]:
         __version__,
         entry.environment,
         entry.error,
+        entry.approved_by,
     )
 
 

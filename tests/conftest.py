@@ -18,6 +18,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+# Nothing may leave 127.0.0.1: no Prefect telemetry, no analytics.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -1,0 +1,87 @@
+"""Pieces every flow shares: the per-environment concurrency slot, artifacts and failure alerts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+
+from migrator.errors import MigratorError
+from migrator.redact import redact
+from tasks.environment import Environment
+
+
+@contextlib.contextmanager
+def migration_slot(env: Environment, wait_seconds: float | None = None) -> Iterator[None]:
+    """At most one migrate/rollback/force run per environment (a Prefect global concurrency limit
+    of 1, created on first use), on top of the database's advisory lock."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(env.concurrency_limit, 1)
+    wait = env.settings.lock_wait_seconds if wait_seconds is None else wait_seconds
+    try:
+        with concurrency(env.concurrency_limit, occupy=1, strict=True, timeout_seconds=wait):
+            yield
+    except TimeoutError:
+        raise MigratorError(
+            f"another migrate/rollback/force run of {env.name} holds the concurrency limit "
+            f"{env.concurrency_limit} (waited {wait:g}s); let it finish, then retry this run"
+        ) from None
+
+
+def failure_fields(exc: BaseException) -> dict[str, Any]:
+    from migrator.notify import failure_fields as core_fields
+
+    fields = core_fields(exc)
+    fields["error"] = redact(fields.get("error") or str(exc))
+    return fields
+
+
+def md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return "_none_\n"
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |\n" for row in rows)
+    return head + body
+
+
+def findings_md(report: dict[str, Any] | None, limit: int = 50) -> str:
+    if not report:
+        return "_validation did not run_\n"
+    findings = report.get("findings") or []
+    text = f"{report.get('errors', 0)} errors, {report.get('warnings', 0)} warnings\n\n"
+    rows = [
+        (f.get("severity"), f.get("rule"), f"{f.get('file')}:{f.get('line') or ''}", f.get("message"))
+        for f in findings[:limit]
+    ]
+    return text + md_table(["severity", "rule", "where", "message"], rows)
+
+
+def run_artifact(kind: str, env: Environment, summary: dict[str, Any], report: dict[str, Any] | None = None) -> None:
+    """The markdown artifact every run leaves: what happened, to which versions, with what backup."""
+    steps = summary.get("steps") or []
+    md = (
+        f"# {kind} on `{env.name}`: {summary.get('outcome', '?')}\n\n"
+        f"| | |\n|---|---|\n"
+        f"| environment | `{env.name}` |\n"
+        f"| database | `{summary.get('database', '?')}` |\n"
+        f"| version before | {summary.get('version_before', '?')} |\n"
+        f"| version after | {summary.get('version_after', '?')} |\n"
+        f"| backup | `{summary.get('backup_key') or 'none'}` |\n"
+        f"| approved by | {summary.get('approved_by') or '-'} |\n"
+        f"| duration | {summary.get('duration_seconds', '?')} s |\n\n"
+    )
+    if summary.get("error"):
+        md += f"**Error:** {redact(summary['error'])}\n\n"
+    md += "## Migrations\n\n" + md_table(
+        ["version", "name", "direction", "duration (ms)", "transactional"],
+        [(s["version"], s["name"], s["direction"], s.get("duration_ms", ""), s.get("transactional", ""))
+         for s in steps],
+    )
+    if report is not None:
+        md += "\n## Lint findings\n\n" + findings_md(report)
+    create_markdown_artifact(markdown=redact(md), key=f"{kind}-{env.name}", description=f"{kind} {env.name}")

@@ -1,0 +1,33 @@
+"""``backup`` flow: a verified backup on demand or on schedule, then the retention policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows._common import failure_fields
+from tasks.environment import load_environment
+from tasks.notify import notify
+
+
+@task(name="prune", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def prune(environment: str) -> dict[str, Any]:
+    from migrator.backup.core import prune_backups
+
+    env = load_environment(environment)
+    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, dry_run=False).to_dict()
+
+
+@flow(name="backup")
+def backup(environment: str = "local", apply_retention: bool = True) -> dict[str, Any]:
+    env = load_environment(environment)
+    try:
+        result = env.backup_task()(environment)
+    except Exception as exc:
+        notify(environment, "backup.failed", **failure_fields(exc))
+        raise
+    if apply_retention:
+        result["pruned"] = [b["key"] for b in prune(environment)["deleted"]]
+    return result

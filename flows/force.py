@@ -1,0 +1,42 @@
+"""``force`` flow: clear a dirty state, only when the operator says which version is recorded now.
+
+No blind forcing: ``expected_current`` must equal the version in ``schema_migrations`` (read
+under the migration lock), else the run fails and nothing changes. The force is in the audit trail.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from flows._common import migration_slot, run_artifact
+from tasks.apply import force_version, read_status
+from tasks.environment import load_environment
+from tasks.notify import notify
+
+
+@flow(name="force")
+def force(environment: str, version: int, expected_current: int) -> dict[str, Any]:
+    """Set ``version`` (clean) when the database records ``expected_current``."""
+    env = load_environment(environment)
+    started = time.monotonic()
+    summary: dict[str, Any] = {"environment": environment, "outcome": "running", "steps": []}
+    try:
+        with migration_slot(env):
+            before = read_status(environment)
+            summary.update(database=before["database"], version_before=before["version"])
+            result = force_version(environment, version, expected_current)
+            summary.update(version_after=result["version_after"], outcome="forced")
+        notify(environment, "migration.succeeded", database=summary["database"], direction="force",
+               version_before=before["version"], version_after=version, dirty=False,
+               message=f"{environment}: version forced from {before['version']}"
+                       f"{' (dirty)' if before['dirty'] else ''} to {version}")
+        return summary
+    except Exception as exc:
+        summary.update(outcome="refused" if "refusing to force" in str(exc) else "failed", error=str(exc))
+        raise
+    finally:
+        summary["duration_seconds"] = round(time.monotonic() - started, 1)
+        run_artifact("force", env, summary)

@@ -1,0 +1,76 @@
+"""``rollback`` flow: backup, then revert N migrations (or down to a version), verify, notify."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from flows._common import failure_fields, migration_slot, run_artifact
+from flows.migrate import request_approval
+from migrator.errors import DirtyDatabaseError, MigratorError
+from tasks.apply import plan_migrations, read_status, rollback_migrations
+from tasks.environment import load_environment
+from tasks.notify import notify
+from tasks.verify import verify_status
+
+
+@flow(name="rollback")
+def rollback(
+    environment: str = "local",
+    steps: int = 1,
+    to_version: int | None = None,
+    require_approval: bool | None = None,
+    approval_timeout_seconds: int | None = None,
+) -> dict[str, Any]:
+    """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first."""
+    if to_version is None and steps < 1:
+        raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
+    env = load_environment(environment)
+    started = time.monotonic()
+    summary: dict[str, Any] = {"environment": environment, "outcome": "running", "steps": []}
+    try:
+        with migration_slot(env):
+            before = read_status(environment)
+            summary.update(database=before["database"], version_before=before["version"],
+                           version_after=before["version"])
+            if before["dirty"]:
+                raise DirtyDatabaseError(before["version"])
+            plan = plan_migrations(environment, to_version, direction="down", steps=steps)
+            if not plan["steps"]:
+                summary["outcome"] = "no change"
+                return summary
+            try:
+                backup = env.backup_task()(environment)
+            except Exception as exc:
+                notify(environment, "backup.failed", database=before["database"], **failure_fields(exc))
+                summary["alerted"] = True
+                raise
+            summary["backup_key"] = backup["key"]
+            approve = env.approval_required if require_approval is None else require_approval
+            if approve:
+                summary["approved_by"] = request_approval(
+                    env, plan, None, backup["key"], approval_timeout_seconds or env.approval_timeout_seconds
+                )
+            result = rollback_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
+                environment, steps, to_version, summary.get("approved_by")
+            )
+            summary.update(steps=result["steps"], version_after=result["version_after"])
+            verify_status(environment, plan["target"], check_drift=False)
+        summary["outcome"] = "succeeded"
+        summary["duration_seconds"] = round(time.monotonic() - started, 1)
+        notify(environment, "migration.succeeded", database=summary["database"], direction="down",
+               version_before=summary["version_before"], version_after=summary["version_after"],
+               backup_key=summary.get("backup_key"), duration_ms=int(summary["duration_seconds"] * 1000))
+        return summary
+    except Exception as exc:
+        summary.update(outcome="failed", error=str(exc))
+        if not summary.get("alerted"):
+            notify(environment, "migration.failed", database=summary.get("database"),
+                   version_before=summary.get("version_before"), backup_key=summary.get("backup_key"),
+                   **failure_fields(exc))
+        raise
+    finally:
+        summary.setdefault("duration_seconds", round(time.monotonic() - started, 1))
+        run_artifact("rollback", env, summary)

@@ -1,0 +1,53 @@
+"""``status-monitor`` flow (scheduled): alert on a dirty database, or on migrations pending too long.
+
+"Pending since" is remembered per environment in a Prefect Variable, so the threshold counts from
+the first check that saw the oldest pending version, whatever the schedule.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.variables import Variable
+
+from tasks.apply import read_status
+from tasks.environment import load_environment
+from tasks.notify import notify
+
+
+def _variable(environment: str) -> str:
+    return f"askfrank_pending_since_{environment}".replace("-", "_")
+
+
+@flow(name="status-monitor")
+def status_monitor(environment: str = "local", pending_alert_after_minutes: float | None = None) -> dict[str, Any]:
+    env = load_environment(environment)
+    threshold = env.pending_alert_after_minutes if pending_alert_after_minutes is None else pending_alert_after_minutes
+    st = read_status(environment)
+    result: dict[str, Any] = {"version": st["version"], "dirty": st["dirty"], "pending": len(st["pending"]),
+                              "alerts": []}
+    if st["dirty"]:
+        notify(environment, "database.dirty", database=st["database"], version_before=st["version"],
+               failing_version=st["version"], dirty=True)
+        result["alerts"].append("database.dirty")
+    name = _variable(environment)
+    if not st["pending"]:
+        Variable.set(name, {}, overwrite=True)
+        return result
+    oldest = st["pending"][0]["version"]
+    seen = Variable.get(name, default={}) or {}
+    if seen.get("version") != oldest:
+        seen = {"version": oldest, "since": datetime.now(UTC).isoformat()}
+        Variable.set(name, seen, overwrite=True)
+    waited = (datetime.now(UTC) - datetime.fromisoformat(seen["since"])).total_seconds() / 60
+    result["pending_minutes"] = round(waited, 1)
+    if waited >= threshold:
+        notify(environment, "migration.pending", database=st["database"], version_before=st["version"],
+               version_after=st["pending"][-1]["version"],
+               message=f"{len(st['pending'])} migration(s) pending on {environment} for {waited:.0f} min "
+                       f"(threshold {threshold:g} min), oldest {oldest}",
+               pending=[f"{m['version']}_{m['name']}" for m in st["pending"]])
+        result["alerts"].append("migration.pending")
+    return result

@@ -1,0 +1,30 @@
+"""Notify step: a signed webhook alert (or a log line when no webhook is configured).
+
+``send_event`` already retries delivery with backoff and never raises, so a failed alert can
+never turn a successful run into a failed one, nor hide the original failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks._common import flow_run_id, flow_run_url, run_logger
+from tasks.environment import load_environment
+
+
+@task(name="notify", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
+    from migrator.notify import send_event
+
+    env = load_environment(environment)
+    settings = env.settings
+    settings.flow_run_url = flow_run_url()
+    fields.setdefault("run_id", flow_run_id())
+    result = send_event(settings, event, **fields)
+    log = run_logger()
+    if result.delivered:
+        log.info("alert %s delivered", event)
+    return dict(result.to_dict())

@@ -1,0 +1,28 @@
+"""Validate step: parse, lint, HIPAA checks and drift against the environment's database.
+
+Not cached: a retried run must see the files as they are now (an engineer may have fixed one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from tasks._common import run_logger
+from tasks.environment import load_environment
+
+
+@task(name="validate", retries=1, retry_delay_seconds=5)
+def validate_migrations(environment: str, drift: bool = True) -> dict[str, Any]:
+    """Run ``migrator validate`` (with drift); returns counts and findings."""
+    from migrator.lint import validate_folder
+
+    env = load_environment(environment)
+    report = validate_folder(env.settings.migrations_path, settings=env.settings, drift=drift)
+    log = run_logger()
+    for f in report.findings:
+        level = {"error": 40, "warning": 30}.get(f.severity, 20)
+        log.log(level, "%s: %s %s: %s", f.location(), f.severity, f.rule, f.message)
+    log.info("validate: %s errors, %s warnings in %s files", report.errors, report.warnings, report.files)
+    return report.to_dict()
