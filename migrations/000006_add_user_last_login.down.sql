@@ -1,5 +1,4 @@
 -- Migration: 000006_add_user_last_login (rollback)
 -- Business justification: reverts 000006.
 
-DROP INDEX IF EXISTS idx_user_last_login;
 ALTER TABLE tbl_user DROP COLUMN IF EXISTS last_login;

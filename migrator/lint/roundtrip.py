@@ -10,7 +10,6 @@ dropped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import logging
@@ -18,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,32 +145,23 @@ def _diff(expected: list[str], actual: list[str], expected_label: str, actual_la
 
 def verify_roundtrip(settings: Settings, progress: Callable[[str], None] | None = None) -> RoundtripResult:
     """Run the round trip on a scratch database next to ``settings``' database (or the embedded one)."""
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
+    from psycopg.conninfo import conninfo_to_dict
 
     from migrator import db, files
     from migrator.engine import Migrator
+    from migrator.scratch import scratch_database
 
     say = progress or (lambda _m: None)
     mset = files.load(settings.migrations_path)
     mset.raise_if_errors()
     conn_info = db.resolve(settings)
     table = parse_table(settings.table) if settings.table else (conn_info.table or TableName())
-    name = f"migrator_roundtrip_{uuid.uuid4().hex[:10]}"
     with db.connect(conn_info) as admin:
         server_major = admin.info.server_version // 10000
-        pg_dump, _dump_major = choose_pg_dump(server_major)
-        try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot create the scratch database {name} on {conn_info.display}: {redact(str(exc).strip())}; "
-                "the user needs CREATEDB"
-            ) from None
-    result = RoundtripResult(ok=False, scratch_database=name, migrations=len(mset), pg_dump=pg_dump)
-    try:
-        scratch = make_conninfo(conn_info.conninfo, dbname=name)
+    pg_dump, _dump_major = choose_pg_dump(server_major)
+    with scratch_database(conn_info, "migrator_roundtrip") as scratch:
+        name = conninfo_to_dict(scratch)["dbname"]
+        result = RoundtripResult(ok=False, scratch_database=str(name), migrations=len(mset), pg_dump=pg_dump)
         # The URL's x-migrations-table is not part of the conninfo: pass the table explicitly.
         quoted = '"' + table.table.replace('"', '""') + '"'
         if table.schema:
@@ -180,41 +169,42 @@ def verify_roundtrip(settings: Settings, progress: Callable[[str], None] | None 
         scratch_settings = dataclasses.replace(settings, database_url=scratch, table=quoted)
         dump = _Dumper(pg_dump, scratch, table)
         engine = Migrator(scratch_settings, progress=lambda _m: None)
-        migrations = list(mset)
-        before: dict[int, list[str]] = {}
-        after: dict[int, list[str]] = {}
-        current = dump()
-        for m in migrations:
-            before[m.version] = current
-            if not _step(result, engine.up, m, "up", say):
-                return result
-            current = dump()
-            after[m.version] = current
-        for m in reversed(migrations):
-            if not _step(result, engine.down, m, "down", say):
-                return result
-            current = dump()
-            if current != before[m.version]:
-                _fail(result, m, "down", f"the down of {m.label} does not restore the schema before its up",
-                      _diff(before[m.version], current, f"schema before {m.label}.up", f"after {m.label}.down"))
-                return result
-            result.checked.append(f"{m.label} down")
-        for m in migrations:
-            if not _step(result, engine.up, m, "up", say):
-                result.message = f"re-applying {m.label} after its down failed: {result.message}"
-                return result
-            current = dump()
-            if current != after[m.version]:
-                _fail(result, m, "up", f"re-applying {m.label} after its down gives a different schema",
-                      _diff(after[m.version], current, f"after first {m.label}.up", f"after {m.label}.up again"))
-                return result
-            result.checked.append(f"{m.label} up again")
-        result.ok = True
-        result.message = f"all {len(migrations)} migration(s) round-trip: every down restores the schema before its up"
+        _walk(result, list(mset), engine, dump, say)
         return result
-    finally:
-        with contextlib.suppress(Exception), db.connect(conn_info) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _walk(result: RoundtripResult, migrations: list[Any], engine: Any, dump: Any, say: Callable[[str], None]) -> None:
+    """All ups, then each down checked against the schema before its up, then each up again."""
+    before: dict[int, list[str]] = {}
+    after: dict[int, list[str]] = {}
+    current = dump()
+    for m in migrations:
+        before[m.version] = current
+        if not _step(result, engine.up, m, "up", say):
+            return
+        current = dump()
+        after[m.version] = current
+    for m in reversed(migrations):
+        if not _step(result, engine.down, m, "down", say):
+            return
+        current = dump()
+        if current != before[m.version]:
+            _fail(result, m, "down", f"the down of {m.label} does not restore the schema before its up",
+                  _diff(before[m.version], current, f"schema before {m.label}.up", f"after {m.label}.down"))
+            return
+        result.checked.append(f"{m.label} down")
+    for m in migrations:
+        if not _step(result, engine.up, m, "up", say):
+            result.message = f"re-applying {m.label} after its down failed: {result.message}"
+            return
+        current = dump()
+        if current != after[m.version]:
+            _fail(result, m, "up", f"re-applying {m.label} after its down gives a different schema",
+                  _diff(after[m.version], current, f"after first {m.label}.up", f"after {m.label}.up again"))
+            return
+        result.checked.append(f"{m.label} up again")
+    result.ok = True
+    result.message = f"all {len(migrations)} migration(s) round-trip: every down restores the schema before its up"
 
 
 def _step(result: RoundtripResult, fn: Callable[..., Any], m: Any, phase: str, say: Callable[[str], None]) -> bool:
