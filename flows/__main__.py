@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
+
+# A HIPAA product's local runs phone nobody: no Prefect telemetry from the ephemeral server.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             result = restore_drill(environment=args.env)
     except MigratorError as exc:
         error(str(exc))
+        return 1
+    except Exception as exc:  # the flow run failed: Prefect has logged the details above
+        error(f"{args.flow} flow run failed ({type(exc).__name__}): {exc}")
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0

