@@ -17,7 +17,7 @@ def prune(environment: str) -> dict[str, Any]:
     from migrator.backup.core import prune_backups
 
     env = load_environment(environment)
-    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, dry_run=False).to_dict()
+    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True).to_dict()
 
 
 @flow(name="backup")

@@ -37,7 +37,7 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
         Variable.set(name, {}, overwrite=True)
         return result
     oldest = st["pending"][0]["version"]
-    seen = Variable.get(name, default={}) or {}
+    seen: dict[str, Any] = Variable.get(name, default={}) or {}
     if seen.get("version") != oldest:
         seen = {"version": oldest, "since": datetime.now(UTC).isoformat()}
         Variable.set(name, seen, overwrite=True)

@@ -87,7 +87,8 @@ def _load_secret_block(name: str) -> str | None:
     try:
         from prefect.blocks.system import Secret
 
-        value = Secret.load(name).get()
+        block: Any = Secret.load(name)  # sync call from our sync code (async_dispatch)
+        value = block.get()
     except Exception:  # no API, or no such block: fall back to the environment variable
         return None
     return str(value) if value else None

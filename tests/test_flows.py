@@ -281,3 +281,27 @@ def test_dry_run_changes_nothing(env: dict[str, Any]) -> None:
     assert result["outcome"] == "dry run" and [s["version"] for s in result["plan"]] == [1, 2]
     assert backups(env) == [] and events(env["hook"]) == []
     assert not _has_table(env["db_url"]) or db_state(env["db_url"]) == []
+
+
+def test_secret_block_wins_over_environment_variable(env: dict[str, Any], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.blocks.system import Secret
+
+    from tasks.environment import load_environment
+
+    Secret(value=env["db_url"]).save("askfrank-test-db-url", overwrite=True)
+    ddir = tmp_path / "deployments2"
+    ddir.mkdir()
+    (ddir / "blocky.yaml").write_text(
+        "environment: blocky\ndatabase_url: {secret_block: askfrank-test-db-url, env: NOT_SET_ANYWHERE}\n"
+    )
+    monkeypatch.setenv("MIGRATOR_DEPLOYMENTS_DIR", str(ddir))
+    e = load_environment("blocky")
+    assert e.settings.database_url == env["db_url"] and e.name == "blocky"
+    (ddir / "broken.yaml").write_text("database_url: [unclosed\n")
+    from migrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        load_environment("broken")
+    with pytest.raises(ConfigError, match="no settings for environment 'nope'"):
+        load_environment("nope")
