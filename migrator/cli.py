@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "migrator.commands.validate",
     "migrator.commands.notify",
     "migrator.commands.backup",
+    "migrator.commands.trigger",
 )
 
 
