@@ -77,7 +77,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if r.returncode != 0:
-        sys.exit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+        sys.exit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
     return elapsed
 
 

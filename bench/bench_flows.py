@@ -21,10 +21,8 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -33,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_engine import SERVER, create_db, db_url, drop_db  # noqa: E402
+from bench_engine import SERVER, create_db, db_url, drop_db, timed  # noqa: E402
 
 from prefect_server import running_server  # noqa: E402
 
@@ -47,15 +45,6 @@ def generate(n: int, directory: Path) -> None:
             f"CREATE INDEX idx_bench_t{i}_name ON bench_t{i} (name);\n"
         )
         (directory / f"{i:06d}_create_bench_t{i}.down.sql").write_text(head + f"DROP TABLE IF EXISTS bench_t{i};\n")
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
-    return elapsed
 
 
 def last_flow_run_seconds(api_url: str) -> float:

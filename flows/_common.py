@@ -8,9 +8,11 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
-from migrator.errors import MigratorError
+from migrator.errors import DirtyDatabaseError, MigratorError
 from migrator.redact import redact
+from tasks.apply import read_status
 from tasks.environment import Environment
+from tasks.notify import notify
 
 
 @contextlib.contextmanager
@@ -31,6 +33,33 @@ def migration_slot(env: Environment, wait_seconds: float | None = None) -> Itera
             f"another migrate/rollback/force run of {env.name} holds the concurrency limit "
             f"{env.concurrency_limit} (waited {wait:g}s); let it finish, then retry this run"
         ) from None
+
+
+def new_summary(environment: str) -> dict[str, Any]:
+    """The run summary every flow fills in; it becomes the run's artifact."""
+    return {"environment": environment, "outcome": "running", "steps": []}
+
+
+def record_status(environment: str, summary: dict[str, Any], *, refuse_dirty: bool = True) -> dict[str, Any]:
+    """Read the database's state into ``summary``; a dirty database stops migrate and rollback."""
+    before = read_status(environment)
+    summary.update(database=before["database"], version_before=before["version"], version_after=before["version"])
+    if refuse_dirty and before["dirty"]:
+        raise DirtyDatabaseError(before["version"])
+    return before
+
+
+def take_backup(env: Environment, summary: dict[str, Any]) -> dict[str, Any]:
+    """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
+    try:
+        backup = env.backup_task()(env.name)
+    except Exception as exc:
+        notify(env.name, "backup.failed", database=summary.get("database"),
+               version_before=summary.get("version_before"), **failure_fields(exc))
+        summary["alerted"] = True
+        raise
+    summary["backup_key"] = backup["key"]
+    return dict(backup)
 
 
 def failure_fields(exc: BaseException) -> dict[str, Any]:

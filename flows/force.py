@@ -11,8 +11,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows._common import migration_slot, run_artifact
-from tasks.apply import force_version, read_status
+from flows._common import migration_slot, new_summary, record_status, run_artifact
+from tasks.apply import force_version
 from tasks.environment import load_environment
 from tasks.notify import notify
 
@@ -22,11 +22,10 @@ def force(environment: str, version: int, expected_current: int) -> dict[str, An
     """Set ``version`` (clean) when the database records ``expected_current``."""
     env = load_environment(environment)
     started = time.monotonic()
-    summary: dict[str, Any] = {"environment": environment, "outcome": "running", "steps": []}
+    summary = new_summary(environment)
     try:
         with migration_slot(env):
-            before = read_status(environment)
-            summary.update(database=before["database"], version_before=before["version"])
+            before = record_status(environment, summary, refuse_dirty=False)
             result = force_version(environment, version, expected_current)
             summary.update(version_after=result["version_after"], outcome="forced")
         notify(environment, "migration.succeeded", database=summary["database"], direction="force",

@@ -17,9 +17,18 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from flows._common import failure_fields, findings_md, md_table, migration_slot, run_artifact
+from flows._common import (
+    failure_fields,
+    findings_md,
+    md_table,
+    migration_slot,
+    new_summary,
+    record_status,
+    run_artifact,
+    take_backup,
+)
 from migrator.errors import DirtyDatabaseError, MigratorError
-from tasks.apply import apply_migrations, plan_migrations, read_status
+from tasks.apply import apply_migrations, plan_migrations
 from tasks.environment import Environment, load_environment
 from tasks.notify import notify
 from tasks.validate import validate_migrations
@@ -83,24 +92,13 @@ def migrate(
     """Bring ``environment``'s database to ``target_version`` (default: the latest migration)."""
     env = load_environment(environment)
     started = time.monotonic()
-    summary: dict[str, Any] = {"environment": environment, "outcome": "running", "steps": []}
+    summary = new_summary(environment)
     report: dict[str, Any] | None = None
     try:
         with migration_slot(env):
-            before = read_status(environment)
-            summary.update(database=before["database"], version_before=before["version"],
-                           version_after=before["version"])
-            if before["dirty"]:
-                raise DirtyDatabaseError(before["version"])
+            record_status(environment, summary)
             if not dry_run:
-                try:
-                    backup = env.backup_task()(environment)
-                except Exception as exc:
-                    notify(environment, "backup.failed", database=before["database"],
-                           version_before=before["version"], **failure_fields(exc))
-                    summary["alerted"] = True
-                    raise
-                summary["backup_key"] = backup["key"]
+                take_backup(env, summary)
             report = validate_migrations(environment)
             if report["errors"]:
                 raise MigratorError(f"validation found {report['errors']} error(s); see the lint findings artifact")

@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows._common import failure_fields, migration_slot, run_artifact
+from flows._common import failure_fields, migration_slot, new_summary, record_status, run_artifact, take_backup
 from flows.migrate import request_approval
-from migrator.errors import DirtyDatabaseError, MigratorError
-from tasks.apply import plan_migrations, read_status, rollback_migrations
+from migrator.errors import MigratorError
+from tasks.apply import plan_migrations, rollback_migrations
 from tasks.environment import load_environment
 from tasks.notify import notify
 from tasks.verify import verify_status
@@ -29,25 +29,15 @@ def rollback(
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
     env = load_environment(environment)
     started = time.monotonic()
-    summary: dict[str, Any] = {"environment": environment, "outcome": "running", "steps": []}
+    summary = new_summary(environment)
     try:
         with migration_slot(env):
-            before = read_status(environment)
-            summary.update(database=before["database"], version_before=before["version"],
-                           version_after=before["version"])
-            if before["dirty"]:
-                raise DirtyDatabaseError(before["version"])
+            record_status(environment, summary)
             plan = plan_migrations(environment, to_version, direction="down", steps=steps)
             if not plan["steps"]:
                 summary["outcome"] = "no change"
                 return summary
-            try:
-                backup = env.backup_task()(environment)
-            except Exception as exc:
-                notify(environment, "backup.failed", database=before["database"], **failure_fields(exc))
-                summary["alerted"] = True
-                raise
-            summary["backup_key"] = backup["key"]
+            backup = take_backup(env, summary)
             approve = env.approval_required if require_approval is None else require_approval
             if approve:
                 summary["approved_by"] = request_approval(

@@ -19,7 +19,7 @@ from prefect.flow_runs import resume_flow_run
 from prefect.testing.utilities import prefect_test_harness
 
 from conftest import write_migration
-from s3_server import S3Server
+from s3_server import S3Server, serve
 from webhook_receiver import WebhookReceiver
 
 PASSWORD = "Flow-Sentinel-pw-42"
@@ -33,12 +33,7 @@ def harness() -> Iterator[None]:
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    server = S3Server().start()
-    server.env(monkeypatch)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve(monkeypatch)
 
 
 @pytest.fixture
