@@ -199,3 +199,16 @@ def test_embedded_default_on_a_fresh_folder(tmp_path: Path) -> None:
         from migrator import embedded
 
         embedded.stop(tmp_path / ".migrator" / "pgdata")
+
+
+def test_status_shows_recent_applied_unless_all(cli, db_url: str, migrations_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    for v in range(1, 13):
+        write_migration(migrations_dir, v, f"create_t{v}", f"CREATE TABLE t{v} (id int);", f"DROP TABLE t{v};")
+    g = ["--database-url", db_url, "--path", str(migrations_dir)]
+    assert cli("up", "11", *g).code == 0
+    r = cli("status", *g)
+    assert "1 earlier applied migrations not shown" in r.out and "create_t12" in r.out
+    assert "create_t1 " not in r.out and "create_t2 " in r.out
+    r = cli("status", "--all", *g)
+    assert "create_t1 " in r.out and "not shown" not in r.out
+    assert len(json.loads(cli("status", "--json", *g).out)["applied"]) == 11

@@ -41,6 +41,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--check", action="store_true", help="exit 4 when migrations are pending")
     p.add_argument("--alert", action="store_true", help="send a database.dirty alert when dirty")
+    p.add_argument("--all", action="store_true", help=f"list every applied migration, not the last {STATUS_RECENT}")
     add("version", "print the current version as golang-migrate does", cmd_version)
     add("list", "every migration file, applied or pending", cmd_list)
     p = add("history", "the audit trail of applied, reverted and forced migrations", cmd_history)
@@ -133,7 +134,10 @@ def cmd_force(ctx: Context, args: argparse.Namespace) -> int:
     return _run_change(ctx, "force", lambda m: m.force(args.version, expected_current=args.expect))
 
 
-def _print_status(st: Status) -> None:
+STATUS_RECENT = 10
+
+
+def _print_status(st: Status, show_all: bool = False) -> None:
     state = "DIRTY" if st.dirty else "clean"
     version = "none" if st.version == -1 else str(st.version)
     style = "bold red" if st.dirty else ("yellow" if st.pending else "green")
@@ -142,13 +146,16 @@ def _print_status(st: Status) -> None:
         f"{len(st.applied)} applied, {len(st.pending)} pending; latest file {st.latest}",
         style=style,
     )
-    rows = [(m.version, m.name, m.state, m.applied_at or "") for m in st.applied + st.pending]
+    applied = st.applied if show_all else st.applied[-STATUS_RECENT:]
+    rows = [(m.version, m.name, m.state, m.applied_at or "") for m in applied + st.pending]
+    hidden = len(st.applied) - len(applied)
     if rows:
         output.table(
             "Migrations",
             ["version", "name", "state", "applied at"],
             rows,
             styles=lambda r: "yellow" if r[2] == "pending" else ("red" if r[2] == "missing-file" else None),
+            caption=f"{hidden} earlier applied migrations not shown (--all shows them)" if hidden else None,
         )
     if st.dirty:
         output.line(
@@ -166,7 +173,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         output.print_json(st.to_dict())
     else:
-        _print_status(st)
+        _print_status(st, args.all)
     if st.dirty:
         if args.alert:
             from migrator.notify import send_event
