@@ -65,6 +65,7 @@ def stop(data_dir: Path) -> bool:
     """Stop the embedded server of ``data_dir`` if it runs; True when one was stopped."""
     import subprocess
 
+    warnings.filterwarnings("ignore", module="platformdirs")
     data_dir = data_dir.expanduser().resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
