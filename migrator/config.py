@@ -167,6 +167,13 @@ def parse_table(spec: str) -> TableName:
     return TableName(table=names[0])
 
 
+def state_table_name(settings: Settings, url_table: TableName | None) -> TableName:
+    """--table / MIGRATIONS_TABLE, else the URL's x-migrations-table, else schema_migrations."""
+    if settings.table:
+        return parse_table(settings.table)
+    return url_table or TableName()
+
+
 def prepare_url(url: str) -> Connection:
     """Turn a golang-migrate/libpq URL into a libpq conninfo, extracting golang-migrate options."""
     register_url(url)

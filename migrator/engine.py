@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from migrator import db, files
-from migrator.config import Connection, Settings, TableName, parse_interval_ms, parse_table
+from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
 from migrator.errors import DirtyDatabaseError, MigrationFailedError, MigrationFileError, MigratorError
 from migrator.redact import redact
 from migrator.state import (
@@ -30,12 +30,12 @@ from migrator.state import (
     acquire_lock,
     ensure_tables,
     history_statement,
+    last_applied_ups,
     read_history,
     read_state,
     release_lock,
     resolve_table,
     state_statements,
-    table_exists,
     write_history,
     write_state,
 )
@@ -183,11 +183,6 @@ class Migrator:
             self._conn_info = db.resolve(self.settings)
         return self._conn_info
 
-    def _table_name(self) -> TableName:
-        if self.settings.table:
-            return parse_table(self.settings.table)
-        return self.conn_info.table or TableName()
-
     def load_files(self) -> files.MigrationSet:
         return files.load(self.settings.migrations_path)
 
@@ -195,7 +190,7 @@ class Migrator:
     def _session(self, *, lock: bool) -> Iterator[_Session]:
         conn = db.connect(self.conn_info)
         try:
-            st = resolve_table(conn, self._table_name())
+            st = resolve_table(conn, state_table_name(self.settings, self.conn_info.table))
             self.database = st.database
             if lock:
                 acquire_lock(conn, st, self.settings.lock_wait_seconds)
@@ -596,13 +591,7 @@ def _failure(
 
 
 def _last_applied(conn: psycopg.Connection, st: StateTable) -> dict[int, tuple[str, str | None]]:
-    if not table_exists(conn, st, history=True):
-        return {}
-    rows = conn.execute(
-        f"""SELECT DISTINCT ON (version) version, finished_at, checksum FROM {st.history}
-            WHERE direction = 'up' AND success ORDER BY version, id DESC"""
-    ).fetchall()
-    return {int(v): (f"{t:%Y-%m-%d %H:%M:%S %Z}", c) for v, t, c in rows}
+    return {v: (f"{t:%Y-%m-%d %H:%M:%S %Z}", c) for v, (t, c) in last_applied_ups(conn, st).items()}
 
 
 def _status(

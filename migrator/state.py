@@ -226,15 +226,20 @@ def read_history(conn: psycopg.Connection, st: StateTable, limit: int | None = N
         return list(cur.execute(q).fetchall())
 
 
-def applied_checksums(conn: psycopg.Connection, st: StateTable) -> dict[int, str]:
-    """sha256 of the up file of each version as last successfully applied (for drift checks)."""
+def last_applied_ups(conn: psycopg.Connection, st: StateTable) -> dict[int, tuple[datetime, str | None]]:
+    """(finished_at, sha256) of each version's last successful up in the audit trail."""
     if not table_exists(conn, st, history=True):
         return {}
     rows = conn.execute(
-        f"""SELECT DISTINCT ON (version) version, checksum FROM {st.history}
+        f"""SELECT DISTINCT ON (version) version, finished_at, checksum FROM {st.history}
             WHERE direction = 'up' AND success ORDER BY version, id DESC"""
     ).fetchall()
-    return {int(v): c for v, c in rows if c}
+    return {int(v): (t, c) for v, t, c in rows}
+
+
+def applied_checksums(conn: psycopg.Connection, st: StateTable) -> dict[int, str]:
+    """sha256 of the up file of each version as last successfully applied (for drift checks)."""
+    return {v: c for v, (_t, c) in last_applied_ups(conn, st).items() if c}
 
 
 def _lock_holder(conn: psycopg.Connection, lock_id: int) -> str:

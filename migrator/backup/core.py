@@ -38,7 +38,7 @@ from migrator.backup.stores import (
     open_store,
     part_size_from_env,
 )
-from migrator.config import Connection, Settings, TableName, parse_table, prepare_url
+from migrator.config import Connection, Settings, prepare_url, state_table_name
 from migrator.redact import redact
 
 log = logging.getLogger(__name__)
@@ -218,12 +218,6 @@ def configured_database_name(settings: Settings) -> str:
 
     params = conninfo_to_dict(prepare_url(settings.database_url).conninfo)
     return str(params.get("dbname") or params.get("user") or "postgres")
-
-
-def _table_name(settings: Settings, conn_info: Connection) -> TableName:
-    if settings.table:
-        return parse_table(settings.table)
-    return conn_info.table or TableName()
 
 
 def _resolve_key(store: Store, key: str, settings: Settings, database: str | None) -> str:
@@ -515,7 +509,7 @@ def _state_in_snapshot(settings: Settings, conn_info: Connection, snapshot: str)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        st = resolve_table(conn, _table_name(settings, conn_info))
+        st = resolve_table(conn, state_table_name(settings, conn_info.table))
         version, dirty = read_state(conn, st)
         return version, dirty, f"{st.schema}.{st.table}"
     except psycopg.Error as exc:
@@ -704,7 +698,7 @@ def restore_backup(
                 f"{pgtools.read_stderr(err) or 'no message'}; it ran in one transaction, nothing was restored"
             )
     with connect(target) as conn:
-        st = resolve_table(conn, _table_name(settings, target))
+        st = resolve_table(conn, state_table_name(settings, target.table))
         version, dirty = read_state(conn, st)
     return RestoreResult(
         key=key,

@@ -11,16 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from migrator.config import Settings, TableName, parse_table
+from migrator.config import Settings, state_table_name
 from migrator.files import DIGITS, MigrationSet
 from migrator.lint.model import Finding, finding
-
-
-def state_table_name(settings: Settings, url_table: TableName | None) -> TableName:
-    """--table / MIGRATIONS_TABLE, else the URL's x-migrations-table, else schema_migrations."""
-    if settings.table:
-        return parse_table(settings.table)
-    return url_table or TableName()
 
 
 def check(settings: Settings, mset: MigrationSet, display: Callable[[Any], str] = str) -> list[Finding]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.config import Settings, TableName, parse_table
+from migrator.config import Settings, TableName, state_table_name
 from migrator.errors import ConfigError, MigratorError
 from migrator.redact import redact, register_secret
 
@@ -155,7 +155,7 @@ def verify_roundtrip(settings: Settings, progress: Callable[[str], None] | None 
     mset = files.load(settings.migrations_path)
     mset.raise_if_errors()
     conn_info = db.resolve(settings)
-    table = parse_table(settings.table) if settings.table else (conn_info.table or TableName())
+    table = state_table_name(settings, conn_info.table)
     with db.connect(conn_info) as admin:
         server_major = admin.info.server_version // 10000
     pg_dump, _dump_major = choose_pg_dump(server_major)
