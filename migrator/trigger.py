@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,28 @@ CLOUD_UI_URL = "https://app.prefect.cloud"
 # consecutive failed polls tolerated while waiting (a server restart or a network blip must not
 # fail a CD job whose run is fine); each failed poll waits one poll interval
 MAX_POLL_ERRORS = 10
+
+
+# a busy or restarting API is retried (429 rate limit; 502/504 from a proxy; 503 from the server when
+# its database is locked or it is starting): at most RETRY_ATTEMPTS requests, backoff from
+# RETRY_BASE_SECONDS doubling with full jitter, a Retry-After of at most RETRY_AFTER_CAP_SECONDS
+# honoured, and no retry that would end past RETRY_BUDGET_SECONDS
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.5
+RETRY_AFTER_CAP_SECONDS = 30.0
+RETRY_BUDGET_SECONDS = 60.0
+
+
+def _retry_delay(response: Any, attempt: int) -> float:
+    """Seconds before retry ``attempt`` + 1: the server's Retry-After (seconds), else jittered backoff."""
+    retry_after = response.headers.get("Retry-After", "").strip()
+    if retry_after:
+        try:
+            return min(max(float(retry_after), 0.0), RETRY_AFTER_CAP_SECONDS)
+        except ValueError:
+            pass  # an HTTP date: fall back to backoff rather than trust the two clocks
+    return random.uniform(RETRY_BASE_SECONDS / 2, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
 
 
 class PrefectAPIError(MigratorError):
@@ -307,11 +331,20 @@ def _detail(response: Any) -> str:
 class _Client:
     """A thin httpx client that turns transport and HTTP failures into one-line MigratorErrors."""
 
-    def __init__(self, api: PrefectAPI, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api: PrefectAPI,
+        timeout: float = 30.0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        emit: Callable[[str], None] | None = None,
+    ) -> None:
         import httpx
 
         self.api = api
         self._httpx = httpx
+        self.sleep = sleep
+        self.emit = emit
         # retries= retries only failed connection attempts (the request never left), so it is safe
         # for POST too; a lost answer to a POST is covered by the idempotency key.
         self.http = httpx.Client(
@@ -326,15 +359,42 @@ class _Client:
         self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send one request; return the httpx response for 2xx/404/409/422, raise otherwise."""
+        """Send a request; return the httpx response for 2xx/404/409/422, raise otherwise.
+
+        A busy or restarting server (429, 502, 503, 504) is retried with exponential backoff and
+        full jitter, honouring ``Retry-After``, within ``RETRY_BUDGET_SECONDS``: the self-hosted
+        server answers 503 when its database is momentarily locked, and a CD job must not fail on
+        that. Every POST this client sends is safe to repeat: filters only read, and a run is
+        created with an idempotency key (see ``Trigger.start``).
+        """
+        started = time.monotonic()
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            response = self._send(method, path, **kwargs)
+            status = response.status_code
+            if status not in RETRY_STATUSES or attempt == RETRY_ATTEMPTS:
+                break
+            delay = _retry_delay(response, attempt)
+            if time.monotonic() - started + delay > RETRY_BUDGET_SECONDS:
+                break
+            if self.emit is not None:
+                self.emit(
+                    f"warning: the Prefect API answered HTTP {status} to {method} /{path} "
+                    f"(attempt {attempt} of {RETRY_ATTEMPTS}); retrying in {delay:.1f} s"
+                )
+            self.sleep(delay)
+        return self._check(method, path, response)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except self._httpx.TransportError as exc:
             reason = " ".join(redact(str(exc) or type(exc).__name__).split())
             raise PrefectAPIError(
                 f"cannot reach the Prefect API at {self.api.display_url} ({type(exc).__name__}: {reason}); "
                 "check PREFECT_API_URL and that the server is running"
             ) from None
+
+    def _check(self, method: str, path: str, response: Any) -> Any:
         status = response.status_code
         if status in (401, 403):
             if self.api.auth_string or self.api.api_key:
@@ -463,11 +523,12 @@ class Trigger:
         self, client: _Client, name: str, params: Mapping[str, Any], idempotency_key: str | None
     ) -> TriggerResult:
         """Look the deployment up by name and create a flow run of it."""
+        own_key = f"migrator-trigger-{uuid.uuid4()}"
         deployment = self._deployment(client, name)
         self._check_parameter_names(name, deployment, params)
-        body: dict[str, Any] = {"parameters": dict(params)}
-        if idempotency_key:
-            body["idempotency_key"] = idempotency_key
+        # without a caller's key, one of our own makes a retried POST (lost answer, 503) return the
+        # run the first attempt created instead of starting a second migration
+        body: dict[str, Any] = {"parameters": dict(params), "idempotency_key": idempotency_key or own_key}
         response = client.request("POST", f"deployments/{deployment['id']}/create_flow_run", json=body)
         if response.status_code in (409, 422):
             raise ConfigError(f"deployment {name} rejected the run (HTTP {response.status_code}): {_detail(response)}")
@@ -486,7 +547,8 @@ class Trigger:
             url=self.api.run_url(flow_run_id),
             parameters=dict(run.get("parameters") or params),
             work_pool=deployment.get("work_pool_name"),
-            created=response.status_code == 201,
+            # 200 means the key matched an existing run: a caller's earlier run, or our own retried POST
+            created=response.status_code == 201 or idempotency_key is None,
             idempotency_key=idempotency_key,
             state_type=state.type,
             state_name=state.name,
@@ -592,7 +654,7 @@ class Trigger:
             raise ConfigError(f"--poll {poll:g} must be > 0 seconds, e.g. --poll 2")
         params = dict(params or {})
         started = time.monotonic()
-        client = _Client(self.api)
+        client = _Client(self.api, sleep=self.sleep, emit=self.emit)
         try:
             result = self.start(client, deployment, params, idempotency_key)
             reused = "" if result.created else f" (existing run for idempotency key {idempotency_key!r})"

@@ -28,7 +28,10 @@ from migrator.trigger import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_TIMEOUT,
+    RETRY_ATTEMPTS,
     PrefectAPI,
+    PrefectAPIError,
+    Trigger,
     parse_params,
 )
 from prefect_server import PrefectServer, prefect_server, running_worker  # noqa: F401  (fixture)
@@ -192,6 +195,76 @@ def test_server_errors_and_non_api_answers_exit_6(cli) -> None:
         r = cli("trigger", "migrate/prod", env={**NO_AUTH, "PREFECT_API_URL": f"http://127.0.0.1:{rx.port}"})
         assert r.code == EXIT_API
         assert "non-JSON answer" in one_error_line(r.err) and "ending in /api" in r.err
+
+
+JSON = {"Content-Type": "application/json"}
+DEPLOYMENT = json.dumps({"id": "dep-1", "name": "prod", "work_pool_name": "migrations"})
+NEW_RUN = json.dumps({"id": "run-1", "name": "brave-otter", "state": {"type": "SCHEDULED", "name": "Scheduled"}})
+
+
+def _scripted_trigger(rx: WebhookReceiver) -> tuple[Trigger, list[float], list[str]]:
+    """A Trigger on the receiver whose sleeps are recorded instead of slept."""
+    slept: list[float] = []
+    said: list[str] = []
+    api = PrefectAPI.from_env({"PREFECT_API_URL": f"http://127.0.0.1:{rx.port}/api"})
+    return Trigger(api, emit=said.append, sleep=slept.append), slept, said
+
+
+def test_a_busy_server_503_is_retried_and_the_retried_post_carries_the_same_idempotency_key() -> None:
+    # the self-hosted server answers 503 while its database is locked (seen in CI on create_flow_run)
+    busy = (503, JSON, '{"exception_message": "Service Unavailable"}')
+    with WebhookReceiver() as rx:
+        rx.script([busy, (200, JSON, DEPLOYMENT), busy, busy, (201, JSON, NEW_RUN)])
+        trigger, slept, said = _scripted_trigger(rx)
+        result = trigger.run("migrate/prod")
+        assert result.flow_run_id == "run-1" and result.created is True
+        assert [r.status for r in rx.requests] == [503, 200, 503, 503, 201]
+        posts = [r for r in rx.requests if r.method == "POST"]
+        keys = {r.json()["idempotency_key"] for r in posts}
+        assert len(posts) == 3 and len(keys) == 1 and next(iter(keys)).startswith("migrator-trigger-")
+        assert len(slept) == 3 and all(0 < s <= 2.0 for s in slept)
+        warnings = [line for line in said if line.startswith("warning:")]
+        assert len(warnings) == 3 and "HTTP 503 to POST /deployments/dep-1/create_flow_run" in warnings[-1]
+
+
+def test_retry_after_is_honoured_and_capped_and_a_caller_key_is_sent_as_given() -> None:
+    with WebhookReceiver() as rx:
+        rx.script(
+            [
+                (429, {"Retry-After": "7"}, "slow down"),
+                (200, JSON, DEPLOYMENT),
+                (429, {"Retry-After": "3600"}, "slow down"),
+                (200, JSON, NEW_RUN),
+            ]
+        )
+        trigger, slept, _ = _scripted_trigger(rx)
+        result = trigger.run("migrate/prod", idempotency_key="ci-job-1")
+        assert slept == [7.0, 30.0]
+        # 200 for a caller's key means an earlier run with that key was returned
+        assert result.created is False and rx.requests[-1].json()["idempotency_key"] == "ci-job-1"
+
+
+def test_a_server_that_stays_unavailable_gives_up_after_the_attempts_with_exit_6() -> None:
+    with WebhookReceiver(default=(503, JSON, '{"exception_message": "Service Unavailable"}')) as rx:
+        trigger, slept, _ = _scripted_trigger(rx)
+        with pytest.raises(PrefectAPIError, match="answered HTTP 503 to GET /deployments/name/migrate/prod") as err:
+            trigger.run("migrate/prod")
+        assert err.value.exit_code == EXIT_API
+        assert len(rx.requests) == RETRY_ATTEMPTS and len(slept) == RETRY_ATTEMPTS - 1
+
+
+def test_an_internal_error_or_a_rejection_is_not_retried() -> None:
+    with WebhookReceiver() as rx:
+        rx.script([(500, {}, "boom")])
+        trigger, slept, _ = _scripted_trigger(rx)
+        with pytest.raises(PrefectAPIError, match="HTTP 500"):
+            trigger.run("migrate/prod")
+        assert len(rx.requests) == 1 and slept == []
+        rx.clear()
+        rx.script([(200, JSON, DEPLOYMENT), (422, JSON, '{"detail": "bad parameters"}')])
+        with pytest.raises(Exception, match="rejected the run \\(HTTP 422\\): bad parameters"):
+            trigger.run("migrate/prod")
+        assert len(rx.requests) == 2 and slept == []
 
 
 def test_cli_module_does_not_import_httpx_or_prefect() -> None:
