@@ -28,6 +28,7 @@ from migrator import __version__
 from migrator.config import Settings
 from migrator.errors import ConfigError
 from migrator.redact import redact, register_secret, register_url
+from migrator.retry import backoff_delay, retry_after_seconds
 
 log = logging.getLogger("migrator.notify")
 
@@ -533,34 +534,6 @@ def _send(settings: Settings, event: str, fields: Mapping[str, Any]) -> Delivery
     return result
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent/invalid."""
-    from email.utils import parsedate_to_datetime
-
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def backoff_delay(attempt: int, options: DeliveryOptions) -> float:
-    """Exponential backoff with "equal jitter": half the step fixed, half random, capped at backoff_max."""
-    import random
-
-    step = min(options.backoff_max, options.backoff_base * (2 ** (attempt - 1)))
-    return step / 2 + random.uniform(0, step / 2)
-
-
 def _is_cert_error(exc: BaseException) -> bool:
     import ssl
 
@@ -639,14 +612,14 @@ def _deliver(
                 snippet = _clip(response.text.strip().replace("\n", " "), 200) if response.content else ""
                 err = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
                 if response.status_code == 429:
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 elif response.status_code < 500:
                     result.error = f"{err} (not retried: the receiver rejected the request)"
                     return
             if attempt == options.max_attempts:
                 result.error = f"{err}; gave up after WEBHOOK_MAX_ATTEMPTS={options.max_attempts}"
                 return
-            wait = backoff_delay(attempt, options)
+            wait = backoff_delay(attempt, options.backoff_base, options.backoff_max)
             if retry_after is not None:
                 wait = max(wait, retry_after)
             if time.monotonic() + wait >= deadline:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from urllib.parse import quote, urlsplit
 
 from migrator.errors import ConfigError, MigratorError
 from migrator.redact import redact, redact_url, register_secret, register_url
+from migrator.retry import backoff_delay, retry_after_seconds
 
 EXIT_COMPLETED = 0  # the run reached COMPLETED (or, without --wait, the run was created)
 EXIT_FAILED = 1  # the run ended FAILED (a task raised, a migration failed, approval timed out...)
@@ -55,24 +55,22 @@ MAX_POLL_ERRORS = 10
 
 # a busy or restarting API is retried (429 rate limit; 502/504 from a proxy; 503 from the server when
 # its database is locked or it is starting): at most RETRY_ATTEMPTS requests, backoff from
-# RETRY_BASE_SECONDS doubling with full jitter, a Retry-After of at most RETRY_AFTER_CAP_SECONDS
-# honoured, and no retry that would end past RETRY_BUDGET_SECONDS
+# RETRY_BASE_SECONDS doubling up to RETRY_MAX_SECONDS with jitter, a Retry-After of at most
+# RETRY_AFTER_CAP_SECONDS honoured, and no retry that would end past RETRY_BUDGET_SECONDS
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
 RETRY_AFTER_CAP_SECONDS = 30.0
 RETRY_BUDGET_SECONDS = 60.0
 
 
 def _retry_delay(response: Any, attempt: int) -> float:
-    """Seconds before retry ``attempt`` + 1: the server's Retry-After (seconds), else jittered backoff."""
-    retry_after = response.headers.get("Retry-After", "").strip()
-    if retry_after:
-        try:
-            return min(max(float(retry_after), 0.0), RETRY_AFTER_CAP_SECONDS)
-        except ValueError:
-            pass  # an HTTP date: fall back to backoff rather than trust the two clocks
-    return random.uniform(RETRY_BASE_SECONDS / 2, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    """Seconds before retry ``attempt`` + 1: the server's Retry-After (capped), else jittered backoff."""
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    if retry_after is not None:
+        return min(retry_after, RETRY_AFTER_CAP_SECONDS)
+    return backoff_delay(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
 
 
 class PrefectAPIError(MigratorError):
@@ -362,7 +360,7 @@ class _Client:
         """Send a request; return the httpx response for 2xx/404/409/422, raise otherwise.
 
         A busy or restarting server (429, 502, 503, 504) is retried with exponential backoff and
-        full jitter, honouring ``Retry-After``, within ``RETRY_BUDGET_SECONDS``: the self-hosted
+        jitter, honouring ``Retry-After``, within ``RETRY_BUDGET_SECONDS``: the self-hosted
         server answers 503 when its database is momentarily locked, and a CD job must not fail on
         that. Every POST this client sends is safe to repeat: filters only read, and a run is
         created with an idempotency key (see ``Trigger.start``).

@@ -18,6 +18,7 @@ import pytest
 from migrator import notify
 from migrator.config import Settings
 from migrator.errors import ConfigError, MigrationFailedError
+from migrator.retry import backoff_delay, retry_after_seconds
 from webhook_receiver import Response, WebhookReceiver, closed_port_url
 
 SECRET = "whsec-Test-Secret-123"
@@ -389,18 +390,18 @@ def test_plain_http_is_refused_except_for_loopback() -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert notify._retry_after("3") == 3.0
-    assert notify._retry_after("-5") == 0.0
-    assert notify._retry_after("nonsense") is None
-    assert notify._retry_after(None) is None
-    later = notify._retry_after(format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True))
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("-5") == 0.0
+    assert retry_after_seconds("nonsense") is None
+    assert retry_after_seconds(None) is None
+    later = retry_after_seconds(format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True))
     assert later is not None and 100 < later <= 120
 
 
 def test_backoff_grows_is_jittered_and_capped() -> None:
     opts = notify.DeliveryOptions(backoff_base=1.0, backoff_max=8.0)
     for attempt, step in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
-        delays = {notify.backoff_delay(attempt, opts) for _ in range(20)}
+        delays = {backoff_delay(attempt, opts.backoff_base, opts.backoff_max) for _ in range(20)}
         assert all(step / 2 <= d <= step for d in delays) and len(delays) > 1
 
 
