@@ -521,12 +521,12 @@ class Trigger:
         self, client: _Client, name: str, params: Mapping[str, Any], idempotency_key: str | None
     ) -> TriggerResult:
         """Look the deployment up by name and create a flow run of it."""
-        own_key = f"migrator-trigger-{uuid.uuid4()}"
         deployment = self._deployment(client, name)
         self._check_parameter_names(name, deployment, params)
         # without a caller's key, one of our own makes a retried POST (lost answer, 503) return the
         # run the first attempt created instead of starting a second migration
-        body: dict[str, Any] = {"parameters": dict(params), "idempotency_key": idempotency_key or own_key}
+        key = idempotency_key or f"migrator-trigger-{uuid.uuid4()}"
+        body: dict[str, Any] = {"parameters": dict(params), "idempotency_key": key}
         response = client.request("POST", f"deployments/{deployment['id']}/create_flow_run", json=body)
         if response.status_code in (409, 422):
             raise ConfigError(f"deployment {name} rejected the run (HTTP {response.status_code}): {_detail(response)}")
