@@ -376,6 +376,13 @@ def _read_until(proc: subprocess.Popen[str], needle: str) -> list[str]:
     raise AssertionError(f"{needle!r} never printed; got: {seen}")
 
 
+def _started_run_id(lines: list[str]) -> str:
+    """The flow run id from the "started flow run NAME (ID) of ..." line; a retry warning may come first."""
+    started = [ln for ln in lines if ln.startswith("started flow run ")]
+    assert len(started) == 1, lines
+    return started[0].split("(")[1].split(")")[0]
+
+
 @SERVER
 def test_completed_run_exits_0_and_prints_each_state(cli, deployed: Deployed) -> None:
     r = cli(
@@ -514,7 +521,7 @@ def test_ctrl_c_stops_waiting_and_the_run_continues(deployed: Deployed) -> None:
             proc.kill()
     assert proc.returncode == EXIT_INTERRUPTED
     assert "stopped waiting (interrupted)" in err and "continues on the Prefect server" in err
-    run_id = started[0].split("(")[1].split(")")[0]
+    run_id = _started_run_id(started)
     assert deployed.api("GET", f"flow_runs/{run_id}").json()["state_type"] == "SCHEDULED"
 
 
@@ -524,7 +531,7 @@ def test_paused_run_says_approval_is_awaited_then_completes_when_resumed(deploye
     run_id = None
     try:
         lines = _read_until(proc, "waiting for approval in the UI")
-        run_id = lines[0].split("(")[1].split(")")[0]
+        run_id = _started_run_id(lines)
         assert lines[-1].startswith(f"waiting for approval in the UI: {deployed.server.ui_url}/runs/flow-run/{run_id}")
         assert any(" PAUSED " in ln for ln in lines)
         deployed.api("POST", f"flow_runs/{run_id}/resume", json={})
