@@ -75,7 +75,7 @@ class CancelScope:
                 target.cancel_safe(timeout=5.0)
             except Exception as exc:  # connection already gone: nothing left to cancel
                 log.debug("cancel request failed: %s", exc)
-        log.warning("%s received: cancelling the running migration statement", signal.Signals(signum).name)
+        log.info("%s received: cancelling the running migration statement", signal.Signals(signum).name)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:

@@ -805,7 +805,7 @@ def _failure(
         state = f"rolled back; the database stays at version {state_version}, clean"
     verb = f"cancelled by {signal_name}" if signal_name else "failed"
     msg = f"migration {planned.migration.version} ({planned.direction}) {verb} " + (
-        f"before {where}" if stopped_before else f"at {where}: {pg_message}"
+        f"before {where}" if stopped_before else f"at {where}" if signal_name else f"at {where}: {pg_message}"
     )
     if detail and not signal_name:
         msg += f" ({redact(detail)})"
