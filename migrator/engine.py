@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from migrator import db, files
-from migrator.cancel import CancelScope, cancel_scope
+from migrator.cancel import CancelScope, cancel_scope, signal_name_of
 from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
 from migrator.errors import (
     DirtyDatabaseError,
@@ -428,20 +428,11 @@ class Migrator:
     # -- the apply loop -------------------------------------------------------------------
 
     def _run(self, command: str, plan_fn: Callable[[files.MigrationSet, int], list[PlannedStep]]) -> RunResult:
-        """Run a plan under the lock; SIGTERM/SIGINT cancel it (see ``migrator.cancel``).
-
-        After a cancel the signal is handed to the handler installed before ours (Prefect's flow
-        engine, which then marks the run Cancelled), with the MigrationCancelledError as context.
-        """
+        """Run a plan under the lock; SIGTERM/SIGINT cancel it (see ``migrator.cancel``)."""
         migrations = self.load_files()
         migrations.raise_if_errors()
-        scope: CancelScope | None = None
-        try:
-            with cancel_scope() as scope:
-                return self._run_locked(command, plan_fn, migrations, scope)
-        finally:
-            if scope is not None and scope.requested:
-                scope.chain()
+        with cancel_scope() as scope:
+            return self._run_locked(command, plan_fn, migrations, scope)
 
     def _run_locked(
         self,
@@ -595,6 +586,8 @@ class _Attempt:
             raise self.fail(exc, stmt, dirty=False, done=done) from None
         except Exception as exc:  # connection lost mid-batch and the like
             raise self.fail(exc, None, dirty=False, done=0) from None
+        except BaseException as exc:  # a host's signal handler raised inside the batch
+            raise exc from self.interrupted(exc, dirty=False, done=None)
 
     def run_non_transactional(self) -> None:
         """golang-migrate's protocol, audited: (target, dirty) and a "started" row, the statements
@@ -629,9 +622,23 @@ class _Attempt:
             failed_stmt = current if ran and not isinstance(exc, _StoppedBefore) else None
             raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id,
                             next_stmt=current) from None
+        except BaseException as exc:  # a host's signal handler raised inside a statement
+            running = current if current is not None and done < self.statements.index(current) + 1 else None
+            raise exc from self.interrupted(exc, dirty=True, done=done, row_id=row_id, stmt=running)
 
-    def fail(self, exc: Exception, stmt: Statement | None, *, dirty: bool, done: int,
-             row_id: int | None = None, next_stmt: Statement | None = None) -> MigrationFailedError:
+    def interrupted(self, exc: BaseException, *, dirty: bool, done: int | None, row_id: int | None = None,
+                    stmt: Statement | None = None) -> MigrationFailedError:
+        """A host's handler (Prefect's TerminationSignal, KeyboardInterrupt) raised mid-statement:
+        cancel that statement on the server and drain the connection, then finish like a cancel."""
+        server_error = _cancel_and_drain(self.s.conn)
+        failure = self.fail(server_error or exc_as_error(exc), stmt, dirty=dirty, done=done, row_id=row_id,
+                            signal_name=signal_name_of(exc))
+        self.m.progress(str(failure))  # the one line (version, clean/dirty) in the host's log
+        return failure
+
+    def fail(self, exc: Exception, stmt: Statement | None, *, dirty: bool, done: int | None,
+             row_id: int | None = None, next_stmt: Statement | None = None,
+             signal_name: str | None = None) -> MigrationFailedError:
         """Roll back what is open, write (or complete) the audit row, and build the error to raise."""
         import psycopg
 
@@ -639,7 +646,8 @@ class _Attempt:
         _end_open_transaction(conn)
         with contextlib.suppress(psycopg.Error):
             conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-        signal_name = self.scope.signal_name if self.scope.requested else None
+        if signal_name is None and self.scope.requested:
+            signal_name = self.scope.signal_name
         state_version = self.planned.to_version if dirty else self.before
         failure = _failure(
             exc, self.mf, self.planned, stmt or next_stmt, dirty, state_version, self.before, signal_name,
@@ -657,6 +665,32 @@ class _Attempt:
         except psycopg.Error as audit_exc:
             log.error("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
         return failure
+
+
+def _cancel_and_drain(conn: psycopg.Connection) -> Exception | None:
+    """Cancel the query an exception interrupted and read its remaining results, so the connection
+    can roll back; returns the server's error for it (QueryCanceled, normally).
+
+    psycopg does this itself for KeyboardInterrupt and SystemExit only; another exception raised by
+    a signal handler (Prefect's TerminationSignal) would leave the query running on the server.
+    """
+    from psycopg import errors, generators, pq
+
+    if conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+        return None
+    try:
+        conn.cancel_safe(timeout=5.0)
+        results = conn.wait(generators.fetch_many(conn.pgconn), timeout=30.0)
+    except Exception as exc:
+        return exc
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            return errors.error_from_result(res, encoding=conn.info.encoding)
+    return None
+
+
+def exc_as_error(exc: BaseException) -> Exception:
+    return Exception(f"interrupted ({type(exc).__name__})")
 
 
 class _StoppedBefore(Exception):
@@ -752,6 +786,7 @@ def _end_open_transaction(conn: psycopg.Connection) -> None:
     """Roll back a transaction a failed file left open (autocommit sessions)."""
     import psycopg
 
+    _cancel_and_drain(conn)  # a statement an exception interrupted
     with contextlib.suppress(psycopg.Error):
         if conn.info.transaction_status != 0:
             conn.execute("ROLLBACK")

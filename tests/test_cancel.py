@@ -103,13 +103,18 @@ def test_sigterm_mid_non_transactional_file_ends_dirty_and_audited(db_url: str, 
     assert st.failure is not None and [x.state for x in st.failure.statements] == ["done", "done", "failed", "not run"]
 
 
-def test_cancel_chains_to_the_previous_handler_after_cleanup(db_url: str, migrations_dir: Path) -> None:
-    """A host that owns SIGTERM (Prefect raises TerminationSignal from its handler) gets the signal
-    after the engine has rolled back and audited, with the MigrationCancelledError as context."""
-    write_migration(migrations_dir, 1, "slow", "CREATE TABLE b (id int);\nSELECT pg_sleep(30);", "DROP TABLE b;")
+@pytest.mark.parametrize("dirty", [False, True])
+def test_a_host_handler_raising_mid_statement_is_cancelled_cleaned_up_and_re_raised(
+    db_url: str, migrations_dir: Path, dirty: bool
+) -> None:
+    """A host that owns SIGTERM (Prefect's handler raises TerminationSignal, a BaseException, inside
+    whatever runs) keeps its handler; the engine cancels the interrupted statement on the server,
+    rolls back, audits, and re-raises the host's exception with the MigrationCancelledError as cause."""
+    cic = "CREATE INDEX CONCURRENTLY t_x ON t (x);\n" if dirty else ""
+    write_migration(migrations_dir, 1, "slow", f"CREATE TABLE t (x int);\n{cic}SELECT pg_sleep(30);", "DROP TABLE t;")
 
     class HostTermination(BaseException):
-        pass
+        signal = signal.SIGTERM
 
     def host_handler(signum: int, frame: object) -> None:
         raise HostTermination(signum)
@@ -121,15 +126,25 @@ def test_cancel_chains_to_the_previous_handler_after_cleanup(db_url: str, migrat
             os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=later, daemon=True).start()
+        t0 = time.monotonic()
         with pytest.raises(HostTermination) as exc:
             Migrator(Settings(database_url=db_url, migrations_path=migrations_dir)).up()
-        assert signal.getsignal(signal.SIGTERM) is host_handler  # restored
+        assert time.monotonic() - t0 < 20
+        assert signal.getsignal(signal.SIGTERM) is host_handler  # never replaced
     finally:
         signal.signal(signal.SIGTERM, previous)
-    ctx = exc.value.__context__
-    assert isinstance(ctx, MigrationCancelledError) and ctx.signal_name == "SIGTERM" and not ctx.dirty
-    assert rows(db_url, "SELECT to_regclass('b')") == [(None,)]
-    assert rows(db_url, "SELECT success FROM schema_migrations_history") == [(False,)]
+    cause = exc.value.__cause__
+    assert isinstance(cause, MigrationCancelledError) and cause.signal_name == "SIGTERM" and cause.dirty is dirty
+    assert rows(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
+                        "AND state = 'active'") == [(0,)]
+    assert rows(db_url, "SELECT success, error FROM schema_migrations_history") == [
+        (False, "cancelled by SIGTERM (canceling statement due to user request)")
+    ]
+    if dirty:
+        assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
+    else:
+        assert rows(db_url, "SELECT to_regclass('t')") == [(None,)]
+        assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
 
 
 def test_cancel_while_waiting_for_the_lock_changes_nothing(db_url: str, migrations_dir: Path) -> None:
