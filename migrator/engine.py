@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from psycopg import sql
+
 from migrator import db, files
 from migrator.cancel import CancelScope, cancel_scope, signal_name_of
 from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
@@ -287,7 +289,7 @@ class Migrator:
                 acquire_lock(conn, st, self.settings.lock_wait_seconds, stop)
                 try:
                     if conn.info.server_version >= 140000:
-                        conn.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'")
+                        conn.execute(_set("client_connection_check_interval", CLIENT_CHECK_INTERVAL))
                     ensure_tables(conn, st)
                     yield Session(conn, st, self.conn_info)
                 finally:
@@ -567,8 +569,8 @@ class _Attempt:
         from migrator.batch import BatchError, run_batch
 
         conn, st = self.s.conn, self.s.st
-        prologue = ["BEGIN", f"SET LOCAL lock_timeout = '{self.lock_timeout}'",
-                    f"SET LOCAL statement_timeout = '{self.statement_timeout}'"]
+        prologue = ["BEGIN", _set("lock_timeout", self.lock_timeout, local=True).as_string(conn),
+                    _set("statement_timeout", self.statement_timeout, local=True).as_string(conn)]
         epilogue = [
             *(q.as_string(conn) for q in state_statements(st, self.planned.to_version, False)),
             history_statement(conn, st, self.entry(True)),
@@ -599,9 +601,8 @@ class _Attempt:
         done = 0
         current: Statement | None = None
         try:
-            conn.execute(
-                f"SET lock_timeout = '{self.lock_timeout}'; SET statement_timeout = '{self.statement_timeout}'".encode()
-            )
+            conn.execute(_set("lock_timeout", self.lock_timeout) + sql.SQL("; ")
+                         + _set("statement_timeout", self.statement_timeout))
             for current in self.statements:
                 if self.scope.requested:
                     raise _StoppedBefore()
@@ -665,6 +666,12 @@ class _Attempt:
         except psycopg.Error as audit_exc:
             log.error("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
         return failure
+
+
+def _set(setting: str, value: str, *, local: bool = False) -> sql.Composed:
+    return sql.SQL("SET {}{} = {}").format(
+        sql.SQL("LOCAL " if local else ""), sql.Identifier(setting), sql.Literal(value)
+    )
 
 
 def _cancel_and_drain(conn: psycopg.Connection) -> Exception | None:
@@ -809,35 +816,12 @@ def _failure(
     With ``signal_name`` the error is a MigrationCancelledError (the statement was cancelled, or
     with ``stopped_before`` the cancel came between statements and ``stmt`` is the next one).
     """
-    absolute_pos = None
-    if isinstance(exc, _Positioned):
-        absolute_pos, exc = exc.position, exc.error
-    diag = getattr(exc, "diag", None)
-    pg_message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
+    pg_message, detail, line, col = _locate(exc, mf, stmt)
     if signal_name:
         pg_message = f"cancelled by {signal_name}" + ("" if stopped_before else f" ({pg_message})")
-    detail = getattr(diag, "message_detail", None)
-    line = col = None
-    statement = None
-    if stmt is not None:
-        statement = " ".join(stmt.text.split())
-        pos = getattr(diag, "statement_position", None)
-        if absolute_pos is not None:
-            offset = absolute_pos
-        else:
-            offset = stmt.start + (int(pos) - 1 if pos else len(stmt.text) - len(stmt.text.lstrip()))
-        line, col = line_col(mf.sql, offset)
+    statement = " ".join(stmt.text.split()) if stmt is not None else None
     where = f"{mf.path}:{line}:{col}" if line else str(mf.path)
     short_stmt = (statement[:160] + "...") if statement and len(statement) > 160 else statement
-    if dirty:
-        state = (
-            f"database is now DIRTY at version {state_version}: statements before the "
-            f"{'next' if stopped_before else 'failing'} one stay applied; "
-            f"finish the change by hand then `migrator force {state_version}`, or undo it by hand then "
-            f"`migrator force {before}`"
-        )
-    else:
-        state = f"rolled back; the database stays at version {state_version}, clean"
     verb = f"cancelled by {signal_name}" if signal_name else "failed"
     msg = f"migration {planned.migration.version} ({planned.direction}) {verb} " + (
         f"before {where}" if stopped_before else f"at {where}" if signal_name else f"at {where}: {pg_message}"
@@ -846,7 +830,7 @@ def _failure(
         msg += f" ({redact(detail)})"
     if short_stmt:
         msg += f" in statement: {short_stmt}"
-    msg += f"; {state}"
+    msg += f"; {_state_sentence(dirty, state_version, before, stopped_before)}"
     kwargs: dict[str, Any] = dict(
         version=planned.migration.version,
         name=planned.migration.name,
@@ -862,6 +846,38 @@ def _failure(
     if signal_name:
         return MigrationCancelledError(redact(msg), signal_name=signal_name, **kwargs)
     return MigrationFailedError(redact(msg), **kwargs)
+
+
+def _locate(
+    exc: Exception, mf: files.MigrationFile, stmt: Statement | None
+) -> tuple[str, str | None, int | None, int | None]:
+    """(PostgreSQL's message, its detail, line, column in the file) of a failure."""
+    absolute_pos = None
+    if isinstance(exc, _Positioned):
+        absolute_pos, exc = exc.position, exc.error
+    diag = getattr(exc, "diag", None)
+    pg_message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
+    detail = getattr(diag, "message_detail", None)
+    if stmt is None:
+        return pg_message, detail, None, None
+    pos = getattr(diag, "statement_position", None)
+    if absolute_pos is not None:
+        offset = absolute_pos
+    else:
+        offset = stmt.start + (int(pos) - 1 if pos else len(stmt.text) - len(stmt.text.lstrip()))
+    line, col = line_col(mf.sql, offset)
+    return pg_message, detail, line, col
+
+
+def _state_sentence(dirty: bool, state_version: int, before: int, stopped_before: bool) -> str:
+    if not dirty:
+        return f"rolled back; the database stays at version {state_version}, clean"
+    return (
+        f"database is now DIRTY at version {state_version}: statements before the "
+        f"{'next' if stopped_before else 'failing'} one stay applied; "
+        f"finish the change by hand then `migrator force {state_version}`, or undo it by hand then "
+        f"`migrator force {before}`"
+    )
 
 
 def _dirty_failure(
