@@ -28,9 +28,10 @@ from flows._common import (
     take_backup,
 )
 from migrator.errors import DirtyDatabaseError, MigratorError
-from tasks.apply import apply_migrations, plan_migrations
+from tasks.apply import apply_migrations
 from tasks.environment import Environment, load_environment
 from tasks.notify import notify
+from tasks.status import plan_migrations
 from tasks.validate import validate_migrations
 from tasks.verify import verify_status
 

@@ -10,9 +10,10 @@ from prefect import flow
 from flows._common import failure_fields, migration_slot, new_summary, record_status, run_artifact, take_backup
 from flows.migrate import request_approval
 from migrator.errors import MigratorError
-from tasks.apply import plan_migrations, rollback_migrations
+from tasks.apply import rollback_migrations
 from tasks.environment import load_environment
 from tasks.notify import notify
+from tasks.status import plan_migrations
 from tasks.verify import verify_status
 
 
