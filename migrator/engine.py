@@ -664,7 +664,9 @@ class _Attempt:
                 else:
                     complete_history(conn, st, row_id, entry)
         except psycopg.Error as audit_exc:
-            log.error("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
+            # the connection is gone (server crash): the error line says the state; a non-transactional
+            # file keeps its "started" row, a transactional one was rolled back with its row
+            log.info("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
         return failure
 
 

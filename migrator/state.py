@@ -554,6 +554,8 @@ def _try_lock(conn: psycopg.Connection, lock_id: int) -> bool:
 
 
 def release_lock(conn: psycopg.Connection, ids: tuple[int, ...] | list[int]) -> None:
+    if conn.closed:  # the session is gone (server crash, kill): so are its advisory locks
+        return
     for lock_id in reversed(list(ids)):
         try:
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))

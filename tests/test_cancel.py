@@ -156,3 +156,14 @@ def test_cancel_while_waiting_for_the_lock_changes_nothing(db_url: str, migratio
             Migrator(Settings(database_url=db_url, migrations_path=migrations_dir, lock_wait_seconds=60)).up()
     assert err.value.exit_code == 130 and "nothing was changed" in str(err.value)
     assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+
+
+def test_kill_9_mid_transaction_commits_nothing(db_url: str, migrations_dir: Path) -> None:
+    """The batch (BEGIN ... COMMIT) was already sent when the client dies; the server must not run
+    it on to its COMMIT (client_connection_check_interval aborts it)."""
+    write_migration(migrations_dir, 1, "slow", "CREATE TABLE b (id int);\nSELECT pg_sleep(4);", "DROP TABLE b;")
+    code, _err, _took = run_and_signal(db_url, migrations_dir, signal.SIGKILL, "pg_sleep(4)")
+    assert code == -9
+    time.sleep(6)  # past the sleep: a batch left running would have committed by now
+    assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert rows(db_url, "SELECT to_regclass('b')") == [(None,)]
