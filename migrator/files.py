@@ -201,12 +201,14 @@ def load(directory: Path | str) -> MigrationSet:
             f"migrations folder {directory} does not exist; create it or point --path / MIGRATIONS_PATH at it"
         )
     seen: dict[tuple[int, str], MigrationFile] = {}
+    failed: set[tuple[int, str]] = set()  # present but unusable: reported once, not also as "missing"
     for path in sorted(directory.iterdir()):
         rel = str(path)
         m = FILE_RE.match(path.name)
         if m and not path.is_file():  # never skipped silently (and a FIFO is never opened)
             code = "unreadable" if path.is_symlink() and not path.exists() else "not-a-file"
             problems.append(Problem("error", code, rel, _not_a_file(path)))
+            failed.add((int(m.group(1)), m.group(3)))
             continue
         if path.is_dir() or path.name in IGNORED_FILES:
             continue
@@ -237,6 +239,7 @@ def load(directory: Path | str) -> MigrationSet:
             continue
         read = _read(path, rel, problems)
         if read is None:
+            failed.add((version, direction))
             continue
         text, digest = read
         mf = MigrationFile(path, version, name, direction, text, digest)
@@ -274,7 +277,7 @@ def load(directory: Path | str) -> MigrationSet:
                     "give both the same title",
                 )
             )
-        if mig.up is None:
+        if mig.up is None and (mig.version, "up") not in failed:
             problems.append(
                 Problem(
                     "error",
@@ -283,7 +286,7 @@ def load(directory: Path | str) -> MigrationSet:
                     f"has no matching {mig.version:0{DIGITS}d}_{mig.name}.up.sql; add it or delete this file",
                 )
             )
-        if mig.down is None and mig.up is not None:
+        if mig.down is None and mig.up is not None and (mig.version, "down") not in failed:
             problems.append(
                 Problem(
                     "error",
