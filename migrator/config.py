@@ -295,6 +295,8 @@ def prepare_url(url: str, setting: str = "DATABASE_URL / --database-url") -> Con
         found = socket_dir(port)
         if found:
             kept.append(("host", found))
+    if parts.password:
+        register_secret(quote(parts.password, safe=""))  # the form the conninfo (and libpq's errors) carry
     userinfo = ""
     if parts.user is not None:
         userinfo = quote(parts.user, safe="")
