@@ -201,7 +201,7 @@ def load(directory: Path | str) -> MigrationSet:
             f"migrations folder {directory} does not exist; create it or point --path / MIGRATIONS_PATH at it"
         )
     seen: dict[tuple[int, str], MigrationFile] = {}
-    failed: set[tuple[int, str]] = set()  # present but unusable: reported once, not also as "missing"
+    failed: set[tuple[int, str]] = set()  # not a regular file: reported once, its partner not "missing"
     for path in sorted(directory.iterdir()):
         rel = str(path)
         m = FILE_RE.match(path.name)
@@ -239,7 +239,6 @@ def load(directory: Path | str) -> MigrationSet:
             continue
         read = _read(path, rel, problems)
         if read is None:
-            failed.add((version, direction))
             continue
         text, digest = read
         mf = MigrationFile(path, version, name, direction, text, digest)

@@ -150,9 +150,8 @@ def test_secret_block_lookup_failure_is_not_treated_as_missing(nothing_configure
     Secret(value="postgresql://postgres@127.0.0.1:5432/from_block").save("t-db-url", overwrite=True)
     assert load_environment("blocky").settings.database_url.endswith("/from_block")
     # API unreachable: the block may exist, so neither it nor the variable is used
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
-        with pytest.raises(ConfigError) as err:
-            load_environment("blocky")
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}), pytest.raises(ConfigError) as err:
+        load_environment("blocky")
     msg = str(err.value)
     assert "cannot read Prefect Secret block 't-db-url'" in msg and "http://127.0.0.1:1/api did not answer" in msg
     assert "instead of treating it as missing" in msg and "\n" not in msg
