@@ -205,13 +205,7 @@ def create_backup(
         size_part = _part_size(store, holder.database_bytes, part_size)
         log.info("running %s", pgtools.command_line(cmd))
         with pgtools.stderr_file() as err:
-            # a 1 MiB pipe lets pg_dump run on while we are briefly busy elsewhere
-            try:
-                proc = subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env, pipesize=MiB
-                )
-            except OSError as exc:
-                raise BackupError(f"cannot run {tool.describe()}: {exc.strerror}") from None
+            proc = _start(tool, cmd, env, err)
             assert proc.stdout is not None
             reader = _PartReader(proc.stdout, size_part)
             reader.start()
@@ -238,6 +232,16 @@ def create_backup(
         created_at=metadata["created-at"],
         duration_seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _start(tool: pgtools.Tool, cmd: list[str], env: dict[str, str], err: IO[bytes]) -> subprocess.Popen[bytes]:
+    # a 1 MiB pipe lets pg_dump run on while we are briefly busy elsewhere
+    try:
+        return subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env, pipesize=MiB
+        )
+    except OSError as exc:
+        raise BackupError(f"cannot run {tool.describe()}: {exc.strerror}") from None
 
 
 def _store_dump(dump: _Dump, err: IO[bytes], progress: Progress | None) -> tuple[str, dict[str, str], dict[str, Any]]:

@@ -70,15 +70,7 @@ def verify_backup(
         entries = sum(1 for ln in toc.read().decode("utf-8", "replace").splitlines() if ln and not ln.startswith(";"))
         stderr = pgtools.read_stderr(err)
     sha = h.hexdigest()
-    problems: list[str] = []
-    if expected_sha is None:
-        problems.append("no sha256 recorded in its metadata (not made by migrator, or the upload did not finish)")
-    elif sha != expected_sha:
-        problems.append(f"sha256 is {sha}, the backup recorded {expected_sha}: the stored object is corrupted")
-    if expected_size is not None and size != expected_size:
-        problems.append(f"size is {size} bytes, the backup recorded {expected_size}")
-    if rc != 0:
-        problems.append(f"pg_restore --list cannot read it (exit {rc}): {stderr or 'no message'}")
+    problems = _problems(sha, expected_sha, size, expected_size, rc, stderr)
     result = VerifyResult(
         key=key,
         url=store.url_for(key),
@@ -95,3 +87,18 @@ def verify_backup(
     if problems and raise_on_failure:
         raise BackupIntegrityError(f"backup {result.url} failed verification: " + "; ".join(problems))
     return result
+
+
+def _problems(
+    sha: str, expected_sha: str | None, size: int, expected_size: int | None, rc: int, stderr: str
+) -> list[str]:
+    problems: list[str] = []
+    if expected_sha is None:
+        problems.append("no sha256 recorded in its metadata (not made by migrator, or the upload did not finish)")
+    elif sha != expected_sha:
+        problems.append(f"sha256 is {sha}, the backup recorded {expected_sha}: the stored object is corrupted")
+    if expected_size is not None and size != expected_size:
+        problems.append(f"size is {size} bytes, the backup recorded {expected_size}")
+    if rc != 0:
+        problems.append(f"pg_restore --list cannot read it (exit {rc}): {stderr or 'no message'}")
+    return problems
