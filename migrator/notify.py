@@ -283,7 +283,7 @@ EVENTS: dict[str, EventType] = {
         EventType("database.dirty", ":warning:", "Database is dirty", "critical", _dirty),
         EventType("backup.failed", ":x:", "Backup failed", "critical"),
         EventType("approval.requested", ":raised_hand:", "Approval requested", "info", _approval_requested),
-        EventType("approval.rejected", ":no_entry:", "Approval rejected", "warning"),
+        EventType("approval.rejected", ":no_entry_sign:", "Approval rejected: nothing applied", "warning"),
         EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),
         EventType("recovery.completed", ":white_check_mark:", "Recovery completed", "info"),
         EventType("recovery.failed", ":x:", "Recovery failed", "critical"),
