@@ -140,6 +140,33 @@ def test_kill_right_after_complete_multipart_upload(s3: S3Server, db: str, targe
     assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == [good.key]
 
 
+@pytest.mark.parametrize("operation", ["UploadPart", "CompleteMultipartUpload", "CopyObject", "DeleteObject"])
+def test_kill_at_every_step_of_an_s3_backup(s3: S3Server, db: str, operation: str) -> None:
+    """kill -9 right after each S3 call of a backup: whatever is listed is complete, ``latest`` is a
+    complete backup, and prune (grace 0) leaves only complete backups and no unfinished upload."""
+    bucket = s3.create_bucket()
+    dest = f"s3://{bucket}/k"
+    s = settings(db, dest)
+    good = create_backup(s)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "killpoint.py"), operation, "backup"],
+        env=child_env(db, dest),
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    listed = list_backups(s)
+    assert all(b.complete for b in listed) and good.key in [b.key for b in listed]
+    assert len(listed) == (2 if operation in ("CopyObject", "DeleteObject") else 1)  # final only after the copy
+    assert verify_backup(s, "latest").key == listed[0].key
+
+    prune_backups(s, keep_last=10, keep_days=0, yes=True, orphan_grace_hours=0)
+    client = s3.client()
+    assert [b.key for b in list_backups(s)] == [b.key for b in listed]
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(b.key for b in listed)
+
+
 def test_kill_mid_upload_leaves_an_unfinished_upload_that_prune_aborts(s3: S3Server, db: str, cli: Any) -> None:
     bucket = s3.create_bucket()
     dest = f"s3://{bucket}/m"
