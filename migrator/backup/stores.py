@@ -392,7 +392,7 @@ class S3Upload(Upload):
             self._finish_staging(size)
             self._publish(meta)
         self.pending = None
-        self._check_size(self.key, size)
+        self._check_size(self.key, size, extra.get("sha256"))
         if self.staging is not None:  # the backup is final: its staging copy is now only a leftover
             with contextlib.suppress(BackupError):
                 self._call(
@@ -420,12 +420,18 @@ class S3Upload(Upload):
         self.staged = True
         self._check_size(self.staging, size)
 
-    def _check_size(self, key: str, size: int) -> None:
+    def _check_size(self, key: str, size: int, sha256: str | None = None) -> None:
+        """The stored object has ``size`` bytes (and, for the final key, our sha256 in its metadata)."""
         head = self.store.head(key)
         if head.size != size:
             raise BackupError(
                 f"the stored object s3://{self.store.bucket}/{key} has {head.size} bytes, pg_dump wrote {size}; "
                 "the upload was corrupted and has been removed"
+            )
+        if sha256 is not None and (head.metadata or {}).get("sha256") != sha256:
+            raise BackupError(
+                f"the store did not keep the metadata of s3://{self.store.bucket}/{key} (no sha256 after the copy); "
+                "the object has been removed: the store must support CopyObject with MetadataDirective=REPLACE"
             )
 
     def _publish(self, meta: dict[str, str]) -> None:
