@@ -288,3 +288,22 @@ def test_kill_mid_write_of_a_file_backup(db: str, tmp_path: Path, cli: Any) -> N
     assert "removed incomplete backup" in r.err and "kept 1 backup(s)" in r.err
     assert not partial.exists() and not orphan.exists() and not lonely.exists()
     assert [b.key for b in list_backups(s)] == [good.key] and verify_backup(s, "latest").ok
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf"])
+def test_a_bad_grace_period_is_one_line_exit_2(grace: str, tmp_path: Path, cli: Any) -> None:
+    r = cli(
+        "backups",
+        "prune",
+        "--keep-last",
+        "1",
+        "--keep-days",
+        "1",
+        "--orphan-grace",
+        grace,
+        "--yes",
+        "--from",
+        f"file://{tmp_path}",
+        env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/x"},
+    )
+    assert r.code == 2 and r.err == "error: --orphan-grace must be a number of hours >= 0\n"

@@ -60,7 +60,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "prune",
         parents=[common],
         help="delete backups outside the retention policy (dry run unless --yes)",
-        description="Keep the newest N and every backup younger than D days (never the newest); delete the rest.",
+        description=(
+            "Keep the newest N complete backups and every one younger than D days (never the newest); delete the "
+            "rest. Also remove incomplete objects and unfinished uploads of interrupted backups older than "
+            "--orphan-grace hours."
+        ),
     )
     pr.add_argument("--keep-last", metavar="N", type=int, required=True, help="always keep the newest N backups")
     pr.add_argument("--keep-days", metavar="D", type=float, required=True, help="keep every backup younger than D days")
