@@ -211,6 +211,31 @@ class SnapshotHolder:
             self.proc.wait()
 
 
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child (if still running) and reap it."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=30)
+
+
+def feed(proc: subprocess.Popen[bytes], chunk: bytes) -> bool:
+    """Write to the child's stdin; False once it stopped reading (pg_restore --list reads only the TOC)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(chunk)
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+
+
+def close_stdin(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+            proc.stdin.close()
+
+
 def command_line(cmd: list[str]) -> str:
     """A command for logs: redacted (the conninfo has no password anyway)."""
     return redact(" ".join(cmd))
