@@ -15,7 +15,7 @@ from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.environment import load_environment
 
 
-@task(name="notify", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="notify", task_run_name="notify {event}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     from migrator.notify import send_event
 
