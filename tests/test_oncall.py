@@ -146,3 +146,45 @@ def test_task_runs_are_named_for_what_they_do(env: dict[str, Any]) -> None:  # n
     names = {t.name for t in task_runs(state.state_details.flow_run_id)}
     assert names >= {"status test", "backup test", "validate test", "plan up test", "apply test",
                      "verify test at 2", "notify migration.succeeded"}, names
+
+
+def askfrank_events(flow_run_id: UUID, expected: int, timeout: float = 20.0) -> list[Any]:
+    """The askfrank.* Prefect events of one flow run, read back from the server's events API."""
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = time.monotonic() + timeout
+    found: list[Any] = []
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(prefix=["askfrank."])), limit=50)
+        found = [e for e in page.events if e.payload.get("run_id") == str(flow_run_id)]
+        if len(found) >= expected:
+            break
+        time.sleep(0.5)
+    return sorted(found, key=lambda e: e.occurred)
+
+
+def test_alerts_are_also_prefect_events(env: dict[str, Any]) -> None:  # noqa: F811
+    import psycopg
+
+    from flows.migrate import migrate
+    from flows.status_monitor import status_monitor
+
+    write_migration(env["dir"], 3, "broken", "-- Business justification: test\nSELECT 1/0;",
+                    "-- Business justification: test\nSELECT 1;")
+    failed = migrate(environment="test", return_state=True)
+    (ev,) = askfrank_events(failed.state_details.flow_run_id, 1)
+    assert ev.event == "askfrank.migration.failed"
+    assert ev.resource.id == "askfrank.database.test"
+    assert ev.resource["askfrank.environment"] == "test" and ev.resource["askfrank.version"] == "3"
+    assert ev.payload["error"] == "division by zero" and ev.payload["id"] == events(env["hook"])[-1]["id"]
+    related = {r.id for r in ev.related}
+    assert f"prefect.flow-run.{failed.state_details.flow_run_id}" in related  # links back to the run
+
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET dirty = true")
+    monitored = status_monitor(environment="test", return_state=True)
+    dirty = [e for e in askfrank_events(monitored.state_details.flow_run_id, 1) if e.event == "askfrank.database.dirty"]
+    assert len(dirty) == 1
+    assert dirty[0].resource["askfrank.version"] == "2" and dirty[0].resource["askfrank.dirty"] == "yes"
+    assert "Flow-Sentinel-pw-42" not in dirty[0].model_dump_json()
