@@ -45,7 +45,7 @@ migrate-force: ## set the version and clear dirty (careful): make migrate-force 
 	@v="$(V)"; \
 	if [ -z "$$v" ] && [ -t 0 ]; then printf 'Version to force (last fully applied; -1 for none): '; read v; fi; \
 	if [ -z "$$v" ]; then echo "error: give the version: make migrate-force V=3" >&2; exit 2; fi; \
-	$(MIGRATOR) force -- "$$v" $(ARGS)
+	$(MIGRATOR) force $(ARGS) -- "$$v"
 
 migrate-history: ## audit trail of applied, reverted and forced migrations
 	$(MIGRATOR) history $(ARGS)
@@ -56,8 +56,9 @@ migrate-tool-down: migrate-down ## same as migrate-down
 migrate-tool-status: migrate-status ## same as migrate-status
 migrate-tool-create: migrate-create ## same as migrate-create
 
-setup: ## install the project and its tools (uv)
-	uv sync
+setup: ## install the locked environment, byte-compiled once (fast start even with PYTHONDONTWRITEBYTECODE)
+	uv sync --frozen --compile-bytecode
+	uv run python -m compileall -q migrator tasks flows
 
 test: ## run the test suite
 	uv run pytest
