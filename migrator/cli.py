@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from migrator import __version__
 from migrator.commands import Context
@@ -28,6 +29,42 @@ COMMAND_MODULES = (
     "migrator.commands.backup",
     "migrator.commands.trigger",
 )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <what>; see `migrator CMD --help``` and exit 2.
+
+    argparse's default prints the whole usage block before the error, which buries the one line
+    that matters; subcommand parsers inherit this class, so the hint names the command.
+    """
+
+    def error(self, message: str, prog: str | None = None) -> NoReturn:  # type: ignore[override]
+        message = _shorter_choice_error(message)
+        sys.stderr.write(f"error: {redact(message)}; see `{prog or self.prog} --help`\n")
+        sys.exit(2)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse, but an unrecognised option's hint names the command it was given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            self.error(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else None)
+        return parsed
+
+
+def _shorter_choice_error(message: str) -> str:
+    """``invalid choice: 'statsu' (choose from ...18 names)`` -> ``unknown command 'statsu' (did you mean ...)``."""
+    import re
+
+    m = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
+    if not m:
+        return message
+    what, given, choices = m.group(1), m.group(2), re.findall(r"'([^']*)'", m.group(3))
+    import difflib
+
+    close = difflib.get_close_matches(given, choices, n=1)
+    label = "unknown command" if what in ("COMMAND", "ACTION", "SUBCOMMAND") else f"argument {what}: invalid choice"
+    return f"{label} {given!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (one of: {', '.join(choices)})")
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -54,7 +91,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="migrator",
         description="AskFrank database migrations (golang-migrate compatible).",
         parents=[common],
