@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "migrator.commands.notify",
     "migrator.commands.backup",
     "migrator.commands.trigger",
+    "migrator.commands.embedded",
 )
 
 
@@ -130,6 +131,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except MigratorError as exc:
         error(str(exc))
         return exc.exit_code
+    except BrokenPipeError:  # `migrator status | head -1`: the reader has what it wanted; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         error("interrupted; run `migrator status` to see the database state")
         return 130
