@@ -1,6 +1,10 @@
 # AskFrank migration targets (the seed guide's commands), all calling the `migrator` CLI.
 # Configure with DATABASE_URL (default: the embedded PostgreSQL in ./.migrator) and MIGRATIONS_PATH.
-MIGRATOR ?= uv run --quiet migrator
+# The venv's own script: `uv run` adds ~0.1-0.2 s to every call (it re-checks the environment each
+# time). The venv is synced (locked, byte-compiled) whenever pyproject.toml or uv.lock is newer.
+VENV := .venv
+SYNCED := $(VENV)/.migrator-synced
+MIGRATOR ?= $(VENV)/bin/migrator
 ARGS ?=
 
 .PHONY: help migrate-up migrate-down migrate-down-all migrate-reset migrate-status migrate-create \
@@ -10,45 +14,45 @@ ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-migrate-up: ## apply all pending migrations (N=k for the next k)
-	$(MIGRATOR) up $(N) $(ARGS)
+migrate-up: $(SYNCED) ## apply all pending migrations (N=k for the next k)
+	@$(MIGRATOR) up $(N) $(ARGS)
 
-migrate-down: ## revert the last migration (N=k for the last k)
-	$(MIGRATOR) down $(N) $(ARGS)
+migrate-down: $(SYNCED) ## revert the last migration (N=k for the last k)
+	@$(MIGRATOR) down $(N) $(ARGS)
 
-migrate-down-all: ## revert ALL migrations (destructive; asks, or YES=1)
-	$(MIGRATOR) down-all $(if $(YES),--yes) $(ARGS)
+migrate-down-all: $(SYNCED) ## revert ALL migrations (destructive; asks, or YES=1)
+	@$(MIGRATOR) down-all $(if $(YES),--yes) $(ARGS)
 
-migrate-reset: ## down-all then up (development; asks, or YES=1)
-	$(MIGRATOR) reset $(if $(YES),--yes) $(ARGS)
+migrate-reset: $(SYNCED) ## down-all then up (development; asks, or YES=1)
+	@$(MIGRATOR) reset $(if $(YES),--yes) $(ARGS)
 
-migrate-status: ## version, dirty flag, applied and pending
-	$(MIGRATOR) status $(ARGS)
+migrate-status: $(SYNCED) ## version, dirty flag, applied and pending
+	@$(MIGRATOR) status $(ARGS)
 
-migrate-create: ## create a migration pair: make migrate-create NAME=add_patient_table
+migrate-create: $(SYNCED) ## create a migration pair: make migrate-create NAME=add_patient_table
 	@name="$(NAME)"; \
 	if [ -z "$$name" ] && [ -t 0 ]; then printf 'Migration name (snake_case, e.g. add_patient_table): '; read name; fi; \
 	if [ -z "$$name" ]; then echo "error: give the migration a name: make migrate-create NAME=add_patient_table" >&2; exit 2; fi; \
-	$(MIGRATOR) create "$$name" $(ARGS)
+	@$(MIGRATOR) create "$$name" $(ARGS)
 
-migrate-list: ## every migration, applied or pending
-	$(MIGRATOR) list $(ARGS)
+migrate-list: $(SYNCED) ## every migration, applied or pending
+	@$(MIGRATOR) list $(ARGS)
 
-migrate-validate: ## check migration files (pairs, names, SQL, safety lint)
-	$(MIGRATOR) validate $(ARGS)
+migrate-validate: $(SYNCED) ## check migration files (pairs, names, SQL, safety lint)
+	@$(MIGRATOR) validate $(ARGS)
 
-migrate-goto: ## migrate up or down to a version: make migrate-goto V=3
+migrate-goto: $(SYNCED) ## migrate up or down to a version: make migrate-goto V=3
 	@if [ -z "$(V)" ]; then echo "error: give the target version: make migrate-goto V=3" >&2; exit 2; fi
-	$(MIGRATOR) goto $(V) $(ARGS)
+	@$(MIGRATOR) goto $(V) $(ARGS)
 
-migrate-force: ## set the version and clear dirty (careful): make migrate-force V=3
+migrate-force: $(SYNCED) ## set the version and clear dirty (careful): make migrate-force V=3
 	@v="$(V)"; \
 	if [ -z "$$v" ] && [ -t 0 ]; then printf 'Version to force (last fully applied; -1 for none): '; read v; fi; \
 	if [ -z "$$v" ]; then echo "error: give the version: make migrate-force V=3" >&2; exit 2; fi; \
-	$(MIGRATOR) force $(ARGS) -- "$$v"
+	@$(MIGRATOR) force $(ARGS) -- "$$v"
 
-migrate-history: ## audit trail of applied, reverted and forced migrations
-	$(MIGRATOR) history $(ARGS)
+migrate-history: $(SYNCED) ## audit trail of applied, reverted and forced migrations
+	@$(MIGRATOR) history $(ARGS)
 
 # The seed's "built-in migration tool" targets: the same CLI.
 migrate-tool-up: migrate-up ## same as migrate-up
@@ -57,8 +61,13 @@ migrate-tool-status: migrate-status ## same as migrate-status
 migrate-tool-create: migrate-create ## same as migrate-create
 
 setup: ## install the locked environment, byte-compiled once (fast start even with PYTHONDONTWRITEBYTECODE)
-	uv sync --frozen --compile-bytecode
-	uv run python -m compileall -q migrator tasks flows
+	@rm -f $(SYNCED)
+	@$(MAKE) -s $(SYNCED)
+
+$(SYNCED): pyproject.toml uv.lock
+	@uv sync --frozen --compile-bytecode --quiet
+	@$(VENV)/bin/python -m compileall -q migrator tasks flows
+	@touch $@
 
 test: ## run the test suite
 	uv run pytest
