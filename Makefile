@@ -33,7 +33,7 @@ migrate-create: $(SYNCED) ## create a migration pair: make migrate-create NAME=a
 	@name="$(NAME)"; \
 	if [ -z "$$name" ] && [ -t 0 ]; then printf 'Migration name (snake_case, e.g. add_patient_table): '; read name; fi; \
 	if [ -z "$$name" ]; then echo "error: give the migration a name: make migrate-create NAME=add_patient_table" >&2; exit 2; fi; \
-	@$(MIGRATOR) create "$$name" $(ARGS)
+	$(MIGRATOR) create "$$name" $(ARGS)
 
 migrate-list: $(SYNCED) ## every migration, applied or pending
 	@$(MIGRATOR) list $(ARGS)
@@ -49,7 +49,7 @@ migrate-force: $(SYNCED) ## set the version and clear dirty (careful): make migr
 	@v="$(V)"; \
 	if [ -z "$$v" ] && [ -t 0 ]; then printf 'Version to force (last fully applied; -1 for none): '; read v; fi; \
 	if [ -z "$$v" ]; then echo "error: give the version: make migrate-force V=3" >&2; exit 2; fi; \
-	@$(MIGRATOR) force $(ARGS) -- "$$v"
+	$(MIGRATOR) force $(ARGS) -- "$$v"
 
 migrate-history: $(SYNCED) ## audit trail of applied, reverted and forced migrations
 	@$(MIGRATOR) history $(ARGS)
