@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "backup.failed",
     "approval.requested",
     "migration.pending",
+    "approval.rejected",
 )
 TEST_EVENT = "test"
 ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
@@ -76,6 +77,7 @@ _TITLES = {
     "database.dirty": (":warning:", "Database is dirty"),
     "backup.failed": (":x:", "Backup failed"),
     "approval.requested": (":raised_hand:", "Approval requested"),
+    "approval.rejected": (":no_entry_sign:", "Approval rejected: nothing applied"),
     TEST_EVENT: (":bell:", "Test alert"),
 }
 
