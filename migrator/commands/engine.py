@@ -170,13 +170,14 @@ def _print_status(st: Status, show_all: bool = False, last_failed: dict[str, Any
     state = "DIRTY" if st.dirty else "clean"
     version = "none" if st.version == -1 else str(st.version)
     style = "bold red" if st.dirty else ("yellow" if st.pending else "green")
-    output.line(
-        f"{st.database} ({st.table}): version {version}, {state}; "
-        f"{len(st.applied)} applied, {len(st.pending)} pending; latest file {st.latest}",
-        style=style,
-    )
     failure = getattr(st, "failure", None)
     dirty_row = (failure.version if failure is not None else st.version) if st.dirty else None
+    applied_n = sum(1 for m in st.applied if m.version != dirty_row)
+    output.line(
+        f"{st.database} ({st.table}): version {version}, {state}; {applied_n} applied, "
+        f"{'1 partly applied, ' if dirty_row is not None else ''}{len(st.pending)} pending; latest file {st.latest}",
+        style=style,
+    )
     dirty_state = "DIRTY: partly reverted" if failure is not None and failure.direction == "down" else (
         "DIRTY: partly applied")
     applied = st.applied if show_all else st.applied[-STATUS_RECENT:]
@@ -231,10 +232,17 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
     finish, undo = recovery_choices(st)
     lines: list[str] = []
     if failure is not None:
-        where = f"{failure.file}:{failure.line}" if failure.line else str(failure.file or "?")
-        lines.append(f"DIRTY: migration {failure.version} {failure.name or ''} ({failure.direction}) failed at {where}")
-        if failure.pg_error:
+        where = f"{_shown_path(failure.file)}:{failure.line}" if failure.line else _shown_path(failure.file)
+        finished = getattr(failure, "finished", True)
+        verb = "failed" if finished else "was interrupted (killed, or the server crashed)"
+        lines.append(f"DIRTY: migration {failure.version} {failure.name or ''} ({failure.direction}) {verb} at {where}")
+        if failure.pg_error and finished:
             lines.append(f"  error: {_one_line(str(failure.pg_error))}")
+        elif not finished:
+            lines.append("  error: none recorded: the statement it was running may or may not have completed; "
+                         "check the schema")
+        if getattr(failure, "file_changed", False):
+            lines.append("  warning: the file changed since this attempt; the statements below are today's file")
         if failure.statement:
             lines.append(f"  statement: {_one_line(str(failure.statement))}")
         states = list(failure.statements or [])
@@ -242,7 +250,8 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
             done = sum(1 for s in states if s.state == "done")
             lines.append(f"  statements ({done} of {len(states)} ran and stay applied):")
             for s in states:
-                mark = {"done": "done   ", "failed": "FAILED ", "not run": "not run"}.get(s.state, s.state)
+                mark = {"done": "done   ", "failed": "FAILED " if finished else "running", "not run": "not run"}.get(
+                    s.state, s.state)
                 lines.append(f"    {s.index:>3}  line {s.line:<5} {mark}  {_one_line(s.text, 100)}")
         if failure.run_id:
             lines.append(f"  run id: {failure.run_id}")
@@ -277,6 +286,19 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
             "`migrator recover --mark-applied` (you finished by hand); see `migrator recover --help`"
         )
     return lines
+
+
+def _shown_path(path: object) -> str:
+    """The file relative to the working directory when inside it (as validate prints it)."""
+    if not path:
+        return "?"
+    from pathlib import Path
+
+    p = Path(str(path))
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def _recover_available() -> bool:
