@@ -196,9 +196,20 @@ def test_make_migrate_force_passes_args(db_url: str, migrations_dir: Path) -> No
 
 # --- 11.6 migrator embedded -------------------------------------------------------------------------
 
-def test_embedded_url_psql_status_stop(tmp_path: Path) -> None:
+def test_embedded_url_psql_status_stop() -> None:
+    import tempfile
+
+    # outside pytest's basetemp (0700 folders the server's own user cannot enter when tests run as root)
+    tmp_path = Path(tempfile.mkdtemp(prefix="migrator-embedded-cli-"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["MIGRATOR_EMBEDDED_DIR"] = str(tmp_path / "pgdata")
+    try:
+        _embedded_commands(tmp_path, env)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _embedded_commands(tmp_path: Path, env: dict[str, str]) -> None:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "migrator", "embedded", *args], cwd=tmp_path, env=env,
