@@ -19,6 +19,9 @@ import warnings
 # A HIPAA product's local runs phone nobody: no Prefect telemetry from the ephemeral server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# The ephemeral API creates its database on first use; on a busy 2-core machine that exceeds
+# Prefect's 20 s default and the fresh-machine command would fail for no reason of its own.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def main(argv: list[str] | None = None) -> int:
