@@ -234,3 +234,26 @@ def _embedded_commands(tmp_path: Path, env: dict[str, str]) -> None:
     st = run("status")
     assert st.returncode == 3 and st.stdout.startswith("stopped: PostgreSQL 18")
     assert run("stop").stderr.strip().endswith("was not running")
+
+
+# --- 11.5 what the README tells people to type prints only the command's own output -----------------
+
+def test_uv_run_and_make_print_only_the_commands_output(db_url: str, migrations_dir: Path) -> None:
+    """uv's compile-bytecode setting made every `uv run` recompile the venv and say so (uv#12202)."""
+    uv = shutil.which("uv")
+    if not uv:
+        pytest.skip("uv not installed")
+    r = subprocess.run([uv, "run", "--frozen", "migrator", "--version"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("migrator ")
+    assert r.stderr == "", r.stderr
+    if not shutil.which("make"):
+        return
+    two_migrations(migrations_dir)
+    env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(migrations_dir)}
+    env.pop("MIGRATOR", None)
+    m = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "migrate-up"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert m.returncode == 0, m.stderr
+    assert m.stdout == ""  # no echoed command line
+    assert m.stderr.splitlines()[0].startswith("1/u create_rooms (")
