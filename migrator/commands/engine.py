@@ -282,8 +282,9 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
     ]
     if _recover_available():
         lines.append(
-            "  or let migrator do either: `migrator recover --resume` (finish), `migrator recover --revert` (undo), "
-            "`migrator recover --mark-applied` (you finished by hand); see `migrator recover --help`"
+            "  or let migrator do it, audited: `migrator recover --resume` runs the statements that did not run (fix "
+            "the file first); `migrator recover --revert` runs the down file and records the previous version; "
+            "`migrator recover --mark-applied` records the version after you finished by hand"
         )
     return lines
 
