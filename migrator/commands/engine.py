@@ -172,10 +172,13 @@ def _print_status(st: Status, show_all: bool = False, last_failed: dict[str, Any
     style = "bold red" if st.dirty else ("yellow" if st.pending else "green")
     failure = getattr(st, "failure", None)
     dirty_row = (failure.version if failure is not None else st.version) if st.dirty else None
+    reverting = failure is not None and failure.direction == "down"
     applied_n = sum(1 for m in st.applied if m.version != dirty_row)
+    pending_n = sum(1 for m in st.pending if m.version != dirty_row)
+    partly = ("1 partly reverted, " if reverting else "1 partly applied, ") if dirty_row is not None else ""
     output.line(
         f"{st.database} ({st.table}): version {version}, {state}; {applied_n} applied, "
-        f"{'1 partly applied, ' if dirty_row is not None else ''}{len(st.pending)} pending; latest file {st.latest}",
+        f"{partly}{pending_n} pending; latest file {st.latest}",
         style=style,
     )
     dirty_state = "DIRTY: partly reverted" if failure is not None and failure.direction == "down" else (
