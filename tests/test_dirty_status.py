@@ -98,3 +98,28 @@ def test_status_on_a_database_dirtied_by_another_tool_says_no_audit_row_and_both
     assert r.returncode == 3
     assert "DIRTY: migration 2 did not finish; no audit row says which statements ran" in r.stdout
     assert "`migrator force 2 --expect 2`" in r.stdout and "`migrator force 1 --expect 2`" in r.stdout
+
+
+def test_a_failed_down_offers_to_finish_the_revert_or_restore_what_it_removed(tmp_path: Path, db_url: str) -> None:
+    d = tmp_path / "migrations"
+    d.mkdir()
+    write_migration(d, 1, "create_patients", HEADER + "CREATE TABLE patients (id int PRIMARY KEY, email text);",
+                    "DROP TABLE IF EXISTS patients;")
+    write_migration(
+        d, 2, "add_patient_email_index",
+        HEADER + "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_patients_email ON patients (email);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_patients_email;\nALTER TABLE patients DROP COLUMN emial;\n",
+    )
+    env = {"DATABASE_URL": db_url, "MIGRATIONS_PATH": "migrations"}
+    assert migrator("up", cwd=tmp_path, env=env).returncode == 0
+    down = migrator("down", cwd=tmp_path, env=env)
+    assert down.returncode == 1
+    r = migrator("status", cwd=tmp_path, env=env)
+    assert r.returncode == 3
+    assert "version 1, DIRTY; 1 applied, 1 partly reverted, 0 pending" in r.stdout
+    assert "DIRTY: migration 2 add_patient_email_index (down) failed at " \
+           "migrations/000002_add_patient_email_index.down.sql:2" in r.stdout
+    assert "finish by hand: run the rest of the down, then `migrator force 1 --expect 1` (records 1 as applied)" \
+        in r.stdout
+    assert "undo by hand:   restore what the down removed, then `migrator force 2 --expect 1` " \
+           "(records 2: migration 2 stays applied)" in r.stdout
