@@ -86,7 +86,7 @@ def _common_options() -> argparse.ArgumentParser:
     g.add_argument("--webhook-url", metavar="URL", help="alert webhook (env WEBHOOK_URL)")
     g.add_argument("--webhook-secret", metavar="S", help="HMAC secret (prefer env WEBHOOK_SECRET)")
     g.add_argument("--webhook-format", choices=["json", "slack"], help="alert payload format (json)")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr; validate: also show notes")
     return p
 
 
