@@ -27,6 +27,7 @@ from flows._common import (
     run_artifact,
     take_backup,
 )
+from flows.rehearsal import rehearse_before_approval
 from migrator.errors import DirtyDatabaseError, MigratorError
 from tasks.apply import apply_migrations, plan_migrations
 from tasks.environment import Environment, load_environment
@@ -58,9 +59,9 @@ def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any]
 
 
 def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
-                     backup_key: str | None, timeout_seconds: int) -> str:
+                     backup_key: str | None, timeout_seconds: int, preface_md: str | None = None) -> str:
     """Pause until an engineer approves in the UI; returns who approved. Timeout or rejection fails."""
-    md = plan_markdown(env, plan, report, backup_key)
+    md = (preface_md + "\n\n" if preface_md else "") + plan_markdown(env, plan, report, backup_key)
     create_markdown_artifact(markdown=md, key=f"approval-{env.name}", description=f"approval needed: {env.name}")
     notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
            version_after=plan["target"], backup_key=backup_key,
@@ -113,11 +114,12 @@ def migrate(
                 summary["outcome"] = "no change"
                 verify_status(environment, plan["target"])
                 return summary
+            preface = rehearse_before_approval(env, summary, target_version)  # rehearsal.enabled environments
             approve = env.approval_required if require_approval is None else require_approval
             if approve:
                 summary["approved_by"] = request_approval(
                     env, plan, report, summary.get("backup_key"),
-                    approval_timeout_seconds or env.approval_timeout_seconds,
+                    approval_timeout_seconds or env.approval_timeout_seconds, preface_md=preface,
                 )
             result = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
                 environment, target_version, summary.get("approved_by")

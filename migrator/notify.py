@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "backup.failed",
     "approval.requested",
     "migration.pending",
+    "rehearsal.failed",
 )
 TEST_EVENT = "test"
 ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
@@ -68,7 +69,7 @@ EVENT_FIELDS = (
     "run_id",
     "flow_run_url",
 )
-_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed"})
+_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed", "rehearsal.failed"})
 
 _TITLES = {
     "migration.succeeded": (":white_check_mark:", "Migration succeeded"),
@@ -76,6 +77,7 @@ _TITLES = {
     "database.dirty": (":warning:", "Database is dirty"),
     "backup.failed": (":x:", "Backup failed"),
     "approval.requested": (":raised_hand:", "Approval requested"),
+    "rehearsal.failed": (":x:", "Rehearsal failed: nothing applied"),
     TEST_EVENT: (":bell:", "Test alert"),
 }
 
