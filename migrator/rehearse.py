@@ -352,9 +352,9 @@ def check_not_source(
     except ConfigError as exc:
         warnings.append(f"could not reach the source database to compare servers ({exc}); compared URLs only")
         return warnings, scr_version
-    same_cluster = src_id is not None and src_id == scr_id
-    if same_cluster is False and src_id is None and src_ep[:2] == scr_ep[:2]:
-        same_cluster = True  # no identifier readable: the same host and port are the same server
+    # without a readable identifier (neither superuser nor pg_monitor) the same host and port are the same server
+    readable = src_id is not None and scr_id is not None
+    same_cluster = src_id == scr_id if readable else src_ep[:2] == scr_ep[:2]
     if same_cluster and src_db == scr_db:
         raise ConfigError(
             f"refusing to rehearse: {scratch.display} is the source database {src_db} on the same server; "
@@ -460,6 +460,7 @@ class _LockSampler(threading.Thread):
         self.stopped = threading.Event()
         self.mutex = threading.Lock()
         self.seen: dict[tuple[int, str], tuple[str, str]] = {}
+        self.window = 0  # a sample that started in an earlier statement's window is discarded
 
     def run(self) -> None:
         import psycopg
@@ -467,10 +468,12 @@ class _LockSampler(threading.Thread):
         try:
             while not self.stopped.is_set():
                 if self.active.wait(0.05) and not self.stopped.is_set():
-                    for oid, mode, nsp, rel, kind in self.conn.execute(self.query).fetchall():
-                        key = (int(oid), _mode(mode))
-                        with self.mutex:
-                            self.seen.setdefault(key, (f"{nsp}.{rel}", _kind(kind)))
+                    window = self.window
+                    rows = self.conn.execute(self.query).fetchall()
+                    with self.mutex:
+                        if window == self.window and self.active.is_set():
+                            for oid, mode, nsp, rel, kind in rows:
+                                self.seen.setdefault((int(oid), _mode(mode)), (f"{nsp}.{rel}", _kind(kind)))
                     self.stopped.wait(self.interval)
         except psycopg.Error as exc:  # the report then says less, never something false
             log.warning("lock sampler stopped: %s", redact(exc))
@@ -478,11 +481,13 @@ class _LockSampler(threading.Thread):
     def start_window(self) -> None:
         with self.mutex:
             self.seen = {}
-        self.active.set()
+            self.window += 1
+            self.active.set()
 
     def end_window(self) -> dict[tuple[int, str], tuple[str, str]]:
-        self.active.clear()
         with self.mutex:
+            self.active.clear()
+            self.window += 1
             seen, self.seen = self.seen, {}
         return seen
 
@@ -836,6 +841,7 @@ def rehearse(
             return report
     name = _scratch_name(settings.environment)
     report.scratch_database = name
+    settings = Settings(**{**settings.__dict__, "table": _table_spec(settings, source)})
     with _scratch_database(server, name, options.keep) as scratch_conninfo:
         scratch = prepare_url(scratch_conninfo)
         say(f"restoring {key} into scratch database {name} on {server.display}")
@@ -851,7 +857,7 @@ def rehearse(
 def _rehearsal_server(settings: Settings, options: RehearsalOptions) -> Connection:
     if options.scratch_url:
         return prepare_url(options.scratch_url)
-    if settings.environment == "local" and not settings.database_url:
+    if settings.environment == "local":
         from migrator import embedded
 
         return prepare_url(embedded.server_url(settings.embedded_dir, database="postgres"))
@@ -859,6 +865,16 @@ def _rehearsal_server(settings: Settings, options: RehearsalOptions) -> Connecti
         f"no rehearsal server for environment {settings.environment!r}: pass --scratch-url URL or set "
         f"rehearsal.server_url in deployments/{settings.environment}.yaml (never the source's server)"
     )
+
+
+def _table_spec(settings: Settings, source: Connection) -> str | None:
+    """The source's state table as a --table spec (its URL's x-migrations-table does not follow the
+    scratch database's URL)."""
+    if settings.table or source.table is None:
+        return settings.table
+    tn = state_table_name(settings, source.table)
+    quote = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+    return f"{quote(tn.schema)}.{quote(tn.table)}" if tn.schema else quote(tn.table)
 
 
 def _restore(settings: Settings, key: str, target: str, destination: str | None, report: RehearsalReport) -> None:
@@ -887,7 +903,7 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
     t0 = time.perf_counter()
     conn = db.connect(scratch)
     try:
-        st = resolve_table(conn, state_table_name(settings, scratch.table))
+        st = resolve_table(conn, state_table_name(settings, None))
         acquire_lock(conn, st, settings.lock_wait_seconds)
         try:
             ensure_tables(conn, st)

@@ -94,8 +94,10 @@ def test_rewrite_under_access_exclusive_and_concurrent_index(cli: Any, source: d
                     JUST + "CREATE INDEX CONCURRENTLY IF NOT EXISTS patients_mrn_idx ON patients (mrn);",
                     JUST + "DROP INDEX CONCURRENTLY IF EXISTS patients_mrn_idx;")
     before, dbs_before = snapshot(source["url"]), databases()
-    r = cli("rehearse", "--json", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+    scratch_url = SERVER_URL.replace("postgres@", "postgres:Scratch-Sentinel-pw-9@")  # trust auth ignores it
+    r = cli("rehearse", "--json", "--scratch-url", scratch_url, "--allow-same-server", env=env)
     assert r.code == 0, r.err
+    assert "Scratch-Sentinel-pw-9" not in r.out + r.err
     report = json.loads(r.out)
     assert report["ok"] and report["version_before"] == 1 and report["version_after"] == 3
     assert report["backup_key"].endswith("_v1.dump") and report["restore_seconds"] > 0
