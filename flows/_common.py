@@ -10,9 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from migrator.errors import DirtyDatabaseError, MigratorError
 from migrator.redact import redact
-from tasks.apply import read_status
+from tasks.backup import backup_task
 from tasks.environment import Environment
 from tasks.notify import notify
+from tasks.status import read_status
 
 
 @contextlib.contextmanager
@@ -52,7 +53,7 @@ def record_status(environment: str, summary: dict[str, Any], *, refuse_dirty: bo
 def take_backup(env: Environment, summary: dict[str, Any]) -> dict[str, Any]:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
     try:
-        backup = env.backup_task()(env.name)
+        backup = backup_task(env)(env.name)
     except Exception as exc:
         notify(env.name, "backup.failed", database=summary.get("database"),
                version_before=summary.get("version_before"), **failure_fields(exc))

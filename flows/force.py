@@ -12,8 +12,8 @@ from typing import Any
 from prefect import flow
 
 from flows._common import migration_slot, new_summary, record_status, run_artifact
-from tasks.apply import force_version
 from tasks.environment import load_environment
+from tasks.force import force_version
 from tasks.notify import notify
 
 

@@ -8,11 +8,12 @@ from typing import Any
 from prefect import flow
 
 from flows._common import failure_fields, migration_slot, new_summary, record_status, run_artifact, take_backup
-from flows.migrate import request_approval
+from flows.approval import ApprovalRejected, request_approval
 from migrator.errors import MigratorError
-from tasks.apply import plan_migrations, rollback_migrations
+from tasks.apply import rollback_migrations
 from tasks.environment import load_environment
 from tasks.notify import notify
+from tasks.status import plan_migrations
 from tasks.verify import verify_status
 
 
@@ -56,7 +57,7 @@ def rollback(
         return summary
     except Exception as exc:
         summary.update(outcome="failed", error=str(exc))
-        if not summary.get("alerted"):
+        if not summary.get("alerted") and not isinstance(exc, ApprovalRejected):
             notify(environment, "migration.failed", database=summary.get("database"),
                    version_before=summary.get("version_before"), backup_key=summary.get("backup_key"),
                    **failure_fields(exc))

@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "backup.failed",
     "approval.requested",
     "migration.pending",
+    "approval.rejected",
     "rehearsal.failed",
 )
 TEST_EVENT = "test"
@@ -77,6 +78,7 @@ _TITLES = {
     "database.dirty": (":warning:", "Database is dirty"),
     "backup.failed": (":x:", "Backup failed"),
     "approval.requested": (":raised_hand:", "Approval requested"),
+    "approval.rejected": (":no_entry_sign:", "Approval rejected: nothing applied"),
     "rehearsal.failed": (":x:", "Rehearsal failed: nothing applied"),
     TEST_EVENT: (":bell:", "Test alert"),
 }

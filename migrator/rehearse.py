@@ -503,32 +503,20 @@ class _LockSampler(threading.Thread):
 
 
 def _statements(sql: str) -> list[tuple[int, int, str]]:
-    """The engine's statement split (``migrator.sql`` once it exists, else lint.transactional)."""
-    try:
-        from migrator import sql as sql_mod  # type: ignore[attr-defined]
+    """The engine's statement split (``migrator.sql``), as (start, end, text)."""
+    from migrator.sql import split_statements
 
-        split: Any = sql_mod.split_statements
-    except ImportError:
-        from migrator.lint.transactional import split_statements as split
-    out: list[tuple[int, int, str]] = []
-    for s in split(sql) or []:
-        out.append((s[0], s[1], s[2]) if isinstance(s, tuple) else (s.start, s.end, s.text))
-    return out or [(0, len(sql), sql)]
+    return [(st.start, st.end, st.text) for st in split_statements(sql)] or [(0, len(sql), sql)]
 
 
 def _non_transactional_reason(sql: str) -> str | None:
-    try:
-        from migrator import sql as sql_mod  # type: ignore[attr-defined]
+    from migrator.sql import non_transactional_reason
 
-        reason: Any = sql_mod.non_transactional_reason
-    except ImportError:
-        from migrator.lint.transactional import non_transactional_reason as reason
-    result = reason(sql)
-    return str(result) if result else None
+    return non_transactional_reason(sql)
 
 
 def _line_col(sql: str, offset: int) -> tuple[int, int]:
-    from migrator.lint.transactional import line_col
+    from migrator.sql import line_col
 
     return line_col(sql, offset)
 
@@ -635,7 +623,14 @@ class _Applier:
             predictions: list[Any]) -> MigrationReport:
         import psycopg
 
-        from migrator.state import HistoryEntry, history_statement, state_statements, write_history, write_state
+        from migrator.state import (
+            HistoryEntry,
+            history_statement,
+            state_statements,
+            statement_hash,
+            write_history,
+            write_state,
+        )
 
         mf = migration.up if direction == "up" else migration.down
         assert mf is not None  # plan() only returns migrations with the file for the direction
@@ -659,6 +654,8 @@ class _Applier:
                 success=success, from_version=version_before, to_version=target, started_at=started,
                 finished_at=datetime.now(UTC), duration_ms=int((time.perf_counter() - t0) * 1000),
                 run_id=self.run_id, environment=f"rehearsal:{self.settings.environment}", error=error,
+                statements_total=len(stmts), statements_done=len(stmts) if success else None,
+                statement_hashes=[statement_hash(text) for _, _, text in stmts],
             )
 
         def note_rewrites(index: int) -> None:
@@ -681,8 +678,8 @@ class _Applier:
                         acquired.setdefault(key, (i, s0, names))
                     note_rewrites(i)
                 current = None
-                for text in state_statements(self.st, target, False):
-                    conn.execute(text.encode())
+                for query in state_statements(self.st, target, False):
+                    conn.execute(query)
                 conn.execute(history_statement(conn, self.st, entry(True)).encode())
                 conn.execute(b"COMMIT")
                 end = time.perf_counter()
@@ -899,7 +896,7 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
             f"backup {report.backup_key} records a dirty database at version {plan.version}: `up` would refuse it; "
             "fix the source's state first (`migrator status`)"
         )
-    found = _predictions(migrations, {s["version"] for s in plan.steps})
+    found = _predictions(migrations, {s.version for s in plan.steps})
     t0 = time.perf_counter()
     conn = db.connect(scratch)
     try:
@@ -909,18 +906,18 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
             ensure_tables(conn, st)
             applier = _Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
             for step in plan.steps:
-                m = migrations.get(step["version"])
+                m = migrations.get(step.version)
                 if m is None:
-                    raise MigratorError(f"migration {step['version']} vanished from {migrations.directory}")
-                preds = found.get(m.version, []) if step["direction"] == "up" else []
+                    raise MigratorError(f"migration {step.version} vanished from {migrations.directory}")
+                preds = found.get(m.version, []) if step.direction == "up" else []
                 before = report.version_after if report.version_after is not None else -1
-                mr = applier.run(m, step["direction"], step["to_version"], before, preds)
+                mr = applier.run(m, step.direction, step.to_version, before, preds)
                 report.migrations.append(mr)
-                say(f"{m.version}/{step['direction'][0]} {m.name} ({human_ms(mr.duration_ms)})"
+                say(f"{m.version}/{step.direction[0]} {m.name} ({human_ms(mr.duration_ms)})"
                     + (f": WOULD FAIL at {mr.location}: {mr.error}" if mr.failed else ""))
                 if mr.failed:
                     break
-                report.version_after = step["to_version"]
+                report.version_after = step.to_version
         finally:
             with contextlib.suppress(Exception):
                 if conn.info.transaction_status != 0:

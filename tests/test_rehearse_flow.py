@@ -18,6 +18,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
+from prefect.input.actions import read_flow_run_input
+from prefect.input.run_input import keyset_from_paused_state
 from prefect.testing.utilities import prefect_test_harness
 
 from conftest import SERVER_URL, write_migration
@@ -111,14 +113,8 @@ def paused_run_id(timeout: float = 120) -> Any:
 
 
 def approve(approver: str) -> dict[str, Any]:
-    """The approval form's answer, for whichever Approval input the flow has (E2's replaces it)."""
-    try:
-        from flows.approval import Approval  # type: ignore[import-not-found]
-    except ImportError:
-        from flows.migrate import Approval
-    if "decision" in Approval.model_fields:
-        return {"decision": "approve", "approver": approver, "comment": "CHG-13"}
-    return {"approved": True, "approver": approver, "comment": "CHG-13"}
+    """The approval form's answer (flows.approval.Approval)."""
+    return {"decision": "approve", "approver": approver, "comment": "CHG-13"}
 
 
 def test_rehearsal_table_first_in_the_approval_form(env: dict[str, Any]) -> None:
@@ -132,16 +128,20 @@ def test_rehearsal_table_first_in_the_approval_form(env: dict[str, Any]) -> None
     run_id = paused_run_id()
     assert state(env["db_url"]) == [(1, False)]  # rehearsed, not applied, while waiting
     md = artifact("approval-test")
-    assert md.startswith("## Rehearsal: 1 migration(s) succeeded on the restored copy")
-    assert md.index("Rehearsal") < md.index("# Plan for")  # the rehearsal table comes first
+    sections = [ln for ln in md.splitlines() if ln.startswith("## ")]
+    assert sections[0].startswith("## Rehearsal: 1 migration(s) succeeded on the restored copy")  # shown first
+    assert md.index("## Rehearsal") < md.index("widen_patient_id") < md.index("Backup taken before")
     row = next(ln for ln in md.splitlines() if "ACCESS EXCLUSIVE" in ln and "public.patients (table)" in ln)
     assert "LARGE TABLE" in row and "reads and writes" in row
     assert "Table rewrites" in md and "MIG005" in md and "Production estimate" in md
     assert PASSWORD not in md
     assert "ACCESS EXCLUSIVE" in artifact("rehearsal-test")
-    with get_client(sync_client=True) as client:  # the same table in the form's description
-        run = client.read_flow_run(run_id)
-    assert run.state is not None and run.state.is_paused()
+    with get_client(sync_client=True) as client:  # the same table, first, in the resume form's description
+        paused = client.read_flow_run(run_id).state
+    assert paused is not None and paused.is_paused()
+    description = str(read_flow_run_input(keyset_from_paused_state(paused)["description"], flow_run_id=run_id))
+    assert description.index("## Rehearsal") < description.index("widen_patient_id")
+    assert "ACCESS EXCLUSIVE" in description and "LARGE TABLE" in description
     assert [e["event"] for e in events(env["hook"])] == ["approval.requested"]
     resume_flow_run(run_id, run_input=approve("alice@askfrank.example"))
     t.join(120)
@@ -182,7 +182,8 @@ def test_size_limit_skips_with_warning_in_the_form(env: dict[str, Any]) -> None:
     t.start()
     run_id = paused_run_id()
     md = artifact("approval-test")
-    assert md.startswith("## Rehearsal skipped") and "max_backup_bytes" in md and "Warning" in md
+    first = next(ln for ln in md.splitlines() if ln.startswith("## "))
+    assert first.startswith("## Rehearsal skipped") and "max_backup_bytes" in md and "Warning" in md
     resume_flow_run(run_id, run_input=approve("bob@askfrank.example"))
     t.join(120)
     assert out and out[0].is_completed() and state(env["db_url"]) == [(2, False)]
