@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "migrator.commands.backup",
     "migrator.commands.trigger",
     "migrator.commands.embedded",
+    "migrator.commands.rehearse",
 )
 
 
