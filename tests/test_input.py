@@ -321,3 +321,13 @@ def test_largest_values_still_accepted(cli, db_url: str, two: Path) -> None:  # 
     assert _version(db_url) == (2**63 - 1, False)
     r = cli("status", *g, "--database-url", url_for(db_url, db_url.rsplit("/", 1)[1]) + "?x-statement-timeout=2147483647")
     assert r.code == 0 and "9223372036854775807" in r.out, r.err
+
+
+@pytest.mark.parametrize("args", [["migrate", "--target", "9223372036854775808"], ["migrate", "--target", "-7"],
+                                  ["rollback", "--steps", "0"], ["rollback", "--steps", "-1"]])
+def test_python_m_flows_bad_numbers_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and args[-1] in capsys.readouterr().err
