@@ -238,15 +238,7 @@ def prepare_url(url: str, setting: str = "DATABASE_URL / --database-url") -> Con
     if not url:
         raise ConfigError(f"{setting} is empty; give a postgres:// URL (only the local environment may use none)")
     if not has_scheme(url):
-        if not re.match(r"\s*[A-Za-z_]+\s*=", url):
-            raise _not_a_url(setting, "it is neither scheme://... nor libpq key=value settings")
-        # libpq key=value conninfo: passed through, with the socket folder when no host is given
-        if not re.search(r"(^|\s)host(addr)?\s*=", url) and not _host_from_env():
-            kv_port = re.search(r"(?:^|\s)port\s*=\s*'?(\d+)", url)
-            found = socket_dir(kv_port.group(1) if kv_port else None)
-            if found:
-                url += f" host={found}"
-        return Connection(conninfo=url, display=redact_url(url))
+        return _prepare_keyvalue(url, setting)
     try:
         parts = split_url(url)
     except UrlError as exc:
@@ -255,11 +247,59 @@ def prepare_url(url: str, setting: str = "DATABASE_URL / --database-url") -> Con
         raise ConfigError(
             f"{setting} scheme {parts.scheme!r} is not PostgreSQL; use postgres://user@host:5432/db"
         )
+    table, statement_timeout_ms, kept = _query_options(parts.query, setting)
+    hosts = parts.hosts
+    if not hosts.split(":")[0] and "host" not in dict(kept) and "hostaddr" not in dict(kept) and not _host_from_env():
+        port = dict(kept).get("port") or (hosts.split(":", 1)[1] if ":" in hosts else None)
+        found = socket_dir(port)
+        if found:
+            kept.append(("host", found))
+    if parts.password:
+        register_secret(quote(parts.password, safe=""))  # the form the conninfo (and libpq's errors) carry
+    userinfo = ""
+    if parts.user is not None:
+        userinfo = quote(parts.user, safe="")
+        if parts.password:
+            userinfo += ":" + quote(parts.password, safe="")
+        userinfo += "@"
+    query_s = urlencode(kept, quote_via=quote)
+    conninfo = f"postgresql://{userinfo}{hosts}{parts.path}" + (f"?{query_s}" if query_s else "")
+    shown = [(k, MASK if k in SECRET_PARAMS else v) for k, v in kept]
+    display_user = (quote(parts.user, safe="") + (":" + MASK if parts.password else "") + "@") if parts.user else ""
+    display = f"postgresql://{display_user}{hosts}{parts.path}" + (
+        f"?{urlencode(shown, quote_via=quote, safe='*/')}" if shown else ""
+    )
+    return Connection(
+        conninfo=conninfo,
+        display=redact(display),
+        table=table,
+        statement_timeout_ms=statement_timeout_ms,
+    )
+
+
+def _prepare_keyvalue(url: str, setting: str) -> Connection:
+    """libpq key=value conninfo: passed through, with the socket folder when no host is given."""
+    if not re.match(r"\s*[A-Za-z_]+\s*=", url):
+        raise _not_a_url(setting, "it is neither scheme://... nor libpq key=value settings")
+    if not re.search(r"(^|\s)host(addr)?\s*=", url) and not _host_from_env():
+        kv_port = re.search(r"(?:^|\s)port\s*=\s*'?(\d+)", url)
+        found = socket_dir(kv_port.group(1) if kv_port else None)
+        if found:
+            url += f" host={found}"
+    return Connection(conninfo=url, display=redact_url(url))
+
+
+def _query_options(query_s: str, setting: str) -> tuple[TableName | None, int | None, list[tuple[str, str]]]:
+    """Split a URL query into golang-migrate's x- options and the libpq parameters to keep.
+
+    Returns (state table, statement timeout in ms, libpq parameters); server run-time parameters
+    (anything not a libpq keyword, e.g. ``search_path``) are folded into libpq's ``options``.
+    """
     table: TableName | None = None
     statement_timeout_ms: int | None = None
     kept: list[tuple[str, str]] = []
     server_options: list[str] = []
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = parse_qsl(query_s, keep_blank_values=True)
     qdict = dict(query)
     for key, value in query:
         if key == "x-migrations-table":
@@ -289,33 +329,7 @@ def prepare_url(url: str, setting: str = "DATABASE_URL / --database-url") -> Con
         existing = dict(kept).get("options")
         kept = [(k, v) for k, v in kept if k != "options"]
         kept.append(("options", " ".join(([existing] if existing else []) + server_options)))
-    hosts = parts.hosts
-    if not hosts.split(":")[0] and "host" not in dict(kept) and "hostaddr" not in dict(kept) and not _host_from_env():
-        port = dict(kept).get("port") or (hosts.split(":", 1)[1] if ":" in hosts else None)
-        found = socket_dir(port)
-        if found:
-            kept.append(("host", found))
-    if parts.password:
-        register_secret(quote(parts.password, safe=""))  # the form the conninfo (and libpq's errors) carry
-    userinfo = ""
-    if parts.user is not None:
-        userinfo = quote(parts.user, safe="")
-        if parts.password:
-            userinfo += ":" + quote(parts.password, safe="")
-        userinfo += "@"
-    query_s = urlencode(kept, quote_via=quote)
-    conninfo = f"postgresql://{userinfo}{hosts}{parts.path}" + (f"?{query_s}" if query_s else "")
-    shown = [(k, MASK if k in SECRET_PARAMS else v) for k, v in kept]
-    display_user = (quote(parts.user, safe="") + (":" + MASK if parts.password else "") + "@") if parts.user else ""
-    display = f"postgresql://{display_user}{hosts}{parts.path}" + (
-        f"?{urlencode(shown, quote_via=quote, safe='*/')}" if shown else ""
-    )
-    return Connection(
-        conninfo=conninfo,
-        display=redact(display),
-        table=table,
-        statement_timeout_ms=statement_timeout_ms,
-    )
+    return table, statement_timeout_ms, kept
 
 
 def _host_from_env() -> bool:

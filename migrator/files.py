@@ -195,67 +195,12 @@ def _not_a_file(path: Path) -> str:
 def load(directory: Path | str) -> MigrationSet:
     """Read every migration file under ``directory`` (not recursive) into a MigrationSet."""
     directory = Path(directory)
-    problems: list[Problem] = []
     if not directory.is_dir():
         raise MigrationFileError(
             f"migrations folder {directory} does not exist; create it or point --path / MIGRATIONS_PATH at it"
         )
-    seen: dict[tuple[int, str], MigrationFile] = {}
-    failed: set[tuple[int, str]] = set()  # not a regular file: reported once, its partner not "missing"
-    for path in sorted(directory.iterdir()):
-        rel = str(path)
-        m = FILE_RE.match(path.name)
-        if m and not path.is_file():  # never skipped silently (and a FIFO is never opened)
-            code = "unreadable" if path.is_symlink() and not path.exists() else "not-a-file"
-            problems.append(Problem("error", code, rel, _not_a_file(path)))
-            failed.add((int(m.group(1)), m.group(3)))
-            continue
-        if path.is_dir() or path.name in IGNORED_FILES:
-            continue
-        if not m:
-            if path.suffix == ".sql":
-                problems.append(
-                    Problem(
-                        "error",
-                        "bad-name",
-                        rel,
-                        "does not match {version}_{title}.{up|down}.sql; rename it (e.g. 000007_add_x.up.sql)",
-                    )
-                )
-            else:
-                problems.append(Problem("warning", "not-a-migration", rel, "is not a migration file and is ignored"))
-            continue
-        version_s, name, direction, ext = m.groups()
-        if ext != "sql":
-            problems.append(
-                Problem("error", "bad-extension", rel, f"has extension .{ext}; only .sql migrations are supported")
-            )
-            continue
-        version = int(version_s)
-        if version > MAX_VERSION:
-            problems.append(
-                Problem("error", "bad-version", rel, f"version {version} does not fit schema_migrations' bigint")
-            )
-            continue
-        read = _read(path, rel, problems)
-        if read is None:
-            continue
-        text, digest = read
-        mf = MigrationFile(path, version, name, direction, text, digest)
-        key = (version, direction)
-        if key in seen:
-            other = seen[key]
-            problems.append(
-                Problem(
-                    "error",
-                    "duplicate",
-                    rel,
-                    f"duplicates version {version} ({direction}) of {other.filename}; "
-                    f"renumber one of them (next free: {{next_free}})",
-                )
-            )
-            continue
-        seen[key] = mf
+    problems: list[Problem] = []
+    seen, failed = _scan(directory, problems)
     by_version: dict[int, Migration] = {}
     for (version, direction), mf in seen.items():
         mig = by_version.setdefault(version, Migration(version, mf.name))
@@ -265,6 +210,89 @@ def load(directory: Path | str) -> MigrationSet:
     problems = [
         Problem(p.severity, p.code, p.file, p.message.replace("{next_free}", next_free)) for p in problems
     ]
+    problems += _pairing_problems(migrations, failed, directory)
+    return MigrationSet(directory, migrations, problems)
+
+
+def _scan(
+    directory: Path, problems: list[Problem]
+) -> tuple[dict[tuple[int, str], MigrationFile], set[tuple[int, str]]]:
+    """Read the folder's migration files, keyed by (version, direction); problems are appended.
+
+    Also returns the (version, direction) of entries named like a migration that are not regular
+    files: they are reported once here, so their partner is not also reported as "missing".
+    """
+    seen: dict[tuple[int, str], MigrationFile] = {}
+    failed: set[tuple[int, str]] = set()
+    for path in sorted(directory.iterdir()):
+        rel = str(path)
+        m = FILE_RE.match(path.name)
+        if m and not path.is_file():  # never skipped silently (and a FIFO is never opened)
+            code = "unreadable" if path.is_symlink() and not path.exists() else "not-a-file"
+            problems.append(Problem("error", code, rel, _not_a_file(path)))
+            failed.add((int(m.group(1)), m.group(3)))
+            continue
+        mf = _read_entry(path, m, problems)
+        if mf is None:
+            continue
+        key = (mf.version, mf.direction)
+        if key in seen:
+            problems.append(
+                Problem(
+                    "error",
+                    "duplicate",
+                    rel,
+                    f"duplicates version {mf.version} ({mf.direction}) of {seen[key].filename}; "
+                    f"renumber one of them (next free: {{next_free}})",
+                )
+            )
+            continue
+        seen[key] = mf
+    return seen, failed
+
+
+def _read_entry(path: Path, m: re.Match[str] | None, problems: list[Problem]) -> MigrationFile | None:
+    """One regular folder entry as a migration file, or None (skipped, or a problem appended)."""
+    rel = str(path)
+    if path.is_dir() or path.name in IGNORED_FILES:
+        return None
+    if not m:
+        if path.suffix == ".sql":
+            problems.append(
+                Problem(
+                    "error",
+                    "bad-name",
+                    rel,
+                    "does not match {version}_{title}.{up|down}.sql; rename it (e.g. 000007_add_x.up.sql)",
+                )
+            )
+        else:
+            problems.append(Problem("warning", "not-a-migration", rel, "is not a migration file and is ignored"))
+        return None
+    version_s, name, direction, ext = m.groups()
+    if ext != "sql":
+        problems.append(
+            Problem("error", "bad-extension", rel, f"has extension .{ext}; only .sql migrations are supported")
+        )
+        return None
+    version = int(version_s)
+    if version > MAX_VERSION:
+        problems.append(
+            Problem("error", "bad-version", rel, f"version {version} does not fit schema_migrations' bigint")
+        )
+        return None
+    read = _read(path, rel, problems)
+    if read is None:
+        return None
+    text, digest = read
+    return MigrationFile(path, version, name, direction, text, digest)
+
+
+def _pairing_problems(
+    migrations: list[Migration], failed: set[tuple[int, str]], directory: Path
+) -> list[Problem]:
+    """Up and down files that do not pair: different titles, a missing up, a missing down."""
+    problems: list[Problem] = []
     for mig in migrations:
         if mig.up and mig.down and mig.up.name != mig.down.name:
             problems.append(
@@ -295,7 +323,7 @@ def load(directory: Path | str) -> MigrationSet:
                     "write the rollback (the seed requires one for every migration)",
                 )
             )
-    return MigrationSet(directory, migrations, problems)
+    return problems
 
 
 def _name_max(directory: Path) -> int:
