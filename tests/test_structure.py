@@ -1,0 +1,215 @@
+"""The layers hold (issue 12): read from the source with ast, nothing is imported or run.
+
+- no import cycle among the modules of migrator/, tasks/ and flows/, counting imports inside
+  functions too (a function-level import only hides a cycle until the function runs);
+- nothing under migrator/ imports prefect, not even inside a function: the CLI must start fast;
+- the engine imports nothing from migrator.lint, directly or through another module: statement
+  splitting is migrator/sql.py's, shared by the engine and the linter.
+
+Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("migrator", "tasks", "flows")
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, e.g. migrator.engine
+    target: str  # what it names, e.g. migrator.lint.rules or prefect.logging
+    line: int
+
+
+def _module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else test.attr if isinstance(test, ast.Attribute) else ""
+            if name == "TYPE_CHECKING":
+                return True
+    return False
+
+
+def modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
+    """Every module of ``packages`` under ``root`` by dotted name."""
+    return {
+        _module_name(root, path): path
+        for package in packages
+        for path in sorted((root / package).rglob("*.py"))
+    }
+
+
+def imports(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[Import]:
+    """Every import that can run: module level, in functions, and importlib.import_module("...")."""
+    mods = modules(root, packages)
+    found: list[Import] = []
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and _type_checking_only(node, parents):
+                continue
+            if isinstance(node, ast.Import):
+                found += [Import(name, alias.name, node.lineno) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package
+                    for _ in range(node.level - 1):
+                        anchor = anchor.rpartition(".")[0]
+                    base = f"{anchor}.{base}" if base else anchor
+                for alias in node.names:  # `from pkg import sub` imports the submodule pkg.sub
+                    sub = f"{base}.{alias.name}"
+                    found.append(Import(name, sub if sub in mods else base, node.lineno))
+            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                    found.append(Import(name, node.args[0].value, node.lineno))
+    return found
+
+
+def graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, dict[str, int]]:
+    """module -> {imported module of ours: first line}, each import mapped to the module it names."""
+    mods = modules(root, packages)
+    edges: dict[str, dict[str, int]] = {name: {} for name in mods}
+    for imp in imports(root, packages):
+        target = imp.target
+        while target and target not in mods:
+            target = target.rpartition(".")[0]
+        if target and target != imp.module:
+            edges[imp.module].setdefault(target, imp.line)
+    return edges
+
+
+def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _describe(edges: dict[str, dict[str, int]], component: list[str]) -> str:
+    inside = set(component)
+    return "; ".join(
+        f"{a} -> {b} (line {line})" for a in component for b, line in sorted(edges[a].items()) if b in inside
+    )
+
+
+def reaches(edges: dict[str, dict[str, int]], start: str, prefix: str) -> list[str] | None:
+    """An import chain from ``start`` to a module named ``prefix`` or under it, or None."""
+    came_from: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        v = todo.pop(0)
+        if v != start and (v == prefix or v.startswith(prefix + ".")):
+            chain = [v]
+            while chain[-1] != start:
+                chain.append(came_from[chain[-1]])
+            return chain[::-1]
+        for w in edges[v]:
+            if w not in came_from and w != start:
+                came_from[w] = v
+                todo.append(w)
+    return None
+
+
+def _is_prefect(target: str) -> bool:
+    return target == "prefect" or target.startswith(("prefect.", "prefect_"))
+
+
+# --- the checks on this repository ------------------------------------------------------------
+
+
+def test_no_import_cycle_among_migrator_tasks_flows():
+    edges = graph(ROOT)
+    assert "migrator.engine" in edges and "flows.migrate" in edges  # the walk found the code
+    found = cycles(edges)
+    assert not found, "import cycles (function-level imports count): " + " | ".join(
+        _describe(edges, c) for c in found
+    )
+
+
+def test_migrator_never_imports_prefect():
+    bad = [f"{i.module} line {i.line}: {i.target}" for i in imports(ROOT, ("migrator",)) if _is_prefect(i.target)]
+    assert not bad, "migrator/ must not import prefect (the CLI must start fast): " + "; ".join(bad)
+
+
+def test_engine_imports_nothing_from_lint():
+    edges = graph(ROOT)
+    direct = [b for b in edges["migrator.engine"] if b == "migrator.lint" or b.startswith("migrator.lint.")]
+    assert not direct, f"migrator/engine.py imports {direct}: statement splitting lives in migrator/sql.py"
+    chain = reaches(edges, "migrator.engine", "migrator.lint")
+    assert chain is None, "migrator.engine reaches migrator.lint through " + " -> ".join(chain or [])
+
+
+# --- the checks can fail: the same functions on a small tree that breaks each rule ------------
+
+
+def test_the_checks_find_what_they_look_for(tmp_path):
+    files = {
+        "migrator/__init__.py": "",
+        "migrator/engine.py": "def f():\n    from migrator import state\n",
+        "migrator/state.py": "from migrator.lint.rules import x\n",
+        "migrator/lint/__init__.py": "",
+        "migrator/lint/rules.py": "from ..engine import f\n",  # engine -> state -> lint.rules -> engine
+        "migrator/quiet.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import prefect\n"
+            "def g():\n    import importlib\n    importlib.import_module('prefect.logging')\n"
+        ),
+        "tasks/__init__.py": "",
+        "flows/__init__.py": "",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    edges = graph(tmp_path)
+    assert cycles(edges) == [["migrator.engine", "migrator.lint.rules", "migrator.state"]]
+    assert reaches(edges, "migrator.engine", "migrator.lint") == [
+        "migrator.engine", "migrator.state", "migrator.lint.rules"
+    ]
+    prefect = [(i.module, i.target) for i in imports(tmp_path, ("migrator",)) if _is_prefect(i.target)]
+    assert prefect == [("migrator.quiet", "prefect.logging")]  # the TYPE_CHECKING import never runs
