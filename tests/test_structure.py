@@ -1,5 +1,6 @@
 """The layers hold (issue 12): read from the source with ast, nothing is imported or run.
 
+- imports point down only: migrator/ imports nothing from tasks/ or flows/, tasks/ nothing from flows/;
 - no import cycle among the modules of migrator/, tasks/ and flows/, counting imports inside
   functions too (a function-level import only hides a cycle until the function runs);
 - nothing under migrator/ imports prefect, not even inside a function: the CLI must start fast;
@@ -164,6 +165,22 @@ def _is_prefect(target: str) -> bool:
 # --- the checks on this repository ------------------------------------------------------------
 
 
+def upward_imports(edges: dict[str, dict[str, int]]) -> list[str]:
+    """Imports against the layering flows/ -> tasks/ -> migrator/."""
+    below = {"migrator": ("tasks", "flows"), "tasks": ("flows",), "flows": ()}
+    return [
+        f"{a} -> {b} (line {line})"
+        for a, targets in sorted(edges.items())
+        for b, line in sorted(targets.items())
+        if b.partition(".")[0] in below[a.partition(".")[0]]
+    ]
+
+
+def test_imports_point_down_the_layers():
+    bad = upward_imports(graph(ROOT))
+    assert not bad, "flows/ -> tasks/ -> migrator/ only: " + "; ".join(bad)
+
+
 def test_no_import_cycle_among_migrator_tasks_flows():
     edges = graph(ROOT)
     assert "migrator.engine" in edges and "flows.migrate" in edges  # the walk found the code
@@ -201,13 +218,18 @@ def test_the_checks_find_what_they_look_for(tmp_path):
             "def g():\n    import importlib\n    importlib.import_module('prefect.logging')\n"
         ),
         "tasks/__init__.py": "",
+        "tasks/step.py": "from flows import run\n",
         "flows/__init__.py": "",
+        "flows/run.py": "from tasks.step import x\n",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     edges = graph(tmp_path)
-    assert cycles(edges) == [["migrator.engine", "migrator.lint.rules", "migrator.state"]]
+    assert cycles(edges) == [
+        ["flows.run", "tasks.step"], ["migrator.engine", "migrator.lint.rules", "migrator.state"]
+    ]
+    assert upward_imports(edges) == ["tasks.step -> flows.run (line 1)"]
     assert reaches(edges, "migrator.engine", "migrator.lint") == [
         "migrator.engine", "migrator.state", "migrator.lint.rules"
     ]
