@@ -5,7 +5,8 @@ ARGS ?=
 
 .PHONY: help migrate-up migrate-down migrate-down-all migrate-reset migrate-status migrate-create \
 	migrate-list migrate-validate migrate-goto migrate-force migrate-tool-up migrate-tool-down \
-	migrate-tool-status migrate-tool-create migrate-history setup test lint bench
+	migrate-tool-status migrate-tool-create migrate-history setup test lint bench \
+	prefect-up prefect-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -67,3 +68,9 @@ lint: ## ruff and mypy
 
 bench: ## engine benchmark against dbmate
 	uv run python bench/bench_engine.py
+
+prefect-up: ## local Prefect without docker: server on PostgreSQL, work pool, deploy --all, one worker
+	scripts/prefect-local.sh up
+
+prefect-down: ## stop the local Prefect server and worker (DROP_DB=1 also drops its database)
+	scripts/prefect-local.sh down

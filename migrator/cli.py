@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from migrator import __version__
+from migrator import __version__, argtypes
 from migrator.commands import Context
 from migrator.errors import MigratorError
 from migrator.output import error
@@ -38,11 +38,12 @@ def _common_options() -> argparse.ArgumentParser:
     g.add_argument("--path", metavar="DIR", help="migrations folder (env MIGRATIONS_PATH; default ./migrations)")
     g.add_argument("--table", metavar="NAME", help="state table, [schema.]table (default schema_migrations)")
     g.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    g.add_argument("--lock-timeout", metavar="DUR", help="PostgreSQL lock_timeout per migration (default 10s)")
-    g.add_argument(
-        "--statement-timeout", metavar="DUR", help="PostgreSQL statement_timeout per migration (default 30min)"
-    )
-    g.add_argument("--lock-wait", metavar="SECONDS", type=float, help="max wait for the migration lock (300)")
+    g.add_argument("--lock-timeout", metavar="DUR", type=argtypes.duration("--lock-timeout"),
+                   help="PostgreSQL lock_timeout per migration (default 10s)")
+    g.add_argument("--statement-timeout", metavar="DUR", type=argtypes.duration("--statement-timeout"),
+                   help="PostgreSQL statement_timeout per migration (default 30min)")
+    g.add_argument("--lock-wait", metavar="SECONDS", type=argtypes.seconds,
+                   help="max wait for the migration lock (300)")
     g.add_argument("--run-id", metavar="ID", help="caller's run id recorded in the audit trail")
     g.add_argument("--env", metavar="NAME", help="environment name for audit, backups and alerts (local)")
     g.add_argument("--webhook-url", metavar="URL", help="alert webhook (env WEBHOOK_URL)")

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from migrator.backup.errors import BackupError
 from migrator.errors import ConfigError
@@ -134,7 +134,8 @@ def child_connection(conninfo: str) -> tuple[str, dict[str, str]]:
             if colon:
                 password = unquote(pw) or password
                 netloc = f"{user}@{hosts}"
-        dsn = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))
+        q = urlencode(query, quote_via=quote)  # not urlunsplit: it drops the // of a socket URL (postgres:///db)
+        dsn = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{q}" if q else "")
     else:
         dsn = conninfo
         m = _KV_PASSWORD.search(conninfo)

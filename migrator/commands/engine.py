@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from migrator import output
+from migrator import argtypes, output
 from migrator.commands import Context
 from migrator.errors import DirtyDatabaseError, MigrationFailedError, MigratorError
 
@@ -24,18 +24,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     p = add("up", "apply all pending migrations, or the next N", cmd_up)
-    p.add_argument("n", nargs="?", type=int, help="number of migrations to apply (default: all)")
+    p.add_argument("n", nargs="?", type=argtypes.count, help="number of migrations to apply (default: all)")
     p = add("down", "revert the last migration, or the last N", cmd_down)
-    p.add_argument("n", nargs="?", type=int, default=1, help="number of migrations to revert (default: 1)")
+    p.add_argument("n", nargs="?", type=argtypes.count, default=1, help="number of migrations to revert (default: 1)")
     p = add("down-all", "revert ALL migrations (destructive; asks unless --yes)", cmd_down_all)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = add("reset", "down-all then up (development databases; asks unless --yes)", cmd_reset)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = add("goto", "migrate up or down to version V", cmd_goto)
-    p.add_argument("version", type=int, metavar="V")
+    p.add_argument("version", type=argtypes.version, metavar="V")
     p = add("force", "set version V and clear the dirty flag without running anything (-1: no version)", cmd_force)
-    p.add_argument("version", type=int, metavar="V")
-    p.add_argument("--expect", type=int, metavar="CUR", help="refuse unless the recorded version is CUR")
+    p.add_argument("version", type=argtypes.version, metavar="V")
+    p.add_argument("--expect", type=argtypes.version, metavar="CUR", help="refuse unless the recorded version is CUR")
     p = add(
         "status", "version, dirty flag, applied and pending migrations (exit 3 when dirty)", cmd_status
     )
@@ -45,7 +45,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add("version", "print the current version as golang-migrate does", cmd_version)
     add("list", "every migration file, applied or pending", cmd_list)
     p = add("history", "the audit trail of applied, reverted and forced migrations", cmd_history)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=argtypes.count, default=50)
     p = add("create", "create the next migration pair NNNNNN_NAME.{up,down}.sql", cmd_create)
     p.add_argument("name", help="descriptive snake_case name, e.g. add_patient_table")
     p.add_argument("--justification", default="", help="business justification for the header comment")
