@@ -230,8 +230,8 @@ def test_signature_verifies_with_the_documented_procedure(rx: WebhookReceiver) -
 
 
 def test_documented_receiver_example_matches(rx: WebhookReceiver) -> None:
-    """The stdlib-only receiver code in the README accepts what send_event sends (docs cannot drift)."""
-    doc = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    """The stdlib-only receiver code in docs/alerts.md accepts what send_event sends (docs cannot drift)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text(encoding="utf-8")
     code = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify(" in block)
     namespace: dict[str, Any] = {}
     exec(code, namespace)
