@@ -17,7 +17,7 @@ from tasks.notify import notify
 @task(name="prune", task_run_name="prune backups {environment}", retries=2,
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def prune(environment: str) -> dict[str, Any]:
-    from migrator.backup.core import prune_backups
+    from migrator.backup import prune_backups
 
     env = load_environment(environment)
     return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True).to_dict()

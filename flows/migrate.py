@@ -22,6 +22,7 @@ from flows._common import (
     take_backup,
 )
 from flows.approval import ApprovalRejected, plan_markdown, request_approval
+from flows.rehearsal import rehearse_before_approval
 from migrator.errors import DirtyDatabaseError, MigratorError
 from tasks.apply import apply_migrations
 from tasks.environment import load_environment
@@ -74,11 +75,12 @@ def migrate(
                 summary["outcome"] = "no change"
                 verify_status(environment, plan["target"])
                 return summary
+            preface = rehearse_before_approval(env, summary, target_version)  # rehearsal.enabled environments
             approve = env.approval_required if require_approval is None else require_approval
             if approve:
                 summary["approved_by"] = request_approval(
                     env, plan, report, summary.get("backup_key"),
-                    approval_timeout_seconds or env.approval_timeout_seconds,
+                    approval_timeout_seconds or env.approval_timeout_seconds, preface_md=preface,
                 )
             result = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
                 environment, target_version, summary.get("approved_by")

@@ -22,7 +22,7 @@ from tasks.notify import notify
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=30, cache_policy=NO_CACHE)
 def restore_into_scratch(environment: str) -> dict[str, Any]:
     from migrator import db
-    from migrator.backup.core import restore_backup
+    from migrator.backup import restore_backup
     from migrator.scratch import scratch_database
 
     env = load_environment(environment)

@@ -27,7 +27,7 @@ from tasks.environment import Environment, load_environment
 )
 def backup_database(environment: str) -> dict[str, Any]:
     """Take and verify a backup; returns its key, size and sha256 (no credentials)."""
-    from migrator.backup.core import create_backup, verify_backup
+    from migrator.backup import create_backup, verify_backup
 
     env = load_environment(environment)
     log = run_logger()
