@@ -87,17 +87,17 @@ def migrations_md(plan: dict[str, Any], report: dict[str, Any] | None) -> str:
 
 def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
                   backup_key: str | None, preface_md: str | None = None) -> str:
-    """The plan as the approver and the plan artifact show it: preface, migrations, then the numbers."""
+    """The plan as the approver and the plan artifact show it: the preface (a rehearsal result) first,
+    then the version change, each migration by name with its lint findings, then the numbers."""
     n = len(plan["steps"])
-    md = (f"# {n} migration{'s' if n != 1 else ''} for `{env.name}`: version {_version(plan['version'])} "
-          f"→ {_version(plan['target'])}\n\n")
-    if preface_md:
-        md += preface_md.rstrip() + "\n\n"
+    md = preface_md.rstrip() + "\n\n" if preface_md else ""  # first, as agreed (F's rehearsal result)
+    md += (f"# {n} migration{'s' if n != 1 else ''} for `{env.name}`: version {_version(plan['version'])} "
+           f"→ {_version(plan['target'])}\n\n")
     md += migrations_md(plan, report)
     md += (
         f"\nDatabase `{plan['database']}` is at version **{_version(plan['version'])}**; "
         f"after these it will be at **{_version(plan['target'])}**.\n\n"
-        f"Backup taken just before: `{backup_key or 'none'}`\n"
+        f"Backup taken before: `{backup_key or 'none'}`\n"
     )
     planned = {int(s["version"]) for s in plan["steps"]}
     other = [f for f in (report or {}).get("findings") or [] if _version_of(f) not in planned]

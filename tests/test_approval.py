@@ -98,7 +98,7 @@ def test_plan_shows_the_preface_first_then_each_migration_by_name() -> None:
          "message": "index build"},
         {"file": "migrations/000002_old.up.sql", "line": 3, "severity": "warning", "rule": "MIG002", "message": "old"}]}
     md = plan_markdown(load_environment("local"), plan, report, "s3://b/k.dump", preface_md="## Rehearsal: passed")
-    assert md.startswith("# 2 migrations for `local`: version 4 → 6\n\n## Rehearsal: passed\n\n1. **000005_add_phone**")
+    assert md.startswith("## Rehearsal: passed\n\n# 2 migrations for `local`: version 4 → 6\n\n1. **000005_add_phone**")
     pos = [md.index(s) for s in ("000005_add_phone", "000006_index_phone", "MIG010", "Database `askfrank`",
                                  "Other lint findings", "MIG002")]
     assert pos == sorted(pos)

@@ -55,7 +55,8 @@ def test_approval_form_in_the_browser(tmp_path: Path, db_url: str, migrations_di
     (ddir / "prod.yaml").write_text(
         "environment: prod\ndatabase_url: {env: UI_TEST_DATABASE_URL}\n"
         f'backup: {{url: "file://{tmp_path / "backups"}", retries: 0}}\n'
-        "approval: {required: true, timeout_seconds: 600}\ntimeouts: {lock_wait_seconds: 30}\n")
+        "approval: {required: true, timeout_seconds: 600}\ntimeouts: {lock_wait_seconds: 30}\n"
+        "rehearsal: {enabled: false}\n")
     shot = ROOT / "docs" / "img" / "approval-form.png" if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / "form.png"
     with running_server(tmp_path / "prefect", ui=True) as server:
         env = server.client_env(MIGRATOR_DEPLOYMENTS_DIR=str(ddir), MIGRATIONS_PATH=str(migrations_dir),
