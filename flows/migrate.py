@@ -22,6 +22,7 @@ from flows._common import (
     take_backup,
 )
 from flows.approval import ApprovalRejected, plan_markdown, request_approval
+from flows.rehearsal import rehearse_before_approval
 from migrator.errors import DirtyDatabaseError, MigratorError
 from tasks.apply import apply_migrations
 from tasks.environment import load_environment
@@ -39,7 +40,18 @@ def migrate(
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """Bring ``environment``'s database to ``target_version`` (default: the latest migration)."""
+    """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        target_version: Stop at this version (leave empty for the latest migration); below the
+            current version it migrates down.
+        dry_run: Only validate and show the plan: no backup, nothing applied.
+        require_approval: Pause for an engineer's approval before apply (empty: as the environment's
+            settings say: approval.required in deployments/<env>.yaml).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            applied (empty: the environment's setting).
+    """
     env = load_environment(environment)
     started = time.monotonic()
     summary = new_summary(environment)
@@ -63,11 +75,12 @@ def migrate(
                 summary["outcome"] = "no change"
                 verify_status(environment, plan["target"])
                 return summary
+            preface = rehearse_before_approval(env, summary, target_version)  # rehearsal.enabled environments
             approve = env.approval_required if require_approval is None else require_approval
             if approve:
                 summary["approved_by"] = request_approval(
                     env, plan, report, summary.get("backup_key"),
-                    approval_timeout_seconds or env.approval_timeout_seconds,
+                    approval_timeout_seconds or env.approval_timeout_seconds, preface_md=preface,
                 )
             result = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
                 environment, target_version, summary.get("approved_by")
