@@ -167,3 +167,30 @@ def test_kill_9_mid_transaction_commits_nothing(db_url: str, migrations_dir: Pat
     time.sleep(6)  # past the sleep: a batch left running would have committed by now
     assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
     assert rows(db_url, "SELECT to_regclass('b')") == [(None,)]
+
+
+def test_cancelled_non_transactional_file_is_alerted_as_dirty(db_url: str, migrations_dir: Path) -> None:
+    from webhook_receiver import WebhookReceiver
+
+    write_migration(
+        migrations_dir, 1, "cic",
+        "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY t_x ON t (x);\nSELECT pg_sleep(30);",
+        "DROP TABLE IF EXISTS t;",
+    )
+    with WebhookReceiver() as rx:
+        env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(migrations_dir), "WEBHOOK_URL": rx.url,
+               "WEBHOOK_SECRET": "s3cret", "WEBHOOK_BACKOFF_BASE": "0.01", "WEBHOOK_MAX_ATTEMPTS": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", "migrator", "up"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_query(db_url, "pg_sleep(30)")
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        (req,) = rx.wait_for(1)
+    assert proc.returncode == 143, err
+    body = req.json()
+    assert body["event"] == "migration.failed" and body["dirty"] is True and body["failing_version"] == 1
+    assert "cancelled by SIGTERM" in body["error"]
