@@ -179,6 +179,11 @@ def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
     Runs under the migration lock. ALTERs run only when something is missing: even a no-op
     ``ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock on the history table.
     """
+    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (st.schema,)).fetchone():
+        raise ConfigError(
+            f"schema {st.schema!r} of the migrations table {st.schema}.{st.table} does not exist; create it "
+            f"(CREATE SCHEMA {sql.Identifier(st.schema).as_string(conn)}) or choose another with {_TABLE_OPTION}"
+        )
     if not table_exists(conn, st):
         conn.execute(
             sql.SQL(
