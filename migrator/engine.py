@@ -628,10 +628,12 @@ class _Attempt:
                 write_state(conn, st, self.planned.to_version, False)
                 complete_history(conn, st, row_id, self.entry(True))
         except Exception as exc:
+            # the statement that was running, if the exception came from it (not from the progress
+            # UPDATE after it, nor from the check before it)
             ran = current is not None and done < self.statements.index(current) + 1
             failed_stmt = current if ran and not isinstance(exc, _StoppedBefore) else None
-            raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id,
-                            next_stmt=current) from None
+            upcoming = self.statements[done] if failed_stmt is None and done < len(self.statements) else None
+            raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id, next_stmt=upcoming) from None
         except BaseException as exc:  # a host's signal handler raised inside a statement
             running = current if current is not None and done < self.statements.index(current) + 1 else None
             raise exc from self.interrupted(exc, dirty=True, done=done, row_id=row_id, stmt=running)
