@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_lock_wait import wait_for_query
 
 from conftest import ROOT, write_migration
 from migrator.config import Settings, TableName
@@ -35,17 +36,6 @@ def make(url: str, path: Path, **kw: object) -> Migrator:
 def rows(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return list(conn.execute(query, params).fetchall())
-
-
-def wait_for_query(url: str, fragment: str, timeout: float = 30.0) -> None:
-    """Until a backend is running a statement containing ``fragment``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rows(url, "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> "
-                "pg_backend_pid()", f"%{fragment}%"):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no backend ran {fragment!r} within {timeout}s")
 
 
 def test_old_history_table_upgrades_in_place(db_url: str, migrations_dir: Path) -> None:

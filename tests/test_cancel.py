@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_lock_wait import wait_for_query
 
 from conftest import ROOT, write_migration
 from migrator.config import Settings
@@ -23,19 +24,6 @@ from migrator.errors import MigrationCancelledError
 def rows(url: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return list(conn.execute(query).fetchall())
-
-
-def wait_for_query(url: str, fragment: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with psycopg.connect(url) as conn:
-            if conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
-                (f"%{fragment}%",),
-            ).fetchone():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no backend ran {fragment!r} within {timeout}s")
 
 
 def run_and_signal(db_url: str, migrations_dir: Path, sig: int, fragment: str) -> tuple[int, str, float]:
