@@ -30,6 +30,16 @@ def _shown(lk: LockHold) -> bool:
     return lk.kind in TABLE_KINDS or lk.blocks is not None
 
 
+def held_text(lk: LockHold, markdown: bool = False) -> str:
+    """How long, and until what: COMMIT, the statement's own commit, or the failure."""
+    held = human_ms(lk.held_ms)
+    if "released at the failure" in lk.observed:
+        return f"{held} (until the failure)"
+    if lk.observed.startswith("sampled"):
+        return f"≤ {held} (own commit)" if markdown else f"<= {held} (the statement commits by itself)"
+    return held if markdown else f"{held} until commit"
+
+
 def _note(lk: LockHold) -> str:
     if not lk.blocks:
         return "-"
@@ -52,9 +62,7 @@ def lock_rows(report: RehearsalReport) -> list[list[str]]:
                              "FAILED" if s.error else "-"])
                 continue
             for lk in shown:
-                held = human_ms(lk.held_ms)
-                if lk.observed.startswith("sampled"):
-                    held = f"≤ {held} (own commit)"
+                held = held_text(lk, markdown=True)
                 rows.append([label, stmt, human_ms(s.duration_ms), lk.mode, f"{lk.relation} ({lk.kind})", held,
                              human_bytes(lk.size_bytes), _note(lk) + (" · FAILED" if s.error else "")])
     return rows
@@ -154,9 +162,7 @@ def print_human(report: RehearsalReport) -> None:
         for s in m.statements:
             line(f"  #{s.index} line {s.line} ({human_ms(s.duration_ms)}): {s.text}", style="red" if s.error else None)
             for lk in strongest(s.locks):
-                held = human_ms(lk.held_ms)
-                held = f"held <= {held} (the statement commits by itself)" if lk.observed.startswith("sampled") \
-                    else f"held {held} until commit"
+                held = "held " + held_text(lk)
                 size = "" if lk.size_bytes is None else f", {human_bytes(lk.size_bytes)}"
                 note = f"  blocks {_note(lk)}" if lk.blocks else ""
                 line(f"      {lk.mode:<22} {lk.relation} ({lk.kind}{size})  {held}{note}",

@@ -144,6 +144,9 @@ def test_failure_on_real_data_caught_nothing_reaches_source(cli: Any, source: di
     assert "000002_unique_mrn.up.sql:3:1" in err and "is duplicated" in err
     assert "nothing was applied to the source database" in err
     assert "MIG014" in r.out  # validate predicted the lock; the measurement says it failed
+    # the aborted transaction's locks are gone at the error: the sampler saw what the statement held
+    held = next(ln for ln in r.out.splitlines() if "ACCESS EXCLUSIVE" in ln and "public.patients (table" in ln)
+    assert "(until the failure)" in held and "LARGE TABLE" in held
     assert snapshot(source["url"]) == before
     kept = [d for d in databases() if d in r.out]
     assert len(kept) == 1, "--keep keeps the scratch database and names it"
