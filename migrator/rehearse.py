@@ -321,7 +321,13 @@ def check_not_source(
             f"refusing to rehearse: the rehearsal server URL {scratch.display} is the source database itself "
             f"({src_ep[0]}:{src_ep[1]}/{src_ep[2]}); set --scratch-url / rehearsal.server_url to another server"
         )
-    with db.connect(scratch) as conn:
+    try:
+        conn = db.connect(scratch)
+    except ConfigError as exc:
+        reason = str(exc).split("; check ")[0]
+        raise ConfigError(f"rehearsal server: {reason}; check --scratch-url / MIGRATOR_REHEARSAL_URL / "
+                          "rehearsal.server_url and that the server is reachable") from None
+    with conn:
         scr_id, scr_db, scr_version = _identity(conn)
     try:
         with db.connect(source) as conn:

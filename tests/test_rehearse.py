@@ -200,5 +200,8 @@ def test_bad_settings_are_one_line_errors(cli: Any, env: dict[str, str], migrati
     assert no_server.code == 2 and "no rehearsal server for environment 'prod'" in no_server.err
     bad_size = cli("rehearse", "--scratch-url", SERVER_URL, "--max-backup-bytes", "lots", env=env)
     assert bad_size.code == 2 and "--max-backup-bytes='lots' is not a size" in bad_size.err
-    for res in (no_server, bad_size):
+    unreachable = cli("rehearse", "--scratch-url", "postgresql://postgres@127.0.0.1:1/postgres", env=env)
+    assert unreachable.code == 2 and "error: rehearsal server: cannot connect" in unreachable.err
+    assert "--scratch-url" in unreachable.err and "DATABASE_URL" not in unreachable.err
+    for res in (no_server, bad_size, unreachable):
         assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
