@@ -205,3 +205,44 @@ def test_bad_settings_are_one_line_errors(cli: Any, env: dict[str, str], migrati
     assert "--scratch-url" in unreachable.err and "DATABASE_URL" not in unreachable.err
     for res in (no_server, bad_size, unreachable):
         assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
+
+
+def test_local_rehearses_on_the_embedded_server(cli: Any, embedded_server_url: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DATABASE_URL, environment local: the source is the embedded server's askfrank database and
+    the rehearsal runs in a scratch database beside it, with no --scratch-url."""
+    from migrator import embedded
+
+    with psycopg.connect(embedded_server_url) as conn:
+        data_dir = str(conn.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write_migration(migrations, 1, "create_patients",
+                    JUST + "CREATE TABLE patients (id int PRIMARY KEY, mrn int NOT NULL, name text NOT NULL);",
+                    JUST + "DROP TABLE IF EXISTS patients;")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    env = {"MIGRATOR_EMBEDDED_DIR": data_dir, "MIGRATOR_ENV": "local", "MIGRATIONS_PATH": str(migrations),
+           "BACKUP_URL": f"file://{tmp_path / 'backups'}", "MIGRATOR_DEPLOYMENTS_DIR": str(tmp_path)}
+    source_url = embedded.server_url(Path(data_dir), database=embedded.DEFAULT_DATABASE)
+    try:
+        assert cli("up", env=env).code == 0
+        with psycopg.connect(source_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO patients SELECT i, i, 'p' || i FROM generate_series(1, 20000) i")
+        assert cli("backup", env=env).code == 0
+        write_migration(migrations, 2, "widen_patient_id", JUST + "ALTER TABLE patients ALTER COLUMN id TYPE bigint;",
+                        JUST + "ALTER TABLE patients ALTER COLUMN id TYPE int;")
+        import json
+
+        r = cli("rehearse", "--json", env=env)
+        assert r.code == 0, r.err
+        report = json.loads(r.out)
+        assert report["ok"] and report["version_after"] == 2 and report["server_version"].startswith("18")
+        assert any("own server" in w for w in report["warnings"])
+        assert any(lk["mode"] == "ACCESS EXCLUSIVE" and lk["relation"] == "public.patients"
+                   for lk in report["migrations"][0]["locks"])
+        with psycopg.connect(source_url) as conn:
+            assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(1, False)]
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert report["scratch_database"] not in names
+    finally:
+        drop_database(embedded_server_url, embedded.DEFAULT_DATABASE)
