@@ -433,6 +433,43 @@ def resolve_backup(settings: Settings, key: str, destination: str | None) -> tup
     return infos[0].key, infos[0].size
 
 
+class RehearsalStoppedError(MigratorError):
+    """SIGTERM during a rehearsal (CLI): the scratch database is dropped on the way out."""
+
+    exit_code = 143
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """In a plain process (SIGTERM at its default, i.e. the CLI), turn SIGTERM into an exception so
+    that the scratch database is dropped instead of left behind. Raising mid-statement abandons the
+    scratch connection, which the DROP DATABASE ... WITH (FORCE) on the way out then terminates;
+    nothing of value runs there. Hosts with their own handler (Prefect) keep it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    fired: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if fired:  # already stopping: let the cleanup finish
+            return
+        fired.append(signum)
+        raise RehearsalStoppedError(
+            "rehearsal stopped by SIGTERM: its scratch database was dropped and nothing was applied to the "
+            "source database"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def rehearse(
     settings: Settings,
     options: RehearsalOptions,
@@ -445,6 +482,12 @@ def rehearse(
     A migration that would fail is reported (``report.ok`` False), not raised: the caller decides
     (the CLI exits 1, the migrate flow fails before approval). Refusals and unusable backups raise.
     """
+    with _stop_on_sigterm():
+        return _rehearse(settings, options, progress=progress, run_id=run_id)
+
+
+def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progress | None,
+              run_id: str | None) -> RehearsalReport:
     say = progress or (lambda msg: log.info("%s", msg))
     started = time.perf_counter()
     migrations = files.load(settings.migrations_path)
@@ -549,31 +592,28 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
     try:
         st = resolve_table(conn, state_table_name(settings, None))
         acquire_lock(conn, st, settings.lock_wait_seconds)
-        try:
-            ensure_tables(conn, st)
-            from migrator.rehearse_apply import Applier
+        ensure_tables(conn, st)
+        from migrator.rehearse_apply import Applier
 
-            applier = Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
-            for step in plan.steps:
-                m = migrations.get(step.version)
-                if m is None:
-                    raise MigratorError(f"migration {step.version} vanished from {migrations.directory}")
-                preds = found.get(m.version, []) if step.direction == "up" else []
-                before = report.version_after if report.version_after is not None else -1
-                mr = applier.run(m, step.direction, step.to_version, before, preds)
-                report.migrations.append(mr)
-                say(f"{m.version}/{step.direction[0]} {m.name} ({human_ms(mr.duration_ms)})"
-                    + (f": WOULD FAIL at {mr.location}: {mr.error}" if mr.failed else ""))
-                if mr.failed:
-                    break
-                report.version_after = step.to_version
-        finally:
-            with contextlib.suppress(Exception):
-                if conn.info.transaction_status != 0:
-                    conn.execute("ROLLBACK")
-            with contextlib.suppress(Exception):
-                release_lock(conn, st.lock_ids)
-    finally:
+        applier = Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
+        for step in plan.steps:
+            m = migrations.get(step.version)
+            if m is None:
+                raise MigratorError(f"migration {step.version} vanished from {migrations.directory}")
+            preds = found.get(m.version, []) if step.direction == "up" else []
+            before = report.version_after if report.version_after is not None else -1
+            mr = applier.run(m, step.direction, step.to_version, before, preds)
+            report.migrations.append(mr)
+            say(f"{m.version}/{step.direction[0]} {m.name} ({human_ms(mr.duration_ms)})"
+                + (f": WOULD FAIL at {mr.location}: {mr.error}" if mr.failed else ""))
+            if mr.failed:
+                break
+            report.version_after = step.to_version
+        with contextlib.suppress(Exception):
+            if conn.info.transaction_status != 0:
+                conn.execute("ROLLBACK")
+            release_lock(conn, st.lock_ids)
+    finally:  # after an error or a stop mid-statement, closing ends the session and its locks
         conn.close()
     report.apply_seconds = round(time.perf_counter() - t0, 3)
     report.estimate_seconds = round(sum(m.duration_ms for m in report.migrations) / 1000, 3)

@@ -30,6 +30,7 @@ from migrator.rehearse import (
     LockHold,
     MigrationReport,
     Prediction,
+    RehearsalStoppedError,
     Rewrite,
     StatementReport,
     human_bytes,
@@ -359,6 +360,8 @@ class Applier:
                 with conn.transaction():
                     write_state(conn, self.st, target, False)
                     write_history(conn, self.st, entry(True))
+        except RehearsalStoppedError:
+            raise
         except (psycopg.Error, MigratorError) as exc:
             end = time.perf_counter()
             with contextlib.suppress(psycopg.Error):

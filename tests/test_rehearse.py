@@ -246,3 +246,44 @@ def test_local_rehearses_on_the_embedded_server(cli: Any, embedded_server_url: s
         assert report["scratch_database"] not in names
     finally:
         drop_database(embedded_server_url, embedded.DEFAULT_DATABASE)
+
+
+def test_sigterm_stops_and_drops_the_scratch_database(source: dict[str, Any], migrations: Path,
+                                                      env: dict[str, str]) -> None:
+    """Stopping means stopping: SIGTERM while a migration runs on the copy ends the command (exit
+    143, one line) and leaves no scratch database behind; the source is untouched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_migration(migrations, 2, "slow_backfill", JUST + "SELECT pg_sleep(600);\nALTER TABLE patients ADD COLUMN x int;",
+                    JUST + "ALTER TABLE patients DROP COLUMN IF EXISTS x;")
+    before, dbs_before = snapshot(source["url"]), databases()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrator", "rehearse", "--scratch-url", SERVER_URL, "--allow-same-server"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with psycopg.connect(SERVER_URL) as conn:
+                if conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%' "
+                                "AND datname LIKE 'rehearsal_%'").fetchone():
+                    break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the migration never started on the copy")
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert time.monotonic() - stopped < 60  # not the 600 s the statement would have taken
+    assert err.strip().splitlines()[-1].startswith("error: rehearsal stopped by SIGTERM")
+    assert "Traceback" not in err
+    assert databases() == dbs_before  # the scratch database was dropped
+    assert snapshot(source["url"]) == before
