@@ -144,6 +144,7 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
             wait_for_input=Approval.with_initial_data(description=md + _ANSWER_MD),
             timeout=timeout_seconds,
             poll_interval=max(1, min(10, timeout_seconds // 10)),
+            key="approval",  # a waiting run names what the holder waits for: "paused for approval"
         )
     except FlowPauseTimeout:
         raise MigratorError(f"approval timed out after {timeout_seconds}s: nothing was applied") from None

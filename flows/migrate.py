@@ -40,7 +40,18 @@ def migrate(
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """Bring ``environment``'s database to ``target_version`` (default: the latest migration)."""
+    """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        target_version: Stop at this version (leave empty for the latest migration); below the
+            current version it migrates down.
+        dry_run: Only validate and show the plan: no backup, nothing applied.
+        require_approval: Pause for an engineer's approval before apply (empty: as the environment's
+            settings say: approval.required in deployments/<env>.yaml).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            applied (empty: the environment's setting).
+    """
     env = load_environment(environment)
     started = time.monotonic()
     summary = new_summary(environment)

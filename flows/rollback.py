@@ -25,7 +25,17 @@ def rollback(
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first."""
+    """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        steps: How many of the most recent migrations to revert (ignored when to_version is set).
+        to_version: Revert every migration above this version instead (-1 reverts all).
+        require_approval: Pause for an engineer's approval before reverting (empty: as the
+            environment's settings say).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            reverted (empty: the environment's setting).
+    """
     if to_version is None and steps < 1:
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
     env = load_environment(environment)
