@@ -423,7 +423,7 @@ def resolve_backup(settings: Settings, key: str, destination: str | None) -> tup
         infos = list_backups(settings, destination=destination, all_groups=True)
         size = next((b.size for b in infos if b.key == key.strip() or b.url == key.strip()), None)
         return key.strip(), size
-    infos = [b for b in list_backups(settings, destination=destination) if getattr(b, "complete", True)]
+    infos = [b for b in list_backups(settings, destination=destination) if b.complete]
     infos = [b for b in infos if b.created_at is not None]
     if not infos:
         raise BackupError(
