@@ -187,3 +187,21 @@ def test_size_limit_skips_with_warning_in_the_form(env: dict[str, Any]) -> None:
     resume_flow_run(run_id, run_input=approve("bob@askfrank.example"))
     t.join(120)
     assert out and out[0].is_completed() and state(env["db_url"]) == [(2, False)]
+
+
+def test_unresolvable_rehearsal_server_fails_closed(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rehearsal enabled but its server's secret does not resolve: the run stops before approval
+    with one rehearsal.failed alert; it never falls back to the production server."""
+    from flows.migrate import migrate
+
+    monkeypatch.delenv("TEST_REHEARSAL_SERVER_URL")
+    write_migration(env["dir"], 2, "widen_patient_id", JUST + "ALTER TABLE patients ALTER COLUMN id TYPE bigint;",
+                    JUST + "ALTER TABLE patients ALTER COLUMN id TYPE int;")
+    result = migrate(environment="test", return_state=True)
+    assert result.is_failed()
+    assert state(env["db_url"]) == [(1, False)]
+    evs = events(env["hook"])
+    assert [e["event"] for e in evs] == ["rehearsal.failed"]
+    assert "rehearsal.server_url does not resolve" in evs[0]["error"] and "nothing was applied" in evs[0]["message"]
+    with psycopg.connect(SERVER_URL) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'rehearsal_test_%'").fetchone()
