@@ -505,7 +505,8 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
         database=_endpoint(source.conninfo)[2],
         backup_key=key,
         backup_size=size,
-        scratch_server=server.display,
+        scratch_server="{}:{}".format(*_endpoint(server.conninfo)[:2]),  # where, never who
+
         scratch_database=None,
         kept=options.keep,
         large_table_bytes=options.large_table_bytes,
@@ -529,13 +530,13 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
     settings = Settings(**{**settings.__dict__, "table": _table_spec(settings, source)})
     with _scratch_database(server, name, options.keep) as scratch_conninfo:
         scratch = prepare_url(scratch_conninfo)
-        say(f"restoring {key} into scratch database {name} on {server.display}")
+        say(f"restoring {key} into scratch database {name} on {report.scratch_server}")
         _restore(settings, key, scratch_conninfo, options.backup_destination, report)
         say(f"restored in {report.restore_seconds:.1f} s")
         _apply_all(settings, scratch, migrations, options, report, say, run_id)
     report.total_seconds = round(time.perf_counter() - started, 3)
     if options.keep:
-        report.warnings.append(f"scratch database {name} kept on {server.display} (--keep); drop it when done")
+        report.warnings.append(f"scratch database {name} kept on {report.scratch_server} (--keep); drop it when done")
     return report
 
 

@@ -131,9 +131,9 @@ def test_rehearsal_table_first_in_the_approval_form(env: dict[str, Any]) -> None
     sections = [ln for ln in md.splitlines() if ln.startswith("## ")]
     assert sections[0].startswith("## Rehearsal: 1 migration(s) succeeded on the restored copy")  # shown first
     assert md.index("## Rehearsal") < md.index("widen_patient_id") < md.index("Backup taken before")
-    row = next(ln for ln in md.splitlines() if "ACCESS EXCLUSIVE" in ln and "public.patients (table)" in ln)
-    assert "LARGE TABLE" in row and "reads and writes" in row
-    assert "Table rewrites" in md and "MIG005" in md and "Production estimate" in md
+    row = next(ln for ln in md.splitlines() if "ACCESS EXCLUSIVE" in ln and "`public.patients` (table" in ln)
+    assert row.startswith("- ⚠ ") and "blocks reads and writes" in row and "held **" in row
+    assert "- rewritten: `public.patients` (table)" in md and "MIG005" in md and "Production estimate" in md
     assert PASSWORD not in md
     assert "ACCESS EXCLUSIVE" in artifact("rehearsal-test")
     with get_client(sync_client=True) as client:  # the same table, first, in the resume form's description
@@ -141,7 +141,7 @@ def test_rehearsal_table_first_in_the_approval_form(env: dict[str, Any]) -> None
     assert paused is not None and paused.is_paused()
     description = str(read_flow_run_input(keyset_from_paused_state(paused)["description"], flow_run_id=run_id))
     assert description.index("## Rehearsal") < description.index("widen_patient_id")
-    assert "ACCESS EXCLUSIVE" in description and "LARGE TABLE" in description
+    assert "ACCESS EXCLUSIVE" in description and "- ⚠ " in description
     assert [e["event"] for e in events(env["hook"])] == ["approval.requested"]
     resume_flow_run(run_id, run_input=approve("alice@askfrank.example"))
     t.join(120)
