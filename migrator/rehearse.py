@@ -420,9 +420,13 @@ def resolve_backup(settings: Settings, key: str, destination: str | None) -> tup
     from migrator.backup import BackupError, list_backups
 
     if key.strip() != "latest":
-        infos = list_backups(settings, destination=destination, all_groups=True)
-        size = next((b.size for b in infos if b.key == key.strip() or b.url == key.strip()), None)
-        return key.strip(), size
+        wanted = key.strip()
+        for every in (False, True):  # the database's own group first: listing a whole bucket is slow
+            infos = list_backups(settings, destination=destination, all_groups=every)
+            size = next((b.size for b in infos if wanted in (b.key, b.url)), None)
+            if size is not None:
+                break
+        return wanted, size
     infos = [b for b in list_backups(settings, destination=destination) if b.complete]
     infos = [b for b in infos if b.created_at is not None]
     if not infos:
