@@ -509,8 +509,7 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
         database=_endpoint(source.conninfo)[2],
         backup_key=key,
         backup_size=size,
-        scratch_server="{}:{}".format(*_endpoint(server.conninfo)[:2]),  # where, never who
-
+        scratch_server=":".join(_endpoint(server.conninfo)[:2]),  # where, never the URL (or who)
         scratch_database=None,
         kept=options.keep,
         large_table_bytes=options.large_table_bytes,

@@ -315,6 +315,8 @@ class Applier:
                         # PostgreSQL releases an aborted transaction's locks at the error: what the
                         # failing statement held is what the sampler saw while it ran
                         for key, names in sampler.end_window().items():
+                            if key in acquired:  # taken by an earlier statement, reported there
+                                continue
                             sr.locks.append(self._hold(key, names, i, (time.perf_counter() - s0) * 1000, before,
                                                        "sampled while it ran (released at the failure)"))
                         raise
