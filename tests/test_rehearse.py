@@ -10,6 +10,7 @@ database dropped (or kept with --keep), the same-server refusals, and the size-l
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +288,31 @@ def test_sigterm_stops_and_drops_the_scratch_database(source: dict[str, Any], mi
     assert "Traceback" not in err
     assert databases() == dbs_before  # the scratch database was dropped
     assert snapshot(source["url"]) == before
+
+
+def test_rehearsal_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deployments/<env>.yaml rehearsal keys: sizes parsed, prod on by default, mistakes named."""
+    from migrator.errors import ConfigError
+    from migrator.rehearse import parse_bytes
+    from tasks.environment import load_environment
+    from tasks.rehearse import rehearsal_config
+
+    assert parse_bytes("500MB", "x") == 500 * 1024**2 and parse_bytes("1.5GiB", "x") == int(1.5 * 1024**3)
+    assert parse_bytes(4096, "x") == 4096 and parse_bytes("10 kB", "x") == 10240
+    monkeypatch.setenv("MIGRATOR_DEPLOYMENTS_DIR", str(tmp_path))
+    monkeypatch.setenv("REHEARSAL_URL_FOR_TEST", "postgresql://rehearser@rehearsal.example:5432/postgres")
+    monkeypatch.setenv("DB_URL_FOR_TEST", "postgresql://app@db.example:5432/askfrank")
+    db = "database_url: {env: DB_URL_FOR_TEST}\n"
+    (tmp_path / "prod.yaml").write_text("environment: prod\n" + db +
+                                        "rehearsal: {server_url: {env: REHEARSAL_URL_FOR_TEST}, max_backup_bytes: 2GB}\n")
+    conf = rehearsal_config(load_environment("prod"))
+    assert conf.enabled and conf.max_backup_bytes == 2 * 1024**3 and conf.server_url and "rehearsal.example" in conf.server_url
+    (tmp_path / "dev.yaml").write_text("environment: dev\n" + db)
+    assert not rehearsal_config(load_environment("dev")).enabled
+    for bad, message in (("{enabled: yes please}", "rehearsal.enabled must be true or false"),
+                         ("{enabled: true, max_backup_bytes: huge}", "rehearsal.max_backup_bytes='huge' is not a size"),
+                         ("{enabeld: true}", "unknown rehearsal key(s) enabeld"),
+                         ("[1, 2]", "rehearsal must be a mapping")):
+        (tmp_path / "staging.yaml").write_text(f"environment: staging\n{db}rehearsal: {bad}\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            rehearsal_config(load_environment("staging"))
