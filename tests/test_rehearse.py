@@ -249,10 +249,14 @@ def test_local_rehearses_on_the_embedded_server(cli: Any, embedded_server_url: s
         drop_database(embedded_server_url, embedded.DEFAULT_DATABASE)
 
 
-def test_sigterm_stops_and_drops_the_scratch_database(source: dict[str, Any], migrations: Path,
-                                                      env: dict[str, str]) -> None:
-    """Stopping means stopping: SIGTERM while a migration runs on the copy ends the command (exit
-    143, one line) and leaves no scratch database behind; the source is untouched."""
+@pytest.mark.parametrize(("signame", "code", "line"), [
+    ("SIGTERM", 143, "error: rehearsal stopped by SIGTERM"),
+    ("SIGINT", 130, "error: rehearsal interrupted: its scratch database was dropped"),
+])
+def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], migrations: Path, env: dict[str, str],
+                                                       signame: str, code: int, line: str) -> None:
+    """Stopping means stopping: SIGTERM (or Ctrl-C) while a migration runs on the copy ends the
+    command (exit 143 / 130, one line) and leaves no scratch database behind; the source is untouched."""
     import os
     import signal
     import subprocess
@@ -264,7 +268,8 @@ def test_sigterm_stops_and_drops_the_scratch_database(source: dict[str, Any], mi
     before, dbs_before = snapshot(source["url"]), databases()
     proc = subprocess.Popen(
         [sys.executable, "-m", "migrator", "rehearse", "--scratch-url", SERVER_URL, "--allow-same-server"],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell may ignore SIGINT
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -277,14 +282,14 @@ def test_sigterm_stops_and_drops_the_scratch_database(source: dict[str, Any], mi
         else:
             raise AssertionError("the migration never started on the copy")
         stopped = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, signame))
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert time.monotonic() - stopped < 60  # not the 600 s the statement would have taken
-    assert err.strip().splitlines()[-1].startswith("error: rehearsal stopped by SIGTERM")
+    assert err.strip().splitlines()[-1].startswith(line)
     assert "Traceback" not in err
     assert databases() == dbs_before  # the scratch database was dropped
     assert snapshot(source["url"]) == before
