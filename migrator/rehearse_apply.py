@@ -57,7 +57,7 @@ WHERE c.oid >= 16384 AND c.relkind IN ('r', 'm', 'i')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
 """
 _LOCKS = """
-SELECT c.oid::bigint, l.mode, n.nspname, c.relname, c.relkind::text
+SELECT c.oid::bigint, l.mode, n.nspname, c.relname, c.relkind::text, c.relfilenode::bigint
 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE l.pid = {pid} AND l.locktype = 'relation' AND l.granted AND c.oid >= 16384
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
@@ -95,10 +95,13 @@ def _filenodes(conn: psycopg.Connection) -> dict[int, int]:
     return {int(oid): int(node) for oid, node in conn.execute(_FILENODES).fetchall()}
 
 
-def _own_locks(conn: psycopg.Connection) -> dict[tuple[int, str], tuple[str, str]]:
+def _own_locks(conn: psycopg.Connection) -> tuple[dict[tuple[int, str], tuple[str, str]], dict[int, int]]:
+    """The backend's granted relation locks, and the relfilenode of each locked table, materialized
+    view and index (a rewrite needs a lock held until commit: one round trip answers both)."""
     rows = conn.execute(_LOCKS.format(pid="pg_backend_pid()")).fetchall()
-    return {(int(oid), _mode(mode)): (f"{nsp}.{rel}", _kind(kind))
-            for oid, mode, nsp, rel, kind in rows}
+    held = {(int(oid), _mode(mode)): (f"{nsp}.{rel}", _kind(kind)) for oid, mode, nsp, rel, kind, _ in rows}
+    nodes = {int(row[0]): int(row[5]) for row in rows if row[4] in ("r", "m", "i") and row[5]}
+    return held, nodes
 
 
 class _LockSampler(threading.Thread):
@@ -126,7 +129,7 @@ class _LockSampler(threading.Thread):
                     rows = self.conn.execute(self.query).fetchall()
                     with self.mutex:
                         if window == self.window and self.active.is_set():
-                            for oid, mode, nsp, rel, kind in rows:
+                            for oid, mode, nsp, rel, kind, _ in rows:
                                 self.seen.setdefault((int(oid), _mode(mode)), (f"{nsp}.{rel}", _kind(kind)))
                     self.stopped.wait(self.interval)
         except psycopg.Error as exc:  # the report then says less, never something false
@@ -294,8 +297,8 @@ class Applier:
                 statement_hashes=[statement_hash(text) for _, _, text in stmts],
             )
 
-        def note_rewrites(index: int) -> None:
-            for oid, node in _filenodes(conn).items():
+        def note_rewrites(index: int, nodes: dict[int, int] | None = None) -> None:
+            for oid, node in (_filenodes(conn) if nodes is None else nodes).items():
                 if oid in filenodes and node != filenodes[oid] and oid not in changed:
                     changed[oid] = index
 
@@ -323,9 +326,10 @@ class Applier:
                     finally:
                         sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
                         sampler.end_window()
-                    for key, names in _own_locks(conn).items():
+                    held, nodes = _own_locks(conn)
+                    for key, names in held.items():
                         acquired.setdefault(key, (i, s0, names))
-                    note_rewrites(i)
+                    note_rewrites(i, nodes)
                 current = None
                 for query in state_statements(self.st, target, False):
                     conn.execute(query)
@@ -352,7 +356,7 @@ class Applier:
                         for key, names in seen.items():
                             sr.locks.append(self._hold(key, names, i, sr.duration_ms, before, "sampled while it ran"))
                     if conn.info.transaction_status != 0:  # BEGIN in the file: its locks are still held
-                        for key, names in _own_locks(conn).items():
+                        for key, names in _own_locks(conn)[0].items():
                             acquired.setdefault(key, (i, s0, names))
                     note_rewrites(i)
                 current = None
