@@ -181,13 +181,27 @@ def test_imports_point_down_the_layers():
     assert not bad, "flows/ -> tasks/ -> migrator/ only: " + "; ".join(bad)
 
 
+# Cycles on main that their owner has been told about; each entry names the way out. Remove the
+# entry when the cycle is gone (the test says so); never add one to make a new cycle pass.
+KNOWN_CYCLES = {
+    frozenset({"migrator.rehearse", "migrator.rehearse_apply"}): (
+        "rehearse_apply imports rehearse's types at module level and rehearse imports rehearse_apply "
+        "inside functions to dodge the cycle; the way out: the shared types (LockHold, StatementReport, "
+        "MigrationReport, ...) and constants in a module both import"
+    ),
+}
+
+
 def test_no_import_cycle_among_migrator_tasks_flows():
     edges = graph(ROOT)
     assert "migrator.engine" in edges and "flows.migrate" in edges  # the walk found the code
     found = cycles(edges)
-    assert not found, "import cycles (function-level imports count): " + " | ".join(
-        _describe(edges, c) for c in found
+    new = [c for c in found if frozenset(c) not in KNOWN_CYCLES]
+    assert not new, "import cycles (function-level imports count): " + " | ".join(
+        _describe(edges, c) for c in new
     )
+    gone = [sorted(k) for k in KNOWN_CYCLES if list(sorted(k)) not in found]
+    assert not gone, f"no longer a cycle, remove it from KNOWN_CYCLES: {gone}"
 
 
 def test_migrator_never_imports_prefect():
