@@ -2,12 +2,13 @@
 
 Re-running a failed run from the Prefect UI reuses that run's backup (the backup task is cached
 per flow run) and apply resumes from the database's real state. With ``dry_run`` the flow takes
-no backup and changes nothing: it validates and shows the plan.
+no backup and changes nothing: it validates and shows the plan. When apply leaves the database
+dirty (a non-transactional file failed half-way) the run pages once and pauses with the recovery
+form (``flows.recovery_form``) instead of just failing.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
@@ -18,21 +19,85 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows._common import (
-    failure_fields,
+    RunReport,
+    apply_step,
     findings_md,
+    flow_report,
     md_table,
     migration_slot,
-    new_summary,
-    record_status,
-    run_artifact,
+    read_status_before,
     take_backup,
 )
-from migrator.errors import DirtyDatabaseError, MigratorError
+from flows.recovery_form import recover_in_run
+from migrator.errors import MigratorError
+from migrator.recovery import version_text
 from tasks.apply import apply_migrations, plan_migrations
 from tasks.environment import Environment, load_environment
 from tasks.notify import notify
 from tasks.validate import validate_migrations
 from tasks.verify import verify_status
+
+
+@flow(name="migrate")
+def migrate(
+    environment: str = "local",
+    target_version: int | None = None,
+    dry_run: bool = False,
+    require_approval: bool | None = None,
+    approval_timeout_seconds: int | None = None,
+    recovery_timeout_seconds: int | None = None,
+) -> Any:
+    """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
+
+    Args:
+        environment: deployments/<environment>.yaml names the database, backups and alerts.
+        target_version: migrate up (or down) to this version; empty for the latest.
+        dry_run: validate and show the plan only: no backup, no change.
+        require_approval: pause for an engineer's approval before apply (default: the environment's setting).
+        approval_timeout_seconds: how long the approval form waits (default: the environment's setting).
+        recovery_timeout_seconds: how long the recovery form waits when apply leaves the database dirty.
+    """
+    env = load_environment(environment)
+    with flow_report("migrate", env) as run:
+        with migration_slot(env):
+            read_status_before(run)
+            if not dry_run:
+                take_backup(run)
+            run.lint = validate(environment)
+            plan = plan_migrations(environment, target_version)
+            run.plan = plan["steps"]
+            if dry_run:
+                show_dry_run(run, plan)
+            elif not plan["steps"]:
+                run.outcome = "no change"
+            else:
+                if env.approval_required if require_approval is None else require_approval:
+                    run.approved_by = request_approval(env, plan, run.lint, run.backup_url,
+                                                       approval_timeout_seconds or env.approval_timeout_seconds)
+                apply = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)
+                apply_step(run, apply, target_version, run.approved_by)
+        if run.incident is not None:
+            recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
+        elif not dry_run:
+            verify_status(environment, plan["target"])
+            if plan["steps"]:
+                run.success_alert = ("migration.succeeded", {
+                    "migrations": [f"{s['version']}_{s['name']}" for s in run.steps]})
+    return run.final_state()
+
+
+def validate(environment: str) -> dict[str, Any]:
+    """Lint, HIPAA checks and drift; errors stop the run before anything changes."""
+    report = validate_migrations(environment)
+    if report["errors"]:
+        raise MigratorError(f"validation found {report['errors']} error(s); see the lint findings artifact")
+    return dict(report)
+
+
+def show_dry_run(run: RunReport, plan: dict[str, Any]) -> None:
+    create_markdown_artifact(markdown=plan_markdown(run.env, plan, run.lint, None), key=f"plan-{run.env.name}",
+                             description=f"dry run {run.env.name}")
+    run.outcome = "dry run"
 
 
 class Approval(RunInput):
@@ -50,7 +115,8 @@ def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any]
     ]
     return (
         f"# Plan for `{env.name}`\n\n"
-        f"Database `{plan['database']}` is at version **{plan['version']}**; target **{plan['target']}**.\n\n"
+        f"Database `{plan['database']}` is at version **{version_text(plan['version'])}**; "
+        f"target **{version_text(plan['target'])}**.\n\n"
         f"Backup: `{backup_key or 'none'}`\n\n"
         "## Migrations to run\n\n" + md_table(["version", "name", "direction", "transactional"], rows) +
         "\n## Lint findings\n\n" + findings_md(report)
@@ -79,69 +145,3 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
     if not answer.approver.strip():
         raise MigratorError("approval without an approver name; nothing was applied")
     return answer.approver.strip()
-
-
-@flow(name="migrate")
-def migrate(
-    environment: str = "local",
-    target_version: int | None = None,
-    dry_run: bool = False,
-    require_approval: bool | None = None,
-    approval_timeout_seconds: int | None = None,
-) -> dict[str, Any]:
-    """Bring ``environment``'s database to ``target_version`` (default: the latest migration)."""
-    env = load_environment(environment)
-    started = time.monotonic()
-    summary = new_summary(environment)
-    report: dict[str, Any] | None = None
-    try:
-        with migration_slot(env):
-            record_status(environment, summary)
-            if not dry_run:
-                take_backup(env, summary)
-            report = validate_migrations(environment)
-            if report["errors"]:
-                raise MigratorError(f"validation found {report['errors']} error(s); see the lint findings artifact")
-            plan = plan_migrations(environment, target_version)
-            summary["plan"] = plan["steps"]
-            if dry_run:
-                create_markdown_artifact(markdown=plan_markdown(env, plan, report, None), key=f"plan-{env.name}",
-                                         description=f"dry run {env.name}")
-                summary["outcome"] = "dry run"
-                return summary
-            if not plan["steps"]:
-                summary["outcome"] = "no change"
-                verify_status(environment, plan["target"])
-                return summary
-            approve = env.approval_required if require_approval is None else require_approval
-            if approve:
-                summary["approved_by"] = request_approval(
-                    env, plan, report, summary.get("backup_key"),
-                    approval_timeout_seconds or env.approval_timeout_seconds,
-                )
-            result = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
-                environment, target_version, summary.get("approved_by")
-            )
-            summary.update(steps=result["steps"], version_after=result["version_after"])
-            verify_status(environment, plan["target"])
-        summary["outcome"] = "succeeded"
-        summary["duration_seconds"] = round(time.monotonic() - started, 1)
-        notify(environment, "migration.succeeded", database=summary["database"],
-               version_before=summary["version_before"], version_after=summary["version_after"],
-               backup_key=summary.get("backup_key"), duration_ms=int(summary["duration_seconds"] * 1000),
-               migrations=[f"{s['version']}_{s['name']}" for s in summary["steps"]])
-        return summary
-    except BaseException as exc:
-        summary.update(outcome="failed", error=str(exc), duration_seconds=round(time.monotonic() - started, 1))
-        if isinstance(exc, Exception) and not summary.get("alerted"):
-            event = "database.dirty" if isinstance(exc, DirtyDatabaseError) else "migration.failed"
-            fields = failure_fields(exc)
-            if isinstance(exc, DirtyDatabaseError):
-                fields.update(failing_version=exc.version, dirty=True)
-            fields.setdefault("version_before", summary.get("version_before"))
-            notify(environment, event, database=summary.get("database"), backup_key=summary.get("backup_key"),
-                   duration_ms=int(summary["duration_seconds"] * 1000), **fields)
-        raise
-    finally:
-        summary.setdefault("duration_seconds", round(time.monotonic() - started, 1))
-        run_artifact("migrate", env, summary, report)

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from migrator import db, files
 from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
-from migrator.errors import DirtyDatabaseError, MigrationFailedError, MigrationFileError, MigratorError
+from migrator.errors import (
+    DirtyDatabaseError,
+    ForceRefusedError,
+    MigrationFailedError,
+    MigrationFileError,
+    MigratorError,
+)
 from migrator.redact import redact
 from migrator.state import (
     NO_VERSION,
@@ -298,7 +304,7 @@ class Migrator:
         with self._session(lock=True) as s:
             before, dirty = read_state(s.conn, s.st)
             if expected_current is not None and expected_current != before:
-                raise MigratorError(
+                raise ForceRefusedError(
                     f"refusing to force: the database records version {before}{' (dirty)' if dirty else ''}, "
                     f"not the expected {expected_current}; re-check `migrator status` and retry"
                 )

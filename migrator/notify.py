@@ -40,6 +40,8 @@ EVENT_TYPES = (
     "backup.failed",
     "approval.requested",
     "migration.pending",
+    "recovery.completed",
+    "recovery.failed",
 )
 TEST_EVENT = "test"
 ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
@@ -68,7 +70,7 @@ EVENT_FIELDS = (
     "run_id",
     "flow_run_url",
 )
-_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed"})
+_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed", "recovery.failed"})
 
 _TITLES = {
     "migration.succeeded": (":white_check_mark:", "Migration succeeded"),
@@ -76,6 +78,8 @@ _TITLES = {
     "database.dirty": (":warning:", "Database is dirty"),
     "backup.failed": (":x:", "Backup failed"),
     "approval.requested": (":raised_hand:", "Approval requested"),
+    "recovery.completed": (":white_check_mark:", "Recovery completed"),
+    "recovery.failed": (":x:", "Recovery failed"),
     TEST_EVENT: (":bell:", "Test alert"),
 }
 
@@ -251,6 +255,8 @@ def _summary(event: str, e: Mapping[str, Any]) -> str:
         return f"{where}: approval requested to migrate{span}"
     if event == "migration.pending":
         return f"{where}: migrations pending since version {before}"
+    if event in ("recovery.completed", "recovery.failed"):
+        return f"{where}: {event.replace('.', ' ')}" + (f": {error}" if error else "")
     return f"{where}: test alert from `migrator notify test`"
 
 
