@@ -12,7 +12,7 @@ import itertools
 from migrator.files import NAME_RE, MigrationSet, Problem
 from migrator.lint.model import Finding, finding
 from migrator.lint.parse import ParsedFile
-from migrator.lint.transactional import classify, statements_from_tokens
+from migrator.sql import classify, statements_from_tokens
 
 PROBLEM_RULES = {
     "bad-name": "MIG100",
