@@ -17,7 +17,6 @@ failing again after a revert is a new one.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -74,9 +73,7 @@ def claim_page(
             break
         except psycopg.errors.UniqueViolation:
             continue
-    remind = sql.SQL("false") if remind_after_minutes is None else sql.SQL(
-        "{}.last_sent <= now() - make_interval(secs => %s)"
-    ).format(table)
+    remind = sql.SQL("false" if remind_after_minutes is None else "a.last_sent <= now() - make_interval(secs => %s)")
     params: tuple[object, ...] = (fingerprint, event)
     if remind_after_minutes is not None:
         params += (float(remind_after_minutes) * 60,)
@@ -105,11 +102,17 @@ def claim(settings: Settings, incident: Incident, event: str = "database.dirty",
     When the record cannot be written (read-only user, database unreachable) the page is sent:
     a duplicate page is better than a lost one.
     """
+    import logging
+
     from migrator.engine import Migrator
 
-    with contextlib.suppress(Exception), Migrator(settings).session(lock=False) as s:
-        return claim_page(s.conn, s.st, incident.fingerprint, event, remind_after_minutes)
-    return PageDecision("first")
+    try:
+        with Migrator(settings).session(lock=False) as s:
+            return claim_page(s.conn, s.st, incident.fingerprint, event, remind_after_minutes)
+    except Exception as exc:
+        logging.getLogger("migrator.incident").warning(
+            "could not record the page for %s (%s); sending it anyway", incident.fingerprint, exc)
+        return PageDecision("first")
 
 
 # ------------------------------------------------------------------------------------------- markdown
@@ -125,7 +128,8 @@ def statements_md(inc: Incident) -> str:
     rows = ["| # | line | statement | state |", "|---|---|---|---|"]
     for r in inc.statements:
         text = r.text if len(r.text) <= 120 else r.text[:117] + "..."
-        state = {"done": "done", "not run": "not run"}.get(r.state, f"**FAILED**: {r.error or ''}")
+        state = {"done": "done", "not run": "not run", "unknown": "unknown (no audit row)"}.get(
+            r.state, f"**FAILED**: {r.error or ''}")
         rows.append(f"| {r.index} | {r.line} | `{_cell(text)}` | {_cell(state)} |")
     return "\n".join(rows) + "\n"
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 Action = Literal["revert", "resume", "mark_applied", "leave_dirty"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 Outcome = Literal["completed", "refused", "failed", "left_dirty"]
-StatementStateName = Literal["done", "failed", "not run"]
+StatementStateName = Literal["done", "failed", "not run", "unknown"]
 Progress = Callable[[str], None]
 
 
@@ -153,7 +153,10 @@ class Incident:
         if not self.dirty:
             return f"{env}database {self.database} is at version {version_text(self.version)}, clean (dirty: no)"
         text = f"{env}database {self.database} is DIRTY at version {version_text(self.version)} (dirty: yes)"
-        if self.migration:
+        if self.attempt_id is None:
+            text += (f": no audit row says what ran of migration {self.migration or self.version} (left by another "
+                     "tool, e.g. the golang-migrate CLI, or an older migrator)")
+        elif self.migration:
             text += f": migration {self.migration} ({self.direction}) failed"
             if self.where:
                 text += f" at {self.where}"
@@ -162,8 +165,6 @@ class Incident:
             if self.statement:
                 short = self.statement if len(self.statement) <= 160 else self.statement[:157] + "..."
                 text += f" in statement: {short}"
-        else:
-            text += ": no audit row explains it (left by another tool, e.g. the golang-migrate CLI)"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,8 +275,8 @@ def _statement_rows(text: str, done: int | None, failed_index: int | None, error
     rows = []
     for i, s in enumerate(split_statements(text), start=1):
         one_line = " ".join(s.text.split())
-        if done is None:
-            state: StatementStateName = "not run"
+        if done is None:  # no audit row: nobody knows what ran
+            state: StatementStateName = "unknown"
         elif i <= done:
             state = "done"
         elif i == (failed_index or done + 1):
