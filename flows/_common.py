@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Any
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
+from flows.approval import ApprovalRejected
+from flows.slot import migration_slot as migration_slot  # re-exported: flows import it from here
 from migrator.errors import DirtyDatabaseError, ForceRefusedError, MigrationFailedError, MigratorError
 from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, recovery_md, statements_md
 from migrator.recovery import Incident, RecoveryResult, inspect, version_text, yes_no
 from migrator.redact import redact
 from tasks._common import flow_run_id, flow_run_url, run_logger
+from tasks.backup import backup_task
 from tasks.environment import Environment
 from tasks.notify import notify
 
@@ -33,26 +36,6 @@ if TYPE_CHECKING:
 
 class RunFailed(MigratorError):
     """The run failed; the message is the whole truth in one line (state, failure, next step)."""
-
-
-@contextlib.contextmanager
-def migration_slot(env: Environment, wait_seconds: float | None = None) -> Iterator[None]:
-    """At most one migrate/rollback/force/recover run per environment (a Prefect global concurrency
-    limit of 1, created on first use), on top of the database's advisory lock."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(env.concurrency_limit, 1)
-    wait = env.settings.lock_wait_seconds if wait_seconds is None else wait_seconds
-    try:
-        with concurrency(env.concurrency_limit, occupy=1, strict=True, timeout_seconds=wait):
-            yield
-    except TimeoutError:
-        raise MigratorError(
-            f"another migrate/rollback/force/recover run of {env.name} holds the concurrency limit "
-            f"{env.concurrency_limit} (waited {wait:g}s); let it finish, then retry this run"
-        ) from None
 
 
 # ------------------------------------------------------------------------------------------- the report
@@ -168,8 +151,7 @@ class RunReport:
         if self.incident is not None:
             self.page_incident(str(exc))
             return
-        if type(exc).__name__ == "ApprovalRejected":
-            self.alert("approval.rejected", error=str(exc))
+        if isinstance(exc, ApprovalRejected):  # request_approval sent approval.rejected: not a failure page
             return
         fields = failure_fields(exc)
         fields.setdefault("version_after", self.version_after)
@@ -260,7 +242,7 @@ def flow_report(kind: str, env: Environment) -> Iterator[RunReport]:
 
 def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> dict[str, Any]:
     """Read the database's state into the report; a dirty database stops migrate and rollback."""
-    from tasks.apply import read_status
+    from tasks.status import read_status
 
     before = read_status(run.env.name)
     run.database, run.version_before, run.dirty_before = before["database"], before["version"], before["dirty"]
@@ -274,7 +256,7 @@ def take_backup(run: RunReport) -> dict[str, Any]:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
     env = run.env
     try:
-        backup = env.backup_task()(env.name)
+        backup = backup_task(env)(env.name)
     except Exception as exc:
         run.alert("backup.failed", **failure_fields(exc))
         raise

@@ -8,6 +8,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._common import failure_fields
+from tasks.backup import backup_task
 from tasks.environment import load_environment
 from tasks.notify import notify
 
@@ -24,7 +25,7 @@ def prune(environment: str) -> dict[str, Any]:
 def backup(environment: str = "local", apply_retention: bool = True) -> dict[str, Any]:
     env = load_environment(environment)
     try:
-        result = env.backup_task()(environment)
+        result = backup_task(env)(environment)
     except Exception as exc:
         notify(environment, "backup.failed", **failure_fields(exc))
         raise

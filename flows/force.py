@@ -14,8 +14,8 @@ from prefect import flow
 
 from flows._common import flow_report, migration_slot, read_status_before
 from migrator.recovery import version_text
-from tasks.apply import force_version
 from tasks.environment import load_environment
+from tasks.force import force_version
 
 
 @flow(name="force")

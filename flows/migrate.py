@@ -13,27 +13,21 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
-from pydantic import Field
 
 from flows._common import (
     RunReport,
     apply_step,
-    findings_md,
     flow_report,
-    md_table,
     migration_slot,
     read_status_before,
     take_backup,
 )
+from flows.approval import plan_markdown, request_approval
 from flows.recovery_form import recover_in_run
 from migrator.errors import MigratorError
-from migrator.recovery import version_text
-from tasks.apply import apply_migrations, plan_migrations
-from tasks.environment import Environment, load_environment
-from tasks.notify import notify
+from tasks.apply import apply_migrations
+from tasks.environment import load_environment
+from tasks.status import plan_migrations
 from tasks.validate import validate_migrations
 from tasks.verify import verify_status
 
@@ -98,50 +92,3 @@ def show_dry_run(run: RunReport, plan: dict[str, Any]) -> None:
     create_markdown_artifact(markdown=plan_markdown(run.env, plan, run.lint, None), key=f"plan-{run.env.name}",
                              description=f"dry run {run.env.name}")
     run.outcome = "dry run"
-
-
-class Approval(RunInput):
-    """What the approving engineer fills in, in the Prefect UI, to resume a paused run."""
-
-    approved: bool = Field(default=False, description="Apply the migrations listed in the plan artifact")
-    approver: str = Field(default="", description="Your name or e-mail; recorded in the audit trail")
-    comment: str = Field(default="", description="Ticket or reason (optional)")
-
-
-def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None, backup_key: str | None) -> str:
-    rows = [
-        (s["version"], s["name"], s["direction"], "yes" if s["transactional"] else f"no: {s['why_not_transactional']}")
-        for s in plan["steps"]
-    ]
-    return (
-        f"# Plan for `{env.name}`\n\n"
-        f"Database `{plan['database']}` is at version **{version_text(plan['version'])}**; "
-        f"target **{version_text(plan['target'])}**.\n\n"
-        f"Backup: `{backup_key or 'none'}`\n\n"
-        "## Migrations to run\n\n" + md_table(["version", "name", "direction", "transactional"], rows) +
-        "\n## Lint findings\n\n" + findings_md(report)
-    )
-
-
-def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
-                     backup_key: str | None, timeout_seconds: int) -> str:
-    """Pause until an engineer approves in the UI; returns who approved. Timeout or rejection fails."""
-    md = plan_markdown(env, plan, report, backup_key)
-    create_markdown_artifact(markdown=md, key=f"approval-{env.name}", description=f"approval needed: {env.name}")
-    notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
-           version_after=plan["target"], backup_key=backup_key,
-           message=f"{len(plan['steps'])} migration(s) on {env.name} wait for approval")
-    try:
-        answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=md),
-            timeout=timeout_seconds,
-            poll_interval=max(1, min(10, timeout_seconds // 10)),
-        )
-    except FlowPauseTimeout:
-        raise MigratorError(f"approval timed out after {timeout_seconds}s: nothing was applied") from None
-    if not answer.approved:
-        who = answer.approver or "an engineer"
-        raise MigratorError(f"rejected by {who}{': ' + answer.comment if answer.comment else ''}; nothing was applied")
-    if not answer.approver.strip():
-        raise MigratorError("approval without an approver name; nothing was applied")
-    return answer.approver.strip()

@@ -11,11 +11,12 @@ from typing import Any
 from prefect import flow
 
 from flows._common import apply_step, flow_report, migration_slot, read_status_before, take_backup
-from flows.migrate import request_approval
+from flows.approval import request_approval
 from flows.recovery_form import recover_in_run
 from migrator.errors import MigratorError
-from tasks.apply import plan_migrations, rollback_migrations
+from tasks.apply import rollback_migrations
 from tasks.environment import load_environment
+from tasks.status import plan_migrations
 from tasks.verify import verify_status
 
 

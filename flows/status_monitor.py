@@ -12,9 +12,9 @@ from typing import Any
 from prefect import flow
 from prefect.variables import Variable
 
-from tasks.apply import read_status
 from tasks.environment import load_environment
 from tasks.notify import notify
+from tasks.status import read_status
 
 
 def _variable(environment: str) -> str:

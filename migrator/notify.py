@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "backup.failed",
     "approval.requested",
     "migration.pending",
+    "approval.rejected",
     "recovery.completed",
     "recovery.failed",
 )
@@ -78,6 +79,7 @@ _TITLES = {
     "database.dirty": (":warning:", "Database is dirty"),
     "backup.failed": (":x:", "Backup failed"),
     "approval.requested": (":raised_hand:", "Approval requested"),
+    "approval.rejected": (":no_entry_sign:", "Approval rejected: nothing applied"),
     "recovery.completed": (":white_check_mark:", "Recovery completed"),
     "recovery.failed": (":x:", "Recovery failed"),
     TEST_EVENT: (":bell:", "Test alert"),

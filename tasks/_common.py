@@ -7,6 +7,8 @@ from typing import Any
 
 from prefect import get_run_logger, runtime
 
+from tasks.environment import load_environment
+
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
     try:
@@ -27,3 +29,11 @@ def flow_run_url() -> str | None:
     except Exception:
         return None
     return str(url) if url else None
+
+
+def migrator_for(environment: str, approved_by: str | None = None) -> Any:
+    """The engine for ``environment``, logging its progress to the run and auditing this run's id."""
+    from migrator.engine import Migrator
+
+    env = load_environment(environment)
+    return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by)

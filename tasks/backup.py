@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 
 from tasks._common import flow_run_id, run_logger
-from tasks.environment import load_environment
+from tasks.environment import Environment, load_environment
 
 
 @task(
@@ -34,3 +34,12 @@ def backup_database(environment: str) -> dict[str, Any]:
     check = verify_backup(env.settings, result.key)
     log.info("backup %s verified: %s TOC entries", result.key, check.toc_entries)
     return {**result.to_dict(), "verified": check.ok, "toc_entries": check.toc_entries}
+
+
+def backup_task(env: Environment) -> Any:
+    """The backup task with ``env``'s timeout and retry policy (deployments/<env>.yaml)."""
+    return backup_database.with_options(
+        timeout_seconds=env.backup_task_seconds,
+        retries=env.backup_retries,
+        retry_delay_seconds=env.backup_retry_delay_seconds,
+    )

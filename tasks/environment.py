@@ -45,16 +45,6 @@ class Environment:
     keep_days: float = 35
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def backup_task(self) -> Any:
-        """The backup task with this environment's timeout and retry policy."""
-        from tasks.backup import backup_database
-
-        return backup_database.with_options(
-            timeout_seconds=self.backup_task_seconds,
-            retries=self.backup_retries,
-            retry_delay_seconds=self.backup_retry_delay_seconds,
-        )
-
     @property
     def concurrency_limit(self) -> str:
         """The Prefect global concurrency limit shared by migrate, rollback and force runs."""

@@ -212,7 +212,7 @@ def test_approval_given(env: dict[str, Any]) -> None:
     assert not _has_table(env["db_url"])  # nothing applied while waiting
     assert [e["event"] for e in events(env["hook"])] == ["approval.requested"]
     assert "create_b" in artifact("approval-test")
-    resume_flow_run(run_id, run_input={"approved": True, "approver": "alice@askfrank.example", "comment": "CHG-1"})
+    resume_flow_run(run_id, run_input={"decision": "approve", "approver": "alice@askfrank.example", "comment": "CHG-1"})
     t.join(120)
     assert out and out[0].is_completed()
     assert db_state(env["db_url"]) == [(2, False)]
