@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
-from flows.approval import ApprovalRejected
 from flows.slot import migration_slot as migration_slot  # re-exported: flows import it from here
 from migrator.errors import DirtyDatabaseError, ForceRefusedError, MigrationFailedError, MigratorError
 from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, recovery_md, statements_md
@@ -87,8 +86,18 @@ class RunReport:
             "message": self.message, "alerts": list(self.alerted), "duration_seconds": self.duration_seconds,
         }
 
-    def final_state(self) -> State[Any]:
-        """The flow's return value: Completed, with the truthful one-line message."""
+    def final_state(self) -> State[Any] | dict[str, Any]:
+        """The flow's return value: Completed with the truthful one-line message.
+
+        Only on a run's first attempt: after an in-process retry Prefect 3.9 hands the caller the
+        first attempt's exception when a flow returns a State (FlowRunEngine.result prefers
+        ``_raised``), so a retried run returns the plain summary (its message is in the log and the
+        artifact).
+        """
+        from prefect import runtime
+
+        if (runtime.flow_run.run_count or 1) > 1:
+            return self.to_dict()
         return Completed(message=self.message[:1900], data=self.to_dict())
 
     # -- truth -----------------------------------------------------------------------------------
@@ -151,14 +160,17 @@ class RunReport:
         if self.incident is not None:
             self.page_incident(str(exc))
             return
+        from flows.approval import ApprovalRejected  # here: flows.approval imports this module
+
         if isinstance(exc, ApprovalRejected):  # request_approval sent approval.rejected: not a failure page
             return
         fields = failure_fields(exc)
         fields.setdefault("version_after", self.version_after)
         if isinstance(exc, ForceRefusedError):
             fields["direction"] = "force"
-        self.alert("migration.failed", dirty=self.dirty_after, next_step=self.next_step,
-                   duration_ms=int((time.monotonic() - self.started) * 1000), **fields)
+        fields.setdefault("dirty", self.dirty_after)
+        fields.update(next_step=self.next_step, duration_ms=int((time.monotonic() - self.started) * 1000))
+        self.alert("migration.failed", **fields)
 
     # -- ending ------------------------------------------------------------------------------------
 
