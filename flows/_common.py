@@ -157,7 +157,7 @@ class RunReport:
     def alert_failure(self, exc: Exception) -> None:
         if self.alerted:  # backup.failed, or the incident, was already reported by this run
             return
-        if self.incident is not None:
+        if self.incident is not None and self.kind != "force":  # a refused force is its own alert
             self.page_incident(str(exc))
             return
         from flows.approval import ApprovalRejected  # here: flows.approval imports this module
@@ -179,8 +179,9 @@ class RunReport:
         if not isinstance(exc, Exception):
             self.outcome = "cancelled"
         self.error = redact(str(exc)) or type(exc).__name__
+        self.pausing_for_recovery = False  # whatever it was waiting for, this run is ending
         self.read_truth()
-        if self.incident is not None and self.next_step is None:
+        if self.incident is not None:
             self.next_step, _ = next_step_for(self.env, self.incident)
         if isinstance(exc, Exception):
             self.alert_failure(exc)

@@ -9,10 +9,9 @@ the reason on top, until the database is clean, the engineer leaves it dirty, or
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from typing import Literal, cast
 
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
@@ -20,10 +19,11 @@ from flows._common import RunReport, migration_slot, next_step_for
 from migrator.errors import MigratorError
 from migrator.incident import incident_md
 from migrator.recovery import RecoveryError, RecoveryResult, version_text
-from tasks._common import flow_run_url
+from tasks._common import flow_run_url, run_logger
 from tasks.recovery import recover_database
 
 MAX_ROUNDS = 5
+SERVER_GRACE_SECONDS = 120  # see wait_for_input
 
 
 class RecoveryInput(RunInput):
@@ -42,21 +42,54 @@ class RecoveryTimeoutError(MigratorError):
     """Nobody chose a recovery action in time; the database was left as it was."""
 
 
-def ask(run: RunReport, timeout_seconds: int, note: str | None) -> RecoveryInput:
+def ask(run: RunReport, timeout_seconds: int, note: str | None, round_no: int = 1) -> RecoveryInput:
     """Pause with the recovery form; its description is the incident as it is now."""
     assert run.incident is not None
     md = incident_md(run.incident, run_url=flow_run_url(), backup_url=run.backup_url, note=note,
                      title=f"Recover {run.env.name}: database dirty at version {version_text(run.incident.version)}")
-    try:
-        return pause_flow_run(
-            wait_for_input=RecoveryInput.with_initial_data(description=md),
-            timeout=timeout_seconds,
-            poll_interval=max(1, min(5, timeout_seconds // 10)),
-        )
-    except FlowPauseTimeout:
+    answer = wait_for_input(RecoveryInput.with_initial_data(description=md), timeout_seconds, f"recovery-{round_no}")
+    if answer is None:
         raise RecoveryTimeoutError(
             f"no recovery action chosen within {timeout_seconds}s; the database was left as it is"
-        ) from None
+        )
+    return answer
+
+
+def wait_for_input(form: type[RecoveryInput], timeout_seconds: int, key: str) -> RecoveryInput | None:
+    """``pause_flow_run(wait_for_input=...)`` whose timeout this run handles itself (None on timeout).
+
+    Prefect fails a run whose pause deadline has passed with its own message ("The flow was paused
+    and never resumed"), replacing the run's state message; the deadline given to the server is
+    therefore later than ours, and the run ends with the message that says where the database is.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.input import keyset_from_paused_state
+    from prefect.states import Paused, State
+    from prefect.utilities.engine import propose_state_sync
+
+    ctx = FlowRunContext.get()
+    assert ctx is not None and ctx.flow_run is not None, "a recovery form needs a flow run"
+    run_logger().info("paused for recovery: waiting up to %ss for an answer in the recovery form", timeout_seconds)
+    server_deadline = timeout_seconds + SERVER_GRACE_SECONDS
+    proposed: State[None] = Paused(timeout_seconds=server_deadline, reschedule=False, pause_key=key)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]  # as pause_flow_run does
+    poll = max(1, min(5, timeout_seconds // 10))
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client=client, state=proposed, flow_run_id=ctx.flow_run.id)
+        if not state.is_paused():
+            raise MigratorError(f"the run could not pause for the recovery form (state {state.type.value})")
+        form.save(keyset)
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            time.sleep(poll)
+            current = client.read_flow_run(ctx.flow_run.id).state
+            if current is not None and current.is_running():
+                run_logger().info("recovery form answered")
+                return cast(RecoveryInput, form.load(keyset))
+            if time.monotonic() >= deadline:
+                return None
 
 
 def act(run: RunReport, action: str, engineer: str, comment: str) -> RecoveryResult:
@@ -78,12 +111,12 @@ def act(run: RunReport, action: str, engineer: str, comment: str) -> RecoveryRes
 def recover_in_run(run: RunReport, timeout_seconds: int) -> None:
     """Ask, act, and ask again after a refusal or a failure, until the database is clean."""
     note: str | None = None
-    for _ in range(MAX_ROUNDS):
+    for round_no in range(1, MAX_ROUNDS + 1):
         if run.incident is None:
             return
         run.pausing_for_recovery = True
         run.next_step, _link = next_step_for(run.env, run.incident, paused_here=True)
-        answer = ask(run, timeout_seconds, note)
+        answer = ask(run, timeout_seconds, note, round_no)
         result = act(run, answer.action, answer.engineer, answer.comment)
         if result.outcome == "completed":
             run.outcome = f"recovered ({result.action} by {result.engineer})"

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from psycopg import sql
@@ -207,7 +208,7 @@ def _incident(conn: psycopg.Connection, st: StateTable, ms: files.MigrationSet, 
         inc.failed_at = f"{row.started_at:%Y-%m-%d %H:%M:%S %Z}"
         inc.pg_error = redact(error) if error else None
     if mf is not None:
-        inc.file = str(mf.path)
+        inc.file = _shown(mf.path)
         inc.file_changed = attempt is not None and attempt.checksum not in (None, mf.sha256)
         inc.statements = _statement_rows(mf.sql, done if attempt else None, failed_index, inc.pg_error)
         failed = next((r for r in inc.statements if r.state == "failed"), None)
@@ -380,6 +381,14 @@ def _resume_option(
     if done == len(now):
         does = f"run nothing (all {done} statement(s) of {mf.filename} ran), then record version {v}, clean"
     return Option("resume", True, does)
+
+
+def _shown(path: Path) -> str:
+    """A file as people look for it: relative to the working directory (the project) when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _split(text: str) -> list[Any]:
