@@ -144,37 +144,39 @@ def options_md(inc: Incident) -> str:
 
 def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None = None,
                 backup_url: str | None = None, note: str | None = None, next_step: str | None = None) -> str:
-    """The incident for the recovery form's description and the ``incident-<env>`` artifact."""
+    """The incident for the recovery form's description and the ``incident-<env>`` artifact: what
+    failed and how far it got first, then the choices, then the details."""
     env = inc.environment or "?"
     head = title or f"{env}: database is dirty at version {version_text(inc.version)}"
     md = f"# {head}\n\n"
     if note:
         md += f"> **Last recovery attempt:** {_cell(note)}\n\n"
+    if inc.migration and inc.attempt_id is not None:
+        md += f"Migration **`{inc.migration}`** ({inc.direction}) failed"
+        md += f" at `{inc.where}`" if inc.where else ""
+        md += f": **{_cell(inc.pg_error)}**.\n\n" if inc.pg_error else ".\n\n"
+    else:
+        md += f"{_cell(inc.headline())}.\n\n"
+    md += "## Statements\n\n" + statements_md(inc)
+    if inc.file_changed:
+        md += "\n_The file on the worker changed since the failed run: the statements above are the current file's._\n"
+    md += "\n## Choose an action\n\n" + options_md(inc)
+    if next_step:
+        md += f"\n**Next step:** {next_step}\n"
     md += (
-        "| | |\n|---|---|\n"
+        "\n## Details\n\n| field | value |\n|---|---|\n"
         f"| environment | `{env}` |\n"
         f"| database | `{inc.database}` |\n"
         f"| version | {version_text(inc.version)} |\n"
         f"| dirty | {yes_no(inc.dirty)} |\n"
+        f"| version before the migration | {version_text(inc.previous_version)} |\n"
     )
-    if inc.migration:
-        md += f"| failed migration | `{inc.migration}` ({inc.direction}) |\n"
-    if inc.where:
-        md += f"| where | `{inc.where}` |\n"
-    if inc.pg_error:
-        md += f"| PostgreSQL error | {_cell(inc.pg_error)} |\n"
     if inc.failed_at:
         md += f"| failed at | {inc.failed_at} |\n"
     if run_url:
-        md += f"| failed run | [{run_url}]({run_url}) |\n"
+        md += f"| run | [{run_url}]({run_url}) |\n"
     if backup_url:
         md += f"| backup before the run | `{backup_url}` |\n"
-    if inc.file_changed:
-        md += "| file on the worker | **changed since the failed run** (statements below are the current file's) |\n"
-    md += "\n## Statements\n\n" + statements_md(inc)
-    md += "\n## Choose an action\n\n" + options_md(inc)
-    if next_step:
-        md += f"\n**Next step:** {next_step}\n"
     return md
 
 
