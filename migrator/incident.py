@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from psycopg import sql
@@ -123,23 +124,28 @@ def _cell(value: object) -> str:
 
 
 def statements_md(inc: Incident) -> str:
+    """Each statement of the failed file, state first (the form is narrow)."""
     if not inc.statements:
         return "_the failed file is not on the worker, or no audit row says what ran_\n"
-    rows = ["| # | line | statement | state |", "|---|---|---|---|"]
+    rows = ["| # | state | line | statement |", "|---|---|---|---|"]
     for r in inc.statements:
-        text = r.text if len(r.text) <= 120 else r.text[:117] + "..."
-        state = {"done": "done", "not run": "not run", "unknown": "unknown (no audit row)"}.get(
-            r.state, f"**FAILED**: {r.error or ''}")
-        rows.append(f"| {r.index} | {r.line} | `{_cell(text)}` | {_cell(state)} |")
-    return "\n".join(rows) + "\n"
+        text = r.text if len(r.text) <= 70 else r.text[:67] + "..."
+        state = {"done": "done", "not run": "not run", "unknown": "unknown (no audit row)"}.get(r.state, "**FAILED**")
+        rows.append(f"| {r.index} | {state} | {r.line} | `{_cell(text)}` |")
+    failed = next((r for r in inc.statements if r.state == "failed"), None)
+    tail = f"\nStatement {failed.index} failed: **{_cell(failed.error)}**\n" if failed and failed.error else ""
+    return "\n".join(rows) + "\n" + tail
 
 
 def options_md(inc: Incident) -> str:
-    rows = ["| action | what it does now | allowed |", "|---|---|---|"]
+    """The four actions as a list (wraps in a narrow form): what each does now, or why it is refused."""
+    lines = []
     for o in inc.options:
-        allowed = "yes" if o.available else f"**no**: {o.why_not}"
-        rows.append(f"| `{o.action}` | {_cell(o.does)} | {_cell(allowed)} |")
-    return "\n".join(rows) + "\n"
+        if o.available:
+            lines.append(f"- **`{o.action}`**: {o.does}")
+        else:
+            lines.append(f"- ~~`{o.action}`~~ **refused**: {o.why_not}")
+    return "\n".join(lines) + "\n"
 
 
 def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None = None,
@@ -153,7 +159,7 @@ def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None 
         md += f"> **Last recovery attempt:** {_cell(note)}\n\n"
     if inc.migration and inc.attempt_id is not None:
         md += f"Migration **`{inc.migration}`** ({inc.direction}) failed"
-        md += f" at `{inc.where}`" if inc.where else ""
+        md += f" at `{Path(inc.file).name}:{inc.line}`" if inc.file and inc.line else ""
         md += f": **{_cell(inc.pg_error)}**.\n\n" if inc.pg_error else ".\n\n"
     else:
         md += f"{_cell(inc.headline())}.\n\n"
@@ -171,6 +177,8 @@ def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None 
         f"| dirty | {yes_no(inc.dirty)} |\n"
         f"| version before the migration | {version_text(inc.previous_version)} |\n"
     )
+    if inc.where:
+        md += f"| file | `{inc.where}` |\n"
     if inc.failed_at:
         md += f"| failed at | {inc.failed_at} |\n"
     if run_url:

@@ -57,7 +57,7 @@ def test_dirty_apply_pauses_then_resume_completes(broken: dict[str, Any]) -> Non
     assert ev["failing_version"] == 3 and ev["dirty"] is True and 'column "emial" does not exist' in ev["error"]
     assert ev["file"].endswith("000003_add_contact_email.up.sql:4") and "Resume" in ev["message"]
     incident = artifact("incident-test")
-    assert "| 1 | 2 |" in incident and "done" in incident and "FAILED" in incident and "not run" in incident
+    assert "| 1 | done | 2 |" in incident and "| 2 | **FAILED** | 4 |" in incident and "| 3 | not run | 6 |" in incident
     assert "`resume`" in incident and "`revert`" in incident
     (broken["dir"] / "000003_add_contact_email.up.sql").write_text(UP_FIXED.replace("contacts", "a"))
     resume_flow_run(run_id, run_input={"action": "resume", "engineer": "alice@askfrank.example", "comment": "INC-1"})
