@@ -326,11 +326,13 @@ def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False)
     if paused:
         return (f"the run that failed waits for a decision: open {paused} and click Resume, choose an action "
                 "in the recovery form, then Submit", paused)
-    url = _deployment_url(f"recover/{env.name}")
-    where = url or f"Deployments > recover/{env.name}"
-    return (f"open {where} > Run > Quick run (it reads the incident and pauses with the recovery form), "
-            f"or Custom run with action=revert|resume|mark_applied and engineer=<you>; "
-            f"CLI: migrator recover --env {env.name} --resume|--revert|--mark-applied", url)
+    from tasks._common import deployment_run_url
+
+    url = deployment_run_url(f"recover/{env.name}", {"environment": env.name})
+    where = url or f"Deployments > recover/{env.name} > Run > Custom run"
+    return (f"open {where} and submit it (leave action empty: the run reads the incident and pauses with the "
+            f"recovery form), or fill action=revert|resume|mark_applied and engineer to act at once; "
+            f"CLI: migrator recover --resume|--revert|--mark-applied", url)
 
 
 def _paused_run_url(run_id: str | None) -> str | None:
@@ -344,14 +346,6 @@ def _paused_run_url(run_id: str | None) -> str | None:
             return ui_url("flow-run", fr.id)
     return None
 
-
-def _deployment_url(name: str) -> str | None:
-    from prefect.client.orchestration import get_client
-
-    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
-        dep = client.read_deployment_by_name(name)
-        return ui_url("deployment", dep.id)
-    return None
 
 
 # ----------------------------------------------------------------------------------------- markdown

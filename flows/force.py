@@ -23,9 +23,11 @@ def force(environment: str, version: int, expected_current: int) -> Any:
     """Set ``version`` (clean) when the database records ``expected_current``.
 
     Args:
-        environment: deployments/<environment>.yaml names the database.
-        version: the version to record, clean (-1: no version).
-        expected_current: the version the database records now (see the status or incident artifact).
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        version: The version to record as applied and clean: the last migration that fully
+            applied (the failed one's version minus 1 when it did not finish; -1 for none).
+        expected_current: The version the database records now (the dirty one, as shown in the
+            alert and the failed run); the force is refused when it differs.
     """
     env = load_environment(environment)
     with flow_report("force", env) as run:

@@ -24,6 +24,7 @@ from flows._common import (
 )
 from flows.approval import plan_markdown, request_approval
 from flows.recovery_form import recover_in_run
+from flows.rehearsal import rehearse_before_approval
 from migrator.errors import MigratorError
 from tasks.apply import apply_migrations
 from tasks.environment import load_environment
@@ -44,12 +45,16 @@ def migrate(
     """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
 
     Args:
-        environment: deployments/<environment>.yaml names the database, backups and alerts.
-        target_version: migrate up (or down) to this version; empty for the latest.
-        dry_run: validate and show the plan only: no backup, no change.
-        require_approval: pause for an engineer's approval before apply (default: the environment's setting).
-        approval_timeout_seconds: how long the approval form waits (default: the environment's setting).
-        recovery_timeout_seconds: how long the recovery form waits when apply leaves the database dirty.
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        target_version: Stop at this version (leave empty for the latest migration); below the
+            current version it migrates down.
+        dry_run: Only validate and show the plan: no backup, nothing applied.
+        require_approval: Pause for an engineer's approval before apply (empty: as the environment's
+            settings say: approval.required in deployments/<env>.yaml).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            applied (empty: the environment's setting).
+        recovery_timeout_seconds: When apply leaves the database dirty, how long the recovery form waits
+            before the run ends and leaves the database as it is (empty: the approval timeout).
     """
     env = load_environment(environment)
     with flow_report("migrate", env) as run:
@@ -65,9 +70,11 @@ def migrate(
             elif not plan["steps"]:
                 run.outcome = "no change"
             else:
+                preface = rehearse(run, target_version)  # rehearsal.enabled environments
                 if env.approval_required if require_approval is None else require_approval:
                     run.approved_by = request_approval(env, plan, run.lint, run.backup_url,
-                                                       approval_timeout_seconds or env.approval_timeout_seconds)
+                                                       approval_timeout_seconds or env.approval_timeout_seconds,
+                                                       preface_md=preface)
                 apply = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)
                 apply_step(run, apply, target_version, run.approved_by)
         if run.incident is not None:
@@ -78,6 +85,16 @@ def migrate(
                 run.success_alert = ("migration.succeeded", {
                     "migrations": [f"{s['version']}_{s['name']}" for s in run.steps]})
     return run.final_state()
+
+
+def rehearse(run: RunReport, target_version: int | None) -> str | None:
+    """The rehearsal step (flows.rehearsal) before approval; its alert counts as this run's alert."""
+    summary = {"database": run.database, "version_before": run.version_before, "backup_key": run.backup_key}
+    try:
+        return rehearse_before_approval(run.env, summary, target_version)
+    finally:
+        if summary.get("alerted"):
+            run.alerted.append("rehearsal.failed")
 
 
 def validate(environment: str) -> dict[str, Any]:

@@ -32,12 +32,15 @@ def rollback(
     """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first.
 
     Args:
-        environment: deployments/<environment>.yaml names the database, backups and alerts.
-        steps: how many migrations to revert (ignored when to_version is given).
-        to_version: revert everything above this version (-1: everything).
-        require_approval: pause for an engineer's approval first (default: the environment's setting).
-        approval_timeout_seconds: how long the approval form waits (default: the environment's setting).
-        recovery_timeout_seconds: how long the recovery form waits when a down file leaves the database dirty.
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        steps: How many of the most recent migrations to revert (ignored when to_version is set).
+        to_version: Revert every migration above this version instead (-1 reverts all).
+        require_approval: Pause for an engineer's approval before reverting (empty: as the
+            environment's settings say).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            reverted (empty: the environment's setting).
+        recovery_timeout_seconds: When a down file leaves the database dirty, how long the recovery
+            form waits before the run ends and leaves the database as it is (empty: the approval timeout).
     """
     if to_version is None and steps < 1:
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")

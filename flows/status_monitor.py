@@ -37,6 +37,13 @@ def page_dirty(env: Environment) -> list[str]:
 
 @flow(name="status-monitor")
 def status_monitor(environment: str = "local", pending_alert_after_minutes: float | None = None) -> dict[str, Any]:
+    """Alert when the database is dirty, or when migrations have been pending too long.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        pending_alert_after_minutes: Alert when a migration has been pending this long (empty: the
+            environment's setting).
+    """
     env = load_environment(environment)
     threshold = env.pending_alert_after_minutes if pending_alert_after_minutes is None else pending_alert_after_minutes
     st = read_status(environment)

@@ -6,11 +6,14 @@ the server carries on (a batch already sent runs to its COMMIT: issue 10.2 saw a
 statement (libpq's cancel request, on its own connection) and records the signal; the engine then
 rolls back, writes its audit row and raises ``MigrationCancelledError`` from its own code.
 
-Cooperation with a host that owns the signal (Prefect's flow engine installs a SIGTERM handler
-raising ``TerminationSignal`` so it can mark the run Cancelled): the previous handler is kept and,
-once the engine has cleaned up, called with the same signal, so the host sees the cancel it sent,
-with the ``MigrationCancelledError`` as the exception's context. Python's own defaults (SIG_DFL,
-the KeyboardInterrupt handler) are not chained: the CLI maps the error to exit 143/130 instead.
+Cooperation with a host that owns the signal: Prefect's flow engine installs its own SIGTERM handler
+(raising ``TerminationSignal``), and its runner only acknowledges a Cancel from the UI, and so
+marks the run Cancelled rather than Crashed, while that exact handler is installed. So a handler
+that is not Python's default is left in place; its exception then lands inside the engine's
+statement, and the engine cancels that statement on the server itself, drains the connection,
+rolls back, audits, and re-raises the host's exception with the MigrationCancelledError as its
+cause (see ``engine._Attempt``). The CLI has Python's defaults: the handlers here replace them and
+the error maps to exit 143/130.
 
 Signal handlers can only be installed from the main thread. Elsewhere the scope still registers
 the connection (``cancel_all`` reaches it) and logs that a signal cannot reach it; the server-side
@@ -75,7 +78,7 @@ class CancelScope:
                 target.cancel_safe(timeout=5.0)
             except Exception as exc:  # connection already gone: nothing left to cancel
                 log.debug("cancel request failed: %s", exc)
-        log.warning("%s received: cancelling the running migration statement", signal.Signals(signum).name)
+        log.info("%s received: cancelling the running migration statement", signal.Signals(signum).name)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -83,13 +86,6 @@ class CancelScope:
             raise KeyboardInterrupt
         self.request(signum)
 
-    def chain(self) -> None:
-        """Hand the received signal to the handler that was installed before ours (e.g. Prefect's)."""
-        if self.signum is None:
-            return
-        prev = self.previous.get(self.signum)
-        if callable(prev) and prev is not signal.default_int_handler:
-            prev(self.signum, None)
 
 
 _active: list[CancelScope] = []
@@ -103,7 +99,9 @@ def cancel_scope() -> Iterator[CancelScope]:
     installed = False
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
-            scope.previous[sig] = signal.signal(sig, scope._handler)
+            current = signal.getsignal(sig)
+            if current in (signal.SIG_DFL, signal.default_int_handler):  # a host's own handler stays
+                scope.previous[sig] = signal.signal(sig, scope._handler)
         installed = True
     else:
         log.debug("not on the main thread: SIGTERM/SIGINT handlers cannot be installed here")
@@ -127,3 +125,12 @@ def cancel_all(signum: int = int(signal.SIGTERM)) -> None:
     for scope in scopes:
         scope.request(signum)
 
+
+
+def signal_name_of(exc: BaseException) -> str:
+    """The signal behind an exception a host's handler raised (Prefect's TerminationSignal has .signal)."""
+    signum = getattr(exc, "signal", None)
+    if isinstance(signum, int):
+        with contextlib.suppress(ValueError):
+            return signal.Signals(signum).name
+    return "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"

@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from psycopg import sql
+
 from migrator import db, files
-from migrator.cancel import CancelScope, cancel_scope
+from migrator.cancel import CancelScope, cancel_scope, signal_name_of
 from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
 from migrator.errors import (
     DirtyDatabaseError,
@@ -288,7 +290,7 @@ class Migrator:
                 acquire_lock(conn, st, self.settings.lock_wait_seconds, stop)
                 try:
                     if conn.info.server_version >= 140000:
-                        conn.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'")
+                        conn.execute(_set("client_connection_check_interval", CLIENT_CHECK_INTERVAL))
                     ensure_tables(conn, st)
                     yield Session(conn, st, self.conn_info)
                 finally:
@@ -429,20 +431,11 @@ class Migrator:
     # -- the apply loop -------------------------------------------------------------------
 
     def _run(self, command: str, plan_fn: Callable[[files.MigrationSet, int], list[PlannedStep]]) -> RunResult:
-        """Run a plan under the lock; SIGTERM/SIGINT cancel it (see ``migrator.cancel``).
-
-        After a cancel the signal is handed to the handler installed before ours (Prefect's flow
-        engine, which then marks the run Cancelled), with the MigrationCancelledError as context.
-        """
+        """Run a plan under the lock; SIGTERM/SIGINT cancel it (see ``migrator.cancel``)."""
         migrations = self.load_files()
         migrations.raise_if_errors()
-        scope: CancelScope | None = None
-        try:
-            with cancel_scope() as scope:
-                return self._run_locked(command, plan_fn, migrations, scope)
-        finally:
-            if scope is not None and scope.requested:
-                scope.chain()
+        with cancel_scope() as scope:
+            return self._run_locked(command, plan_fn, migrations, scope)
 
     def _run_locked(
         self,
@@ -577,8 +570,8 @@ class _Attempt:
         from migrator.batch import BatchError, run_batch
 
         conn, st = self.s.conn, self.s.st
-        prologue = ["BEGIN", f"SET LOCAL lock_timeout = '{self.lock_timeout}'",
-                    f"SET LOCAL statement_timeout = '{self.statement_timeout}'"]
+        prologue = ["BEGIN", _set("lock_timeout", self.lock_timeout, local=True).as_string(conn),
+                    _set("statement_timeout", self.statement_timeout, local=True).as_string(conn)]
         epilogue = [
             *(q.as_string(conn) for q in state_statements(st, self.planned.to_version, False)),
             history_statement(conn, st, self.entry(True)),
@@ -596,6 +589,8 @@ class _Attempt:
             raise self.fail(exc, stmt, dirty=False, done=done) from None
         except Exception as exc:  # connection lost mid-batch and the like
             raise self.fail(exc, None, dirty=False, done=0) from None
+        except BaseException as exc:  # a host's signal handler raised inside the batch
+            raise exc from self.interrupted(exc, dirty=False, done=None)
 
     def run_non_transactional(self) -> None:
         """golang-migrate's protocol, audited: (target, dirty) and a "started" row, the statements
@@ -607,9 +602,8 @@ class _Attempt:
         done = 0
         current: Statement | None = None
         try:
-            conn.execute(
-                f"SET lock_timeout = '{self.lock_timeout}'; SET statement_timeout = '{self.statement_timeout}'".encode()
-            )
+            conn.execute(_set("lock_timeout", self.lock_timeout) + sql.SQL("; ")
+                         + _set("statement_timeout", self.statement_timeout))
             for current in self.statements:
                 if self.scope.requested:
                     raise _StoppedBefore()
@@ -630,9 +624,23 @@ class _Attempt:
             failed_stmt = current if ran and not isinstance(exc, _StoppedBefore) else None
             raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id,
                             next_stmt=current) from None
+        except BaseException as exc:  # a host's signal handler raised inside a statement
+            running = current if current is not None and done < self.statements.index(current) + 1 else None
+            raise exc from self.interrupted(exc, dirty=True, done=done, row_id=row_id, stmt=running)
 
-    def fail(self, exc: Exception, stmt: Statement | None, *, dirty: bool, done: int,
-             row_id: int | None = None, next_stmt: Statement | None = None) -> MigrationFailedError:
+    def interrupted(self, exc: BaseException, *, dirty: bool, done: int | None, row_id: int | None = None,
+                    stmt: Statement | None = None) -> MigrationFailedError:
+        """A host's handler (Prefect's TerminationSignal, KeyboardInterrupt) raised mid-statement:
+        cancel that statement on the server and drain the connection, then finish like a cancel."""
+        server_error = _cancel_and_drain(self.s.conn)
+        failure = self.fail(server_error or exc_as_error(exc), stmt, dirty=dirty, done=done, row_id=row_id,
+                            signal_name=signal_name_of(exc))
+        self.m.progress(str(failure))  # the one line (version, clean/dirty) in the host's log
+        return failure
+
+    def fail(self, exc: Exception, stmt: Statement | None, *, dirty: bool, done: int | None,
+             row_id: int | None = None, next_stmt: Statement | None = None,
+             signal_name: str | None = None) -> MigrationFailedError:
         """Roll back what is open, write (or complete) the audit row, and build the error to raise."""
         import psycopg
 
@@ -640,7 +648,8 @@ class _Attempt:
         _end_open_transaction(conn)
         with contextlib.suppress(psycopg.Error):
             conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-        signal_name = self.scope.signal_name if self.scope.requested else None
+        if signal_name is None and self.scope.requested:
+            signal_name = self.scope.signal_name
         state_version = self.planned.to_version if dirty else self.before
         failure = _failure(
             exc, self.mf, self.planned, stmt or next_stmt, dirty, state_version, self.before, signal_name,
@@ -656,8 +665,42 @@ class _Attempt:
                 else:
                     complete_history(conn, st, row_id, entry)
         except psycopg.Error as audit_exc:
-            log.error("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
+            # the connection is gone (server crash): the error line says the state; a non-transactional
+            # file keeps its "started" row, a transactional one was rolled back with its row
+            log.info("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
         return failure
+
+
+def _set(setting: str, value: str, *, local: bool = False) -> sql.Composed:
+    return sql.SQL("SET {}{} = {}").format(
+        sql.SQL("LOCAL " if local else ""), sql.Identifier(setting), sql.Literal(value)
+    )
+
+
+def _cancel_and_drain(conn: psycopg.Connection) -> Exception | None:
+    """Cancel the query an exception interrupted and read its remaining results, so the connection
+    can roll back; returns the server's error for it (QueryCanceled, normally).
+
+    psycopg does this itself for KeyboardInterrupt and SystemExit only; another exception raised by
+    a signal handler (Prefect's TerminationSignal) would leave the query running on the server.
+    """
+    from psycopg import errors, generators, pq
+
+    if conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+        return None
+    try:
+        conn.cancel_safe(timeout=5.0)
+        results = conn.wait(generators.fetch_many(conn.pgconn), timeout=30.0)
+    except Exception as exc:
+        return exc
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            return errors.error_from_result(res, encoding=conn.info.encoding)
+    return None
+
+
+def exc_as_error(exc: BaseException) -> Exception:
+    return Exception(f"interrupted ({type(exc).__name__})")
 
 
 class _StoppedBefore(Exception):
@@ -753,6 +796,7 @@ def _end_open_transaction(conn: psycopg.Connection) -> None:
     """Roll back a transaction a failed file left open (autocommit sessions)."""
     import psycopg
 
+    _cancel_and_drain(conn)  # a statement an exception interrupted
     with contextlib.suppress(psycopg.Error):
         if conn.info.transaction_status != 0:
             conn.execute("ROLLBACK")
@@ -775,44 +819,21 @@ def _failure(
     With ``signal_name`` the error is a MigrationCancelledError (the statement was cancelled, or
     with ``stopped_before`` the cancel came between statements and ``stmt`` is the next one).
     """
-    absolute_pos = None
-    if isinstance(exc, _Positioned):
-        absolute_pos, exc = exc.position, exc.error
-    diag = getattr(exc, "diag", None)
-    pg_message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
+    pg_message, detail, line, col = _locate(exc, mf, stmt)
     if signal_name:
         pg_message = f"cancelled by {signal_name}" + ("" if stopped_before else f" ({pg_message})")
-    detail = getattr(diag, "message_detail", None)
-    line = col = None
-    statement = None
-    if stmt is not None:
-        statement = " ".join(stmt.text.split())
-        pos = getattr(diag, "statement_position", None)
-        if absolute_pos is not None:
-            offset = absolute_pos
-        else:
-            offset = stmt.start + (int(pos) - 1 if pos else len(stmt.text) - len(stmt.text.lstrip()))
-        line, col = line_col(mf.sql, offset)
+    statement = " ".join(stmt.text.split()) if stmt is not None else None
     where = f"{mf.path}:{line}:{col}" if line else str(mf.path)
     short_stmt = (statement[:160] + "...") if statement and len(statement) > 160 else statement
-    if dirty:
-        state = (
-            f"database is now DIRTY at version {state_version}: statements before the "
-            f"{'next' if stopped_before else 'failing'} one stay applied; "
-            f"finish the change by hand then `migrator force {state_version}`, or undo it by hand then "
-            f"`migrator force {before}`"
-        )
-    else:
-        state = f"rolled back; the database stays at version {state_version}, clean"
     verb = f"cancelled by {signal_name}" if signal_name else "failed"
     msg = f"migration {planned.migration.version} ({planned.direction}) {verb} " + (
-        f"before {where}" if stopped_before else f"at {where}: {pg_message}"
+        f"before {where}" if stopped_before else f"at {where}" if signal_name else f"at {where}: {pg_message}"
     )
     if detail and not signal_name:
         msg += f" ({redact(detail)})"
     if short_stmt:
         msg += f" in statement: {short_stmt}"
-    msg += f"; {state}"
+    msg += f"; {_state_sentence(dirty, state_version, before, stopped_before)}"
     kwargs: dict[str, Any] = dict(
         version=planned.migration.version,
         name=planned.migration.name,
@@ -828,6 +849,38 @@ def _failure(
     if signal_name:
         return MigrationCancelledError(redact(msg), signal_name=signal_name, **kwargs)
     return MigrationFailedError(redact(msg), **kwargs)
+
+
+def _locate(
+    exc: Exception, mf: files.MigrationFile, stmt: Statement | None
+) -> tuple[str, str | None, int | None, int | None]:
+    """(PostgreSQL's message, its detail, line, column in the file) of a failure."""
+    absolute_pos = None
+    if isinstance(exc, _Positioned):
+        absolute_pos, exc = exc.position, exc.error
+    diag = getattr(exc, "diag", None)
+    pg_message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
+    detail = getattr(diag, "message_detail", None)
+    if stmt is None:
+        return pg_message, detail, None, None
+    pos = getattr(diag, "statement_position", None)
+    if absolute_pos is not None:
+        offset = absolute_pos
+    else:
+        offset = stmt.start + (int(pos) - 1 if pos else len(stmt.text) - len(stmt.text.lstrip()))
+    line, col = line_col(mf.sql, offset)
+    return pg_message, detail, line, col
+
+
+def _state_sentence(dirty: bool, state_version: int, before: int, stopped_before: bool) -> str:
+    if not dirty:
+        return f"rolled back; the database stays at version {state_version}, clean"
+    return (
+        f"database is now DIRTY at version {state_version}: statements before the "
+        f"{'next' if stopped_before else 'failing'} one stay applied; "
+        f"finish the change by hand then `migrator force {state_version}`, or undo it by hand then "
+        f"`migrator force {before}`"
+    )
 
 
 def _dirty_failure(

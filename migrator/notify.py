@@ -1,12 +1,11 @@
-"""Alerts: migration events posted to a webhook, signed, retried, and never in the way of the real failure.
+"""Alerts: migration events, built, rendered and handed to the webhook, never in the way of the real failure.
 
-Both the CLI and the Prefect flows call :func:`send_event`. It builds a versioned event (generic JSON
-or Slack text + blocks), signs it with HMAC-SHA256 over ``"{timestamp}.{raw body}"``, and delivers it
-with httpx: exponential backoff with jitter on connection errors, timeouts, 429 (``Retry-After``
-honoured) and 5xx, no retry on other 4xx, all within a bounded total time. A delivery that finally
-fails is logged at ERROR and returned as ``DeliveryResult(delivered=False)``: alerting must never hide
-or replace the failure it reports, so ``send_event`` does not raise (except ``ValueError`` for an
-unknown event type, a programming error). httpx is imported only when something is sent.
+Both the CLI and the Prefect flows call :func:`send_event`. It builds a versioned event from the
+registry (:data:`EVENTS`), renders it (generic JSON or Slack text + blocks) and delivers it through
+:mod:`migrator.webhook` (signed, retried, bounded in time and memory). A delivery that finally fails
+is logged at ERROR with the whole event and returned as ``DeliveryResult(delivered=False)``: alerting
+must never hide or replace the failure it reports, so ``send_event`` does not raise (except
+``ValueError`` for an unknown event type, a programming error).
 """
 
 from __future__ import annotations
@@ -14,46 +13,73 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import threading
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from migrator import __version__
 from migrator.config import Settings
 from migrator.errors import ConfigError
 from migrator.redact import redact, register_secret, register_url
-from migrator.retry import backoff_delay, retry_after_seconds
+from migrator.webhook import (
+    ATTEMPT_HEADER,
+    EVENT_HEADER,
+    FORMATS,
+    IDEMPOTENCY_HEADER,
+    RESPONSE_SNIPPET_BYTES,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    DeliveryOptions,
+    DeliveryResult,
+    check_webhook,
+    deliver,
+    destination,
+    notice_once,
+    reset_notices,
+    sign,
+    verify_signature,
+)
+
+# The notifier's API; the delivery names are re-exported from migrator.webhook so callers keep one import.
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "ATTEMPT_HEADER",
+    "EVENTS",
+    "EVENT_FIELDS",
+    "EVENT_HEADER",
+    "EVENT_TYPES",
+    "FORMATS",
+    "IDEMPOTENCY_HEADER",
+    "MAX_TEXT",
+    "RESPONSE_SNIPPET_BYTES",
+    "SCHEMA_VERSION",
+    "SIGNATURE_HEADER",
+    "TEST_EVENT",
+    "TIMESTAMP_HEADER",
+    "DeliveryOptions",
+    "DeliveryResult",
+    "EventType",
+    "build_event",
+    "check_webhook",
+    "database_name",
+    "destination",
+    "failure_fields",
+    "render",
+    "reset_notices",
+    "send_event",
+    "sign",
+    "slack_payload",
+    "verify_signature",
+]
 
 log = logging.getLogger("migrator.notify")
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = (
-    "migration.succeeded",
-    "migration.failed",
-    "database.dirty",
-    "backup.failed",
-    "approval.requested",
-    "migration.pending",
-    "approval.rejected",
-    "recovery.completed",
-    "recovery.failed",
-)
 TEST_EVENT = "test"
-ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
-FORMATS = ("json", "slack")
 MAX_TEXT = 4000  # long texts (a PostgreSQL error quoting a huge statement) are clipped to keep alerts readable
-
-TIMESTAMP_HEADER = "X-Webhook-Timestamp"
-SIGNATURE_HEADER = "X-Webhook-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-EVENT_HEADER = "X-Webhook-Event"
-ATTEMPT_HEADER = "X-Webhook-Attempt"
 
 # Top-level event fields a caller may pass; anything else lands in ``details``.
 EVENT_FIELDS = (
@@ -71,130 +97,6 @@ EVENT_FIELDS = (
     "run_id",
     "flow_run_url",
 )
-_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed", "recovery.failed"})
-
-_TITLES = {
-    "migration.succeeded": (":white_check_mark:", "Migration succeeded"),
-    "migration.failed": (":x:", "Migration failed"),
-    "database.dirty": (":warning:", "Database is dirty"),
-    "backup.failed": (":x:", "Backup failed"),
-    "approval.requested": (":raised_hand:", "Approval requested"),
-    "approval.rejected": (":no_entry_sign:", "Approval rejected: nothing applied"),
-    "recovery.completed": (":white_check_mark:", "Recovery completed"),
-    "recovery.failed": (":x:", "Recovery failed"),
-    TEST_EVENT: (":bell:", "Test alert"),
-}
-
-_log_only_notice_lock = threading.Lock()
-_log_only_notice_given = False
-_unsigned_notice_given = False
-
-
-# --------------------------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True)
-class DeliveryOptions:
-    """Retry tuning, from WEBHOOK_TIMEOUT / _MAX_ATTEMPTS / _MAX_TOTAL / _BACKOFF_BASE / _BACKOFF_MAX."""
-
-    timeout: float = 5.0
-    max_attempts: int = 5
-    max_total: float = 30.0
-    backoff_base: float = 0.5
-    backoff_max: float = 8.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DeliveryOptions:
-        """Read the tuning variables; a malformed one is a ConfigError naming it."""
-        env = os.environ if env is None else env
-        return cls(
-            timeout=_positive_float(env, "WEBHOOK_TIMEOUT", cls.timeout),
-            max_attempts=_positive_int(env, "WEBHOOK_MAX_ATTEMPTS", cls.max_attempts),
-            max_total=_positive_float(env, "WEBHOOK_MAX_TOTAL", cls.max_total),
-            backoff_base=_positive_float(env, "WEBHOOK_BACKOFF_BASE", cls.backoff_base, allow_zero=True),
-            backoff_max=_positive_float(env, "WEBHOOK_BACKOFF_MAX", cls.backoff_max, allow_zero=True),
-        )
-
-
-def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name}={raw!r} must be a number of seconds {bound}; e.g. {name}={default:g}")
-    return value
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r} must be a whole number >= 1; e.g. {name}={default}")
-    return value
-
-
-def check_webhook(settings: Settings) -> DeliveryOptions:
-    """Validate the webhook settings and tuning variables; ConfigError names what to fix."""
-    options = DeliveryOptions.from_env()
-    if settings.webhook_format not in FORMATS:
-        raise ConfigError(f"WEBHOOK_FORMAT / --webhook-format={settings.webhook_format!r}: use json or slack")
-    if settings.webhook_url:
-        _check_url(settings.webhook_url)
-    return options
-
-
-def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError("WEBHOOK_URL / --webhook-url is not a valid URL; use https://host/path") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConfigError(
-            f"WEBHOOK_URL / --webhook-url {destination(url)!r} must be an https:// URL (e.g. https://hooks.example/x)"
-        )
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"WEBHOOK_URL / --webhook-url {destination(url)!r} uses plain http: alerts must travel over TLS, "
-            "use https:// (http is accepted only for localhost relays)"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def destination(url: str | None) -> str | None:
-    """``scheme://host[:port]`` of the webhook: its path and query may hold a token (Slack), so never shown."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<invalid url>"
-    if ":" in host:
-        host = f"[{host}]"
-    return redact(f"{parts.scheme}://{host}{port}")
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -230,42 +132,105 @@ def _redact_value(value: Any) -> Any:
     return redact(value)
 
 
-def _summary(event: str, e: Mapping[str, Any]) -> str:
-    """One line a person understands on a phone lock screen."""
+def _where(e: Mapping[str, Any]) -> str:
     db = e.get("database") or "database"
     env = e.get("environment")
-    where = f"{db} ({env})" if env else db
+    return f"{db} ({env})" if env else str(db)
+
+
+def _span(e: Mapping[str, Any]) -> str:
     before, after = e.get("version_before"), e.get("version_after")
-    error = e.get("error")
-    if event == "migration.succeeded":
-        span = f" from version {before} to {after}" if before is not None or after is not None else ""
-        return f"{where}: migrated{span}"
-    if event == "migration.failed":
-        ver = e.get("failing_version")
-        what = f"migration {ver}" if ver is not None else "migration"
-        if e.get("file"):
-            what += f" ({e['file']})"
-        return f"{where}: {what} failed" + (f": {error}" if error else "")
-    if event == "database.dirty":
-        ver = next((v for v in (e.get("failing_version"), after, before) if v is not None), None)
-        at = f" at version {ver}" if ver is not None else ""
-        return f"{where} is dirty{at}: inspect the schema, then `migrator force V` with the last good version"
-    if event == "backup.failed":
-        return f"{where}: backup failed" + (f": {error}" if error else "")
-    if event == "approval.requested":
-        span = f" from version {before} to {after}" if before is not None or after is not None else ""
-        return f"{where}: approval requested to migrate{span}"
-    if event == "migration.pending":
-        return f"{where}: migrations pending since version {before}"
-    if event in ("recovery.completed", "recovery.failed"):
-        return f"{where}: {event.replace('.', ' ')}" + (f": {error}" if error else "")
-    return f"{where}: test alert from `migrator notify test`"
+    return f" from version {before} to {after}" if before is not None or after is not None else ""
+
+
+def _with_error(text: str, e: Mapping[str, Any]) -> str:
+    return text + (f": {e['error']}" if e.get("error") else "")
+
+
+def _migrated(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: migrated{_span(e)}"
+
+
+def _migration_failed(e: Mapping[str, Any]) -> str:
+    ver = e.get("failing_version")
+    what = f"migration {ver}" if ver is not None else "migration"
+    if e.get("file"):
+        what += f" ({e['file']})"
+    return _with_error(f"{_where(e)}: {what} failed", e)
+
+
+def _dirty(e: Mapping[str, Any]) -> str:
+    ver = next((e.get(k) for k in ("failing_version", "version_after", "version_before") if e.get(k) is not None), None)
+    at = f" at version {ver}" if ver is not None else ""
+    return f"{_where(e)} is dirty{at}: inspect the schema, then `migrator force V` with the last good version"
+
+
+def _approval_requested(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: approval requested to migrate{_span(e)}"
+
+
+def _pending(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: migrations pending since version {e.get('version_before')}"
+
+
+def _test(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: test alert from `migrator notify test`"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One kind of alert: its Slack title, how loud it is, and its one-line summary.
+
+    ``severity`` is ``info`` (logged at INFO), ``warning`` or ``critical`` (logged at WARNING; a
+    person should look). Without ``summary`` the line is "<db> (<env>): <title in lower case>[: error]";
+    a caller's ``message=`` always wins.
+    """
+
+    name: str
+    emoji: str
+    title: str
+    severity: Literal["info", "warning", "critical"]
+    summary: Callable[[Mapping[str, Any]], str] | None = None
+
+    def describe(self, e: Mapping[str, Any]) -> str:
+        if self.summary is not None:
+            return self.summary(e)
+        return _with_error(f"{_where(e)}: {self.title[:1].lower()}{self.title[1:]}", e)
+
+
+# The registry: a new event is one line here (callers then use its name with send_event).
+EVENTS: dict[str, EventType] = {
+    t.name: t
+    for t in (
+        EventType("migration.succeeded", ":white_check_mark:", "Migration succeeded", "info", _migrated),
+        EventType("migration.failed", ":x:", "Migration failed", "critical", _migration_failed),
+        EventType("database.dirty", ":warning:", "Database is dirty", "critical", _dirty),
+        EventType("backup.failed", ":x:", "Backup failed", "critical"),
+        EventType("approval.requested", ":raised_hand:", "Approval requested", "info", _approval_requested),
+        EventType("approval.rejected", ":no_entry_sign:", "Approval rejected: nothing applied", "warning"),
+        EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),
+        EventType("recovery.completed", ":white_check_mark:", "Recovery completed", "info"),
+        EventType("recovery.failed", ":x:", "Recovery failed", "critical"),
+        EventType("rehearsal.failed", ":x:", "Rehearsal failed", "critical"),
+        EventType("fleet.completed", ":white_check_mark:", "Fleet migration completed", "info"),
+        EventType("fleet.failed", ":x:", "Fleet migration failed", "critical"),
+        EventType(TEST_EVENT, ":bell:", "Test alert", "info", _test),
+    )
+}
+EVENT_TYPES = tuple(name for name in EVENTS if name != TEST_EVENT)
+ALL_EVENT_TYPES = tuple(EVENTS)
+
+
+def _check_event(event: str) -> EventType:
+    try:
+        return EVENTS[event]
+    except KeyError:
+        raise ValueError(f"unknown event type {event!r}; use one of {', '.join(ALL_EVENT_TYPES)}") from None
 
 
 def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]:
     """The event dict (schema_version 1); every string redacted, database reduced to its name."""
-    if event not in ALL_EVENT_TYPES:
-        raise ValueError(f"unknown event type {event!r}; use one of {', '.join(ALL_EVENT_TYPES)}")
+    kind = _check_event(event)
     import uuid
 
     register_url(settings.database_url)
@@ -300,7 +265,7 @@ def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]
         if e[key] is not None:
             e[key] = _clip(str(e[key]), MAX_TEXT)
     e = _redact_value(e)
-    summary = str(given["message"]) if given.get("message") else _summary(event, e)
+    summary = str(given["message"]) if given.get("message") else kind.describe(e)
     e["message"] = _clip(redact(summary), MAX_TEXT)
     return e
 
@@ -334,7 +299,8 @@ def _clip(text: str, limit: int) -> str:
 
 def slack_payload(e: Mapping[str, Any]) -> dict[str, Any]:
     """Slack incoming-webhook message: ``text`` (notification line) plus blocks laid out for a phone."""
-    emoji, title = _TITLES.get(e["event"], (":bell:", e["event"]))
+    kind = EVENTS.get(e["event"])
+    emoji, title = (kind.emoji, kind.title) if kind else (":bell:", str(e["event"]))
     env = e.get("environment") or ""
     header = f"{emoji} {title}" + (f" · {env}" if env else "")
     blocks: list[dict[str, Any]] = [
@@ -401,87 +367,7 @@ def render(e: Mapping[str, Any], fmt: str) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
-# ------------------------------------------------------------------------------------------- signature
-
-
-def sign(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>``, the X-Webhook-Signature value."""
-    import hashlib
-    import hmac
-
-    key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def verify_signature(
-    secret: str | bytes,
-    timestamp: str | int | None,
-    body: bytes,
-    signature_header: str | None,
-    *,
-    tolerance_seconds: float = 300,
-    now: float | None = None,
-) -> bool:
-    """Receiver side: True only for a fresh timestamp and a matching signature (constant-time compare)."""
-    import hmac
-
-    if not secret or timestamp is None or not signature_header:
-        return False
-    try:
-        ts = int(str(timestamp).strip())
-    except ValueError:
-        return False
-    current = time.time() if now is None else now
-    if abs(current - ts) > tolerance_seconds:
-        return False
-    expected = sign(secret, ts, body)
-    return hmac.compare_digest(expected.encode(), signature_header.strip().lower().encode())
-
-
-# -------------------------------------------------------------------------------------------- delivery
-
-
-@dataclass
-class DeliveryResult:
-    """What happened to one event: delivered or not, after how many attempts, and why not."""
-
-    event: str
-    id: str
-    delivered: bool
-    attempts: int = 0
-    status: int | None = None
-    error: str | None = None
-    destination: str | None = None
-    format: str = "json"
-    signed: bool = False
-    logged_only: bool = False
-    duration_ms: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _redact_value(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
-
-
-def reset_notices() -> None:
-    """Forget that the once-per-process notices were given (for tests)."""
-    global _log_only_notice_given, _unsigned_notice_given
-    with _log_only_notice_lock:
-        _log_only_notice_given = False
-        _unsigned_notice_given = False
-
-
-def _notice_once(kind: str, message: str) -> None:
-    global _log_only_notice_given, _unsigned_notice_given
-    with _log_only_notice_lock:
-        if kind == "log-only":
-            if _log_only_notice_given:
-                return
-            _log_only_notice_given = True
-        else:
-            if _unsigned_notice_given:
-                return
-            _unsigned_notice_given = True
-    log.warning("%s", redact(message))
+# -------------------------------------------------------------------------------------------- sending
 
 
 def send_event(settings: Settings, event: str, **fields: Any) -> DeliveryResult:
@@ -489,8 +375,7 @@ def send_event(settings: Settings, event: str, **fields: Any) -> DeliveryResult:
 
     Raises ValueError only for an unknown event type (a programming error, caught by the tests).
     """
-    if event not in ALL_EVENT_TYPES:
-        raise ValueError(f"unknown event type {event!r}; use one of {', '.join(ALL_EVENT_TYPES)}")
+    _check_event(event)
     try:
         return _send(settings, event, fields)
     except Exception as exc:  # a bug here must not replace the failure being reported
@@ -502,10 +387,10 @@ def send_event(settings: Settings, event: str, **fields: Any) -> DeliveryResult:
 def _send(settings: Settings, event: str, fields: Mapping[str, Any]) -> DeliveryResult:
     e = build_event(settings, event, **fields)
     body_json = json.dumps(e, ensure_ascii=False, default=str)
-    level = logging.WARNING if event in _FAILURE_EVENTS else logging.INFO
+    level = logging.INFO if EVENTS[event].severity == "info" else logging.WARNING
     fmt = settings.webhook_format if settings.webhook_format in FORMATS else "json"
     if not settings.webhook_url:
-        _notice_once("log-only", "no webhook configured (WEBHOOK_URL / --webhook-url): events go to the log only")
+        notice_once("log-only", "no webhook configured (WEBHOOK_URL / --webhook-url): events go to the log only")
         log.log(level, "event %s", redact(body_json))
         return DeliveryResult(event=event, id=e["id"], delivered=False, format=fmt, logged_only=True)
     result = DeliveryResult(
@@ -520,7 +405,7 @@ def _send(settings: Settings, event: str, fields: Mapping[str, Any]) -> Delivery
     try:
         options = check_webhook(settings)
         body = render(e, settings.webhook_format)
-        _deliver(settings, e, body, options, result)
+        deliver(settings, e, body, options, result)
     except ConfigError as exc:
         result.error = redact(str(exc))
     except Exception as exc:  # alerting must never replace the failure it reports
@@ -540,106 +425,3 @@ def _send(settings: Settings, event: str, fields: Mapping[str, Any]) -> Delivery
             ),
         )
     return result
-
-
-def _is_cert_error(exc: BaseException) -> bool:
-    import ssl
-
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _deliver(
-    settings: Settings, e: Mapping[str, Any], body: bytes, options: DeliveryOptions, result: DeliveryResult
-) -> None:
-    """POST ``body`` with retries; fills ``result`` in place (so the attempt count survives any error)."""
-    import httpx
-
-    url = settings.webhook_url or ""
-    secret = settings.webhook_secret
-    if not secret:
-        _notice_once(
-            "unsigned",
-            "WEBHOOK_SECRET is not set: webhook requests are sent unsigned; set WEBHOOK_SECRET (or "
-            "--webhook-secret) so receivers can verify X-Webhook-Signature",
-        )
-    deadline = time.monotonic() + options.max_total
-    base_headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        "User-Agent": f"askfrank-migrator/{__version__}",
-        IDEMPOTENCY_HEADER: str(e["id"]),
-        EVENT_HEADER: str(e["event"]),
-    }
-    # verify=True is httpx's default, spelled out: certificate checks are never turned off.
-    with httpx.Client(verify=True, follow_redirects=False, trust_env=True) as client:
-        err = ""
-        for attempt in range(1, options.max_attempts + 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                result.error = f"{err}; gave up: WEBHOOK_MAX_TOTAL={options.max_total:g}s used up"
-                return
-            headers = dict(base_headers)
-            headers[ATTEMPT_HEADER] = str(attempt)
-            if secret:
-                ts = int(time.time())
-                headers[TIMESTAMP_HEADER] = str(ts)
-                headers[SIGNATURE_HEADER] = sign(secret, ts, body)
-            result.attempts = attempt
-            retry_after: float | None = None
-            timeout = min(options.timeout, remaining)
-            try:
-                response = client.post(url, content=body, headers=headers, timeout=timeout)
-            except httpx.TimeoutException as exc:
-                result.status = None
-                err = f"no response within {timeout:.3g}s ({type(exc).__name__}, WEBHOOK_TIMEOUT)"
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                result.error = f"invalid webhook URL: {exc}"
-                return
-            except httpx.TransportError as exc:
-                result.status = None
-                reason = str(exc) or type(exc).__name__
-                if _is_cert_error(exc):
-                    result.error = (
-                        f"TLS certificate verification failed ({reason}); fix the receiver's certificate "
-                        "or trust its CA with SSL_CERT_FILE (verification is never turned off)"
-                    )
-                    return
-                err = f"connection error ({type(exc).__name__}): {reason}"
-            else:
-                result.status = response.status_code
-                if 200 <= response.status_code < 300:
-                    result.delivered = True
-                    result.error = None
-                    return
-                snippet = _clip(response.text.strip().replace("\n", " "), 200) if response.content else ""
-                err = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
-                if response.status_code == 429:
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                elif response.status_code < 500:
-                    result.error = f"{err} (not retried: the receiver rejected the request)"
-                    return
-            if attempt == options.max_attempts:
-                result.error = f"{err}; gave up after WEBHOOK_MAX_ATTEMPTS={options.max_attempts}"
-                return
-            wait = backoff_delay(attempt, options.backoff_base, options.backoff_max)
-            if retry_after is not None:
-                wait = max(wait, retry_after)
-            if time.monotonic() + wait >= deadline:
-                why = f"Retry-After {retry_after:g}s" if retry_after is not None else f"next try in {wait:.2g}s"
-                result.error = f"{err}; gave up: {why} would pass WEBHOOK_MAX_TOTAL={options.max_total:g}s"
-                return
-            result.error = err
-            log.warning(
-                "%s",
-                redact(
-                    f"webhook attempt {attempt}/{options.max_attempts} for {e['event']} failed: {err}; "
-                    f"retrying in {wait:.2g}s"
-                ),
-            )
-            time.sleep(wait)

@@ -78,7 +78,77 @@ def resolve_table(conn: psycopg.Connection, name: TableName) -> StateTable:
         raise ConfigError(
             "the connection has no current schema (empty search_path); set search_path or use --table schema.table"
         )
-    return StateTable(schema=schema, table=name.table, database=database)
+    st = StateTable(schema=schema, table=name.table, database=database)
+    check_state_table(conn, st)
+    return st
+
+
+MAX_NAME_BYTES = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+_GOLANG_MIGRATE_COLUMNS = [("version", "bigint", True), ("dirty", "boolean", True)]
+_HISTORY_REQUIRED = {"id", "version", "direction", "success", "started_at", "finished_at", "duration_ms"}
+_TABLE_OPTION = "--table / MIGRATIONS_TABLE / x-migrations-table"
+
+
+def check_state_table(conn: psycopg.Connection, st: StateTable) -> None:
+    """Refuse a state table name that would touch something that is not ours (issue 10.11).
+
+    Before anything is created: a name PostgreSQL would truncate (so ``{table}_history`` could
+    collide with another table), a system schema, or an existing table (or view) that is not a
+    golang-migrate state table / our audit table, e.g. an application's ``users`` or Rails'
+    ``schema_migrations(version varchar)``.
+    """
+    where = f"{st.schema}.{st.table}"
+    history = st.table + "_history"
+    for label, name in (("schema", st.schema), ("audit table", history)):
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ConfigError(
+                f"migrations table {where!r} is too long: its {label} name {name!r} has "
+                f"{len(name.encode('utf-8'))} bytes and PostgreSQL truncates names to {MAX_NAME_BYTES}, so it could "
+                f"collide with another table; use a table name of at most {MAX_NAME_BYTES - len('_history')} bytes "
+                f"({_TABLE_OPTION})"
+            )
+    if st.schema in _SYSTEM_SCHEMAS or st.schema.startswith(("pg_toast", "pg_temp")):
+        raise ConfigError(
+            f"migrations table {where!r} is in the system schema {st.schema}; use a schema of your own, "
+            f"e.g. public.schema_migrations ({_TABLE_OPTION})"
+        )
+    found = _relation_columns(conn, st.schema, st.table)
+    if found is not None and found != ("r", _GOLANG_MIGRATE_COLUMNS):
+        raise ConfigError(
+            f"{where} exists but is not a golang-migrate state table ({_describe(found)}; expected "
+            "version bigint not null, dirty boolean not null): it belongs to something else (an application "
+            f"table, another migration tool); choose another name with {_TABLE_OPTION}. Nothing was changed"
+        )
+    found = _relation_columns(conn, st.schema, history)
+    if found is not None and (found[0] != "r" or not {c for c, _t, _n in found[1]} >= _HISTORY_REQUIRED):
+        raise ConfigError(
+            f"{st.schema}.{history} exists but is not this tool's audit table ({_describe(found)}); "
+            f"choose another migrations table name with {_TABLE_OPTION}. Nothing was changed"
+        )
+
+
+def _relation_columns(
+    conn: psycopg.Connection, schema: str, name: str
+) -> tuple[str, list[tuple[str, str, bool]]] | None:
+    """(relkind, [(column, type, not null)]) of a relation, or None when there is none."""
+    rows = conn.execute(
+        """SELECT c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           WHERE n.nspname = %s AND c.relname = %s ORDER BY a.attnum""",
+        (schema, name),
+    ).fetchall()
+    if not rows:
+        return None
+    return rows[0][0], [(c, t, bool(nn)) for _k, c, t, nn in rows if c is not None]
+
+
+def _describe(found: tuple[str, list[tuple[str, str, bool]]]) -> str:
+    kind = {"r": "table", "v": "view", "m": "materialized view", "p": "partitioned table", "f": "foreign table",
+            "i": "index", "S": "sequence"}.get(found[0], "relation")
+    cols = ", ".join(f"{c} {t}" for c, t, _n in found[1][:6]) + (", ..." if len(found[1]) > 6 else "")
+    return f"a {kind} with columns {cols}" if cols else f"a {kind}"
 
 
 def table_exists(conn: psycopg.Connection, st: StateTable, history: bool = False) -> bool:
@@ -484,6 +554,8 @@ def _try_lock(conn: psycopg.Connection, lock_id: int) -> bool:
 
 
 def release_lock(conn: psycopg.Connection, ids: tuple[int, ...] | list[int]) -> None:
+    if conn.closed:  # the session is gone (server crash, kill): so are its advisory locks
+        return
     for lock_id in reversed(list(ids)):
         try:
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))

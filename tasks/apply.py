@@ -14,7 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks._common import migrator_for
 
 
-@task(name="apply", retries=0, cache_policy=NO_CACHE, timeout_seconds=2 * 3600)
+@task(name="apply", task_run_name="apply {environment}", retries=0, cache_policy=NO_CACHE,
+      timeout_seconds=2 * 3600)
 def apply_migrations(
     environment: str, target_version: int | None = None, approved_by: str | None = None
 ) -> dict[str, Any]:
@@ -24,7 +25,8 @@ def apply_migrations(
     return dict(result.to_dict())
 
 
-@task(name="rollback", retries=0, cache_policy=NO_CACHE, timeout_seconds=2 * 3600)
+@task(name="rollback", task_run_name="rollback {environment}", retries=0, cache_policy=NO_CACHE,
+      timeout_seconds=2 * 3600)
 def rollback_migrations(environment: str, steps: int | None = 1, to_version: int | None = None,
                         approved_by: str | None = None) -> dict[str, Any]:
     """Revert ``steps`` migrations, or down to ``to_version``."""

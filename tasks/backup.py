@@ -11,12 +11,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 
-from tasks._common import flow_run_id, run_logger
+from tasks._common import flow_run_id, retry_unless_permanent, run_logger
 from tasks.environment import Environment, load_environment
 
 
 @task(
     name="backup",
+    task_run_name="backup {environment}",
+    retry_condition_fn=retry_unless_permanent,
     retries=2,
     retry_delay_seconds=[10, 60],
     cache_policy=RUN_ID + TASK_SOURCE + INPUTS,
@@ -25,7 +27,7 @@ from tasks.environment import Environment, load_environment
 )
 def backup_database(environment: str) -> dict[str, Any]:
     """Take and verify a backup; returns its key, size and sha256 (no credentials)."""
-    from migrator.backup.core import create_backup, verify_backup
+    from migrator.backup import create_backup, verify_backup
 
     env = load_environment(environment)
     log = run_logger()

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks._common import migrator_for
 
 
-@task(name="force", retries=0, cache_policy=NO_CACHE)
+@task(name="force", task_run_name="force {environment} to {version}", retries=0, cache_policy=NO_CACHE)
 def force_version(environment: str, version: int, expected_current: int) -> dict[str, Any]:
     """Set the version and clear dirty, only when the recorded version is the expected one."""
     return dict(migrator_for(environment).force(version, expected_current=expected_current).to_dict())

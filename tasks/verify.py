@@ -7,11 +7,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks._common import run_logger
+from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import load_environment
 
 
-@task(name="verify", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+@task(name="verify", task_run_name="verify {environment} at {expected_version}", retries=3,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
 def verify_status(environment: str, expected_version: int, check_drift: bool = True) -> dict[str, Any]:
     """Raise when the database is dirty, not at ``expected_version``, or drifted from its files."""
     from migrator.verify import verify

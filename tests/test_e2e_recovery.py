@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from ui_browser import Actions, browser_page, chromium
 
 from conftest import ROOT
 from prefect_server import PREFECT_BIN, PrefectServer, running_server, running_worker
-from ui_browser import Actions, browser_page, chromium
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(900)
@@ -239,7 +239,7 @@ def _choose(dialog: Any, value: str, act: Actions) -> None:
     act(f"pick {value}")
 
 
-class _nothing:  # noqa: N801 - a null context manager that yields None
+class _nothing:
     def __enter__(self) -> None:
         return None
 
