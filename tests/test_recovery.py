@@ -215,3 +215,25 @@ def test_status_alert_pages_once(cli, dirty: Settings, db_url: str) -> None:  # 
         assert "migrator recover" in ev["message"]
         r = cli("status", "--alert", env=env)
         assert r.code == 3 and "not sent again" in r.err and len(rx.requests) == 1
+
+
+def test_a_rollback_left_dirty_is_resumed_not_reverted(db_url: str, migrations_dir: Path) -> None:
+    """A down file that fails half-way (after its DROP INDEX ran) leaves the version below dirty:
+    revert is refused (it would re-run the up file), resume finishes the rollback."""
+    write_migration(migrations_dir, 1, "create_contacts", "CREATE TABLE contacts (id int primary key);",
+                    "DROP TABLE IF EXISTS contacts;")
+    write_migration(migrations_dir, 2, "add_contact_email", UP_FIXED, DOWN_SAFE.replace(
+        "DROP COLUMN IF EXISTS email", "DROP COLUMN emale"))
+    s = settings(db_url, migrations_dir)
+    Migrator(s).up()
+    with pytest.raises(MigrationFailedError):
+        Migrator(s).down()
+    assert state(db_url) == [(1, True)] and "email" in columns(db_url)
+    inc = inspect(s)
+    assert inc.direction == "down" and inc.file_version == 2 and inc.version == 1
+    assert [r.state for r in inc.statements] == ["done", "done", "failed"]
+    assert not inc.option("revert").available and inc.option("resume").available
+    down_file(s).write_text(DOWN_SAFE)
+    result = recover(s, "resume", "ivy")
+    assert result.outcome == "completed" and result.statements_run == 1, result.message
+    assert state(db_url) == [(1, False)] and columns(db_url) == {"id"}
