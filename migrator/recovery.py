@@ -363,8 +363,10 @@ def _resume_option(
             f"the {inc.direction} file of migration {attempt.version} is not on the worker"
         ))
     now = [statement_hash(s.text) for s in _split(mf.sql)]
-    does = (f"skip the {done} statement(s) already run and run statement(s) {done + 1}..{len(now)} of "
-            f"{mf.filename} as it is on the worker now, then record version {v}, clean")
+    rest = f"statement {done + 1}" if done + 1 == len(now) else f"statements {done + 1}..{len(now)}"
+    does = (f"skip the {done} statement(s) already run and run {rest} of {mf.filename} as it is on the "
+            f"worker when you submit (fix it first; the statements already run must be unchanged), "
+            f"then record version {v}, clean")
     if len(now) <= done and len(now) < len(hashes):
         return Option("resume", False, does, why_not=(
             f"{mf.filename} now has {len(now)} statement(s) but {done} already ran: the file was cut; restore it"

@@ -63,6 +63,13 @@ def prod(ui_server: PrefectServer, db_url: str, tmp_path: Path) -> Iterator[dict
     shutil.copytree(ROOT / "migrations", migrations)
     (migrations / "000010_add_user_nickname.up.sql").write_text(BROKEN)
     (migrations / "000010_add_user_nickname.down.sql").write_text(DOWN)
+    # prod as committed, without the rehearsal: it would catch this misspelled column on a restored
+    # copy before approval (flows.rehearsal). This test is about a failure that reaches production
+    # anyway (data or lock contention only production has).
+    deployments = tmp_path / "deployments"
+    shutil.copytree(ROOT / "deployments", deployments)
+    prod_yaml = deployments / "prod.yaml"
+    prod_yaml.write_text(prod_yaml.read_text().replace("  enabled: true\n", "  enabled: false\n", 1))
     with WebhookReceiver() as hook:
         worker_env = {
             "ASKFRANK_PROD_DATABASE_URL": db_url,
@@ -72,6 +79,7 @@ def prod(ui_server: PrefectServer, db_url: str, tmp_path: Path) -> Iterator[dict
             "WEBHOOK_BACKOFF_BASE": "0.01",
             "MIGRATOR_PROJECT_DIR": str(ROOT),
             "MIGRATIONS_PATH": str(migrations),
+            "MIGRATOR_DEPLOYMENTS_DIR": str(deployments),
         }
         with running_worker(ui_server, "migrations", cwd=ROOT, env=worker_env) as worker:
             yield {"server": ui_server, "api": ui_server.api_url, "db_url": db_url, "hook": hook,
