@@ -12,6 +12,7 @@ artifact go to docs/img/ (docs/runbook.md shows them).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -30,6 +31,15 @@ from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(900)
 IMG = ROOT / "docs" / "img"
+SHOTS: dict[str, Path] = {}  # where this session's screenshots go (docs/img/ with UPDATE_SCREENSHOTS=1)
+
+
+def shot(name: str) -> Path:
+    """docs/img/<name> when UPDATE_SCREENSHOTS=1 (for docs/runbook.md), else the test's tmp folder."""
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        IMG.mkdir(parents=True, exist_ok=True)
+        return IMG / name
+    return SHOTS["tmp"] / name
 BROKEN = """-- Migration: 000010_add_user_nickname
 -- Business justification: clinicians asked to search patients by the name they go by.
 -- Patient data affected: no
@@ -59,6 +69,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServe
 @pytest.fixture
 def prod(ui_server: PrefectServer, db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A worker serving prod on this test's database, a copy of migrations/ plus the broken 10."""
+    SHOTS["tmp"] = tmp_path
     migrations = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", migrations)
     (migrations / "000010_add_user_nickname.up.sql").write_text(BROKEN)
@@ -146,7 +157,7 @@ def _to_recovery_pause(p: dict[str, Any], page: Any | None = None) -> tuple[str,
     run_id = _start_migrate(api)
     _wait(api, run_id, "PAUSED", "approval")
     if page is not None:
-        _shoot_form(page, p["server"].ui_url, run_id, IMG / "approval-form.png")
+        _shoot_form(page, p["server"].ui_url, run_id, shot("e2e-approval-form.png"))
     _resume(api, run_id, {"decision": "approve", "approver": "alice@askfrank.example", "comment": "CHG-42"})
     _wait(api, run_id, "PAUSED", "recovery-1")
     assert _state(p["db_url"]) == [(10, True)] and _column(p["db_url"])
@@ -164,7 +175,6 @@ def _shoot_form(page: Any, ui: str, run_id: str, path: Path) -> None:
     page.get_by_role("button", name="Resume").first.click()
     page.get_by_role("dialog").wait_for()
     page.wait_for_timeout(800)
-    IMG.mkdir(parents=True, exist_ok=True)
     page.get_by_role("dialog").screenshot(path=str(path))
     page.get_by_role("button", name="Close").click()
 
@@ -189,7 +199,7 @@ def test_resume_from_the_alert_in_the_browser(prod: dict[str, Any]) -> None:
             page.goto(f"{prod['server'].ui_url}/artifacts/artifact/{arts[0]['id']}")
             page.get_by_text("Choose an action").first.wait_for()
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(IMG / "incident-artifact.png"), full_page=True)
+            page.screenshot(path=str(shot("incident-artifact.png")), full_page=True)
         fixed = (prod["migrations"] / "000010_add_user_nickname.up.sql")
         fixed.write_text(BROKEN.replace("(nicknam)", "(nickname)"))  # the fix reached the worker
         if have_browser:
@@ -203,12 +213,13 @@ def test_resume_from_the_alert_in_the_browser(prod: dict[str, Any]) -> None:
             dialog.locator("textarea, input[type=text]").first.fill("bob@askfrank.example")
             act("type your name")
             page.wait_for_timeout(500)
-            dialog.screenshot(path=str(IMG / "recovery-form.png"))
+            dialog.screenshot(path=str(shot("recovery-form.png")))
             dialog.get_by_role("button", name="Submit").click()
             act("click Submit")
-            (IMG.parent / "ui-actions.txt").write_text(
-                f"{act.count} UI actions from the alert to clean prod (measured in headless Chromium):\n"
-                + "".join(f"{i}. {a}\n" for i, a in enumerate(act.done, 1)))
+            record = (f"{act.count} UI actions from the alert to clean prod (measured in headless Chromium):\n"
+                      + "".join(f"{i}. {a}\n" for i, a in enumerate(act.done, 1)))
+            print(record)
+            shot("ui-actions.txt").write_text(record)
         else:
             _resume(api, run_id, {"action": "resume", "engineer": "bob@askfrank.example"})
     fr = _wait(api, run_id, "COMPLETED")
