@@ -27,7 +27,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows", description=__doc__,
+    from migrator.cli import Parser  # one-line argument errors, as the migrator CLI
+
+    p = Parser(prog="python -m flows", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("flow", choices=["migrate", "rollback", "status-monitor", "backup", "restore-drill"])
     p.add_argument("--env", default="local", help="environment (deployments/<env>.yaml)")

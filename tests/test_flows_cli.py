@@ -28,6 +28,16 @@ def test_summary_line_says_what_happened_in_a_line_or_two() -> None:
     assert summary_line("migrate", "local", nothing).splitlines()[0] == "migrate local: no change; askfrank version 9"
 
 
+def test_flow_cli_argument_errors_are_one_line() -> None:
+    for argv, expected in (
+        (["migrate", "--target", "abc"], "error: argument --target: 'abc' is not a whole number; "
+                                         "see `python -m flows --help`"),
+        (["migrat"], "error: unknown flow 'migrat' (did you mean 'migrate'?); see `python -m flows --help`"),
+    ):
+        r = subprocess.run([sys.executable, "-m", "flows", *argv], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.splitlines() == [expected]
+
+
 @pytest.mark.timeout(240)
 def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_path: Path, db_url: str) -> None:
     d = tmp_path / "migrations"
