@@ -41,6 +41,10 @@ class DirtyDatabaseError(MigratorError):
         super().__init__(msg + (f" ({detail})" if detail else ""))
 
 
+class ForceRefusedError(MigratorError):
+    """``force`` with an expected current version refused: the database records another one."""
+
+
 class LockTimeoutError(MigratorError):
     """Another migrator or golang-migrate process holds the migration lock for too long."""
 
@@ -111,6 +115,16 @@ class MigrationCancelledError(MigrationFailedError):
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "cancelled": True, "signal_name": self.signal_name}
+
+
+def migration_failure(exc: BaseException | None) -> MigrationFailedError | None:
+    """The MigrationFailedError behind ``exc``: itself, or the cause a host's cancel exception carries
+    (the engine re-raises Prefect's TerminationSignal ``from`` its MigrationCancelledError)."""
+    while exc is not None:
+        if isinstance(exc, MigrationFailedError):
+            return exc
+        exc = exc.__cause__
+    return None
 
 
 def _rebuild_failure(d: dict[str, object]) -> MigrationFailedError:
