@@ -69,4 +69,5 @@ def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_pa
     assert failed.stdout == ""
     errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and 'column "emial" does not exist' in errors[0] and "DIRTY at version 2" in errors[0]
+    assert "migrator recover" in errors[0]  # no UI behind the ephemeral API: it did not wait for a form
     assert "Traceback" not in failed.stderr
