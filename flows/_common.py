@@ -185,6 +185,9 @@ class RunReport:
             self.next_step, _ = next_step_for(self.env, self.incident)
         if isinstance(exc, Exception):
             self.alert_failure(exc)
+        elif self.incident is not None and not self.alerted:
+            # a cancel (Prefect's TerminationSignal) that left the database dirty pages like any failure
+            self.page_incident(self.error)
         what = self.error if not isinstance(exc, DirtyDatabaseError) else "refused: the database is dirty"
         self.message = f"{self.kind} {self.env.name} {self.outcome}: {what}. Now: {self.state_line()}"
         if self.next_step:
