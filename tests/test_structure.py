@@ -184,11 +184,6 @@ def test_imports_point_down_the_layers():
 # Cycles on main that their owner has been told about; each entry names the way out. Remove the
 # entry when the cycle is gone (the test says so); never add one to make a new cycle pass.
 KNOWN_CYCLES = {
-    frozenset({"migrator.rehearse", "migrator.rehearse_apply"}): (
-        "rehearse_apply imports rehearse's types at module level and rehearse imports rehearse_apply "
-        "inside functions to dodge the cycle; the way out: the shared types (LockHold, StatementReport, "
-        "MigrationReport, ...) and constants in a module both import"
-    ),
     frozenset({"flows._common", "flows.approval"}): (
         "approval imports md_table from _common and _common imports ApprovalRejected from approval inside "
         "alert_failure; the way out: ApprovalRejected in migrator/errors.py (re-exported by flows.approval), "
