@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -113,4 +114,9 @@ def run_artifact(kind: str, env: Environment, summary: dict[str, Any], report: d
     )
     if report is not None:
         md += "\n## Lint findings\n\n" + findings_md(report)
-    create_markdown_artifact(markdown=redact(md), key=f"{kind}-{env.name}", description=f"{kind} {env.name}")
+    create_markdown_artifact(markdown=redact(md), key=artifact_key(kind, env.name), description=f"{kind} {env.name}")
+
+
+def artifact_key(kind: str, environment: str) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes (``tenants:clinic_1``)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{environment}".lower()).strip("-")

@@ -18,6 +18,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows._common import (
+    artifact_key,
     failure_fields,
     findings_md,
     md_table,
@@ -61,7 +62,8 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
                      backup_key: str | None, timeout_seconds: int) -> str:
     """Pause until an engineer approves in the UI; returns who approved. Timeout or rejection fails."""
     md = plan_markdown(env, plan, report, backup_key)
-    create_markdown_artifact(markdown=md, key=f"approval-{env.name}", description=f"approval needed: {env.name}")
+    create_markdown_artifact(markdown=md, key=artifact_key("approval", env.name),
+                             description=f"approval needed: {env.name}")
     notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
            version_after=plan["target"], backup_key=backup_key,
            message=f"{len(plan['steps'])} migration(s) on {env.name} wait for approval")
@@ -88,8 +90,13 @@ def migrate(
     dry_run: bool = False,
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
+    approved_by: str | None = None,
+    fleet_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Bring ``environment``'s database to ``target_version`` (default: the latest migration)."""
+    """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
+
+    ``approved_by`` / ``fleet_run_id`` are set by migrate-fleet: its one approval covers this
+    database, and it sends one alert for the fleet, so this run sends none."""
     env = load_environment(environment)
     started = time.monotonic()
     summary = new_summary(environment)
@@ -105,8 +112,8 @@ def migrate(
             plan = plan_migrations(environment, target_version)
             summary["plan"] = plan["steps"]
             if dry_run:
-                create_markdown_artifact(markdown=plan_markdown(env, plan, report, None), key=f"plan-{env.name}",
-                                         description=f"dry run {env.name}")
+                create_markdown_artifact(markdown=plan_markdown(env, plan, report, None),
+                                         key=artifact_key("plan", env.name), description=f"dry run {env.name}")
                 summary["outcome"] = "dry run"
                 return summary
             if not plan["steps"]:
@@ -114,7 +121,9 @@ def migrate(
                 verify_status(environment, plan["target"])
                 return summary
             approve = env.approval_required if require_approval is None else require_approval
-            if approve:
+            if approved_by:
+                summary["approved_by"] = approved_by
+            elif approve:
                 summary["approved_by"] = request_approval(
                     env, plan, report, summary.get("backup_key"),
                     approval_timeout_seconds or env.approval_timeout_seconds,

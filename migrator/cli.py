@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "migrator.commands.notify",
     "migrator.commands.backup",
     "migrator.commands.trigger",
+    "migrator.commands.fleet",
 )
 
 

@@ -40,6 +40,8 @@ EVENT_TYPES = (
     "backup.failed",
     "approval.requested",
     "migration.pending",
+    "fleet.completed",
+    "fleet.failed",
 )
 TEST_EVENT = "test"
 ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
@@ -68,7 +70,7 @@ EVENT_FIELDS = (
     "run_id",
     "flow_run_url",
 )
-_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed"})
+_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed", "fleet.failed"})
 
 _TITLES = {
     "migration.succeeded": (":white_check_mark:", "Migration succeeded"),
@@ -76,6 +78,8 @@ _TITLES = {
     "database.dirty": (":warning:", "Database is dirty"),
     "backup.failed": (":x:", "Backup failed"),
     "approval.requested": (":raised_hand:", "Approval requested"),
+    "fleet.completed": (":white_check_mark:", "Fleet migrated"),
+    "fleet.failed": (":x:", "Fleet migration failed"),
     TEST_EVENT: (":bell:", "Test alert"),
 }
 

@@ -95,8 +95,13 @@ def _load_secret_block(name: str) -> str | None:
 
 
 def load_environment(name: str, **overrides: Any) -> Environment:
-    """Read ``deployments/<name>.yaml`` and build the Environment; ``overrides`` win (tests, flows)."""
-    path = deployments_dir() / f"{name}.yaml"
+    """Read ``deployments/<name>.yaml`` and build the Environment; ``overrides`` win (tests, flows).
+
+    ``<fleet>:<database>`` is one database of a fleet environment (migrator.fleet)."""
+    from migrator import fleet
+
+    fleet_name, member = fleet.split_member(name)
+    path = deployments_dir() / f"{fleet_name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in deployments_dir().glob("*.yaml"))
         raise ConfigError(f"no settings for environment {name!r} ({path} missing); known: {', '.join(known)}")
@@ -109,12 +114,17 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     approval = raw.get("approval") or {}
     timeouts = raw.get("timeouts") or {}
     monitor = raw.get("monitor") or {}
+    spec = fleet.parse_fleet(raw, fleet_name)
+    if spec is None and member is not None:
+        raise ConfigError(f"environment {fleet_name!r} is not a fleet (no databases: or discover:); use {fleet_name!r}")
     migrations = Path(raw.get("migrations_path") or "migrations")
     if not migrations.is_absolute() and not os.environ.get("MIGRATIONS_PATH"):
         migrations = ROOT / migrations
     values: dict[str, Any] = {
-        "environment": raw.get("environment") or name,
-        "database_url": _secret(raw.get("database_url"), "database_url", name),
+        "environment": (raw.get("environment") or fleet_name) + (f"{fleet.MEMBER_SEP}{member}" if member else ""),
+        "database_url": _secret(raw.get("database_url"), "database_url", name) if spec is None
+        else fleet.member_url(spec, member, lambda ref, what: _secret(ref, what, fleet_name)) if member
+        else fleet.NO_DATABASE_URL,  # the fleet itself is no database: connecting fails, never falls back
         "migrations_path": None if os.environ.get("MIGRATIONS_PATH") else migrations,
         "table": raw.get("table"),
         "lock_timeout": timeouts.get("lock_timeout"),

@@ -19,6 +19,11 @@ from tasks.environment import load_environment
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     from migrator.notify import send_event
 
+    fleet_run = _fleet_run()
+    if fleet_run:
+        run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
+                          "its databases", event, fleet_run)
+        return {"event": event, "delivered": False, "muted_by_fleet_run": fleet_run}
     env = load_environment(environment)
     settings = env.settings
     settings.flow_run_url = flow_run_url()
@@ -28,3 +33,14 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     if result.delivered:
         log.info("alert %s delivered", event)
     return dict(result.to_dict())
+
+
+def _fleet_run() -> str | None:
+    """The migrate-fleet run this flow run belongs to (its ``fleet_run_id`` parameter), if any."""
+    from prefect import runtime
+
+    try:
+        value = runtime.flow_run.parameters.get("fleet_run_id")
+    except Exception:
+        return None
+    return str(value) if value else None
