@@ -360,8 +360,10 @@ def migrate_fleet(
                 return {"environment": spec.member_environment(name), "target_version": target_version,
                         "require_approval": False, "approved_by": approved_by, "fleet_run_id": fleet_run}
 
+            rollout_started = time.time() - 1  # backup keys carry millisecond UTC timestamps
             stopped = roll_out(waves, runner, policy["max_parallel"], budget, params_for, outcomes)
-            _read_truth(environment, outcomes, [n for n in to_run if outcomes[n].outcome != "not started"])
+            _read_truth(environment, outcomes, [n for n in to_run if outcomes[n].outcome != "not started"],
+                        rollout_started)
     except Exception as exc:
         stopped = redact(str(exc))
         notify(environment, "fleet.failed", database=environment, error=stopped, flow_run_url=flow_run_url(),
@@ -386,11 +388,12 @@ def migrate_fleet(
     return result
 
 
-def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: list[str]) -> None:
-    """Version after / dirty from the databases themselves, not from what the runs reported."""
+def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: list[str], since: float) -> None:
+    """Version after / dirty from the databases themselves, not from what the runs reported; the
+    backup of a deployment child (whose return value stays on its worker) from the backup store."""
     if not names:
         return
-    after = read_after(environment, names)
+    after = read_after(environment, names, since, [n for n in names if not outcomes[n].backup_key])
     for name in names:
         s = after.get(name) or {}
         o = outcomes[name]
@@ -398,6 +401,7 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
             o.error = o.error or s["error"]
             continue
         o.version_after, o.dirty_after = s.get("version"), bool(s.get("dirty"))
+        o.backup_key = o.backup_key or s.get("backup_key")
         if o.outcome == "running":  # a child whose end we did not see (should not happen): say so
             o.outcome = "unknown"
 

@@ -71,10 +71,41 @@ def survey_fleet(environment: str, target_version: int | None = None) -> dict[st
 
 
 @task(name="read-after", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def read_after(environment: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """The real version and dirty flag of ``names`` after their runs (the truth, not what a run said)."""
+def read_after(environment: str, names: list[str], backups_since: float | None = None,
+               backups_for: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The real version and dirty flag of ``names`` after their runs (the truth, not what a run said),
+    and for ``backups_for`` the newest backup taken since ``backups_since`` (epoch seconds)."""
     env, spec = load_fleet(environment)
     wanted = set(names)
     members = [m for m in resolve_members(env, spec) if m.name in wanted]
     states = fleet.survey(members, env.settings, target_versions(env, None), parallel=spec.survey_parallel)
-    return {s.name: s.to_dict() for s in states}
+    result = {s.name: s.to_dict() for s in states}
+    if backups_for and backups_since is not None:
+        keys = newest_backups(env, [m for m in members if m.name in set(backups_for)], backups_since,
+                              spec.survey_parallel)
+        for name, key in keys.items():
+            result[name]["backup_key"] = key
+    return result
+
+
+def newest_backups(env: Environment, members: list[fleet.Member], since: float, parallel: int) -> dict[str, str]:
+    """Each member's newest backup created at or after ``since``: one store listing per database."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from migrator.backup.core import list_backups
+
+    cutoff = datetime.fromtimestamp(since, UTC)
+
+    def newest(member: fleet.Member) -> tuple[str, str | None]:
+        try:
+            infos = list_backups(member_settings(env, member))
+        except Exception:  # a listing problem must not hide the migration outcome
+            return member.name, None
+        fresh = [i for i in infos if i.created_at is not None and i.created_at >= cutoff]
+        return member.name, fresh[0].key if fresh else None
+
+    if not members:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(members)))) as pool:
+        return {name: key for name, key in pool.map(newest, members) if key}
