@@ -136,17 +136,20 @@ class DeploymentRunner:
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(self.running))),
                     limit=len(self.running),
                 )
-            finished = [r for r in runs if r.state is not None and r.state.is_final()]
+            # a PAUSED child waits for a person (e.g. the recovery form of a dirty database): for the
+            # fleet it has failed, and the fleet's alert links to it, instead of waiting for the person
+            finished = [r for r in runs if r.state is not None and (r.state.is_final() or r.state.is_paused())]
             if finished:
                 results = []
                 for r in finished:
                     name = self.running.pop(r.id)
                     ok = bool(r.state and r.state.is_completed())
-                    results.append(ChildResult(
-                        name, ok, str(r.id),
-                        error=None if ok else redact(r.state.message if r.state else "no state"),
-                        duration_seconds=round(r.total_run_time.total_seconds(), 1),
-                    ))
+                    error = None if ok else redact(r.state.message if r.state and r.state.message else
+                                                   f"run ended {r.state.name if r.state else 'without a state'}")
+                    if r.state and r.state.is_paused():
+                        error = f"paused, waiting for a person in its run: {r.state.message or r.state.name}"
+                    results.append(ChildResult(name, ok, str(r.id), error=error,
+                                               duration_seconds=round(r.total_run_time.total_seconds(), 1)))
                 return results
             time.sleep(self.poll_seconds)
 

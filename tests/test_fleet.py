@@ -294,3 +294,39 @@ def test_databases_list_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db
                                     "url_template": "postgresql://u:pw@h/{name}"}}, "must not hold a password")]:
         with pytest.raises(Exception, match=msg):
             fleet.parse_fleet(bad, "s")
+
+
+def test_one_approval_for_the_fleet(fleet_env: dict[str, Any], tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.fleet import migrate_fleet
+
+    names = fleet_env["names"]
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(
+        migrate_fleet(environment="tenants", children="subflow", require_approval=True, return_state=True)))
+    t.start()
+    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    deadline, paused = time.monotonic() + 90, []
+    while not paused and time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            paused = client.read_flow_runs(flow_run_filter=flt)
+        time.sleep(0.5)
+    assert len(paused) == 1, "the fleet pauses ONCE for approval"
+    assert all(state(n) is None for n in names)  # nothing applied while waiting
+    (ev,) = events(fleet_env["hook"])
+    assert ev["event"] == "approval.requested"
+    resume_flow_run(paused[0].id, run_input={"decision": "approve", "approver": "alice@askfrank.example"})
+    t.join(300)
+    assert out and out[0].is_completed()
+    for n in names:
+        with psycopg.connect(url_for(SERVER_URL, n)) as conn:
+            who = {r[0] for r in conn.execute("SELECT approved_by FROM schema_migrations_history")}
+        assert who == {"alice@askfrank.example"}, n
+    assert [e["event"] for e in events(fleet_env["hook"])] == ["approval.requested", "fleet.completed"]
