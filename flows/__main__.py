@@ -1,9 +1,13 @@
 """Run a flow directly (Prefect's ephemeral API when no server is configured).
 
-    uv run python -m flows migrate [--env local] [--target N] [--dry-run]
+    uv run python -m flows migrate [--env local] [--target N] [--dry-run] [--json]
     uv run python -m flows status-monitor --env dev
     uv run python -m flows migrate-fleet --env tenants [--dry-run] [--max-parallel 8] [--max-failures 2]
     uv run python -m flows fleet-status --env tenants
+
+Prints a short summary (the run's result as JSON with --json); a failed run ends with one
+``error:`` line (Prefect's own log lines stay on stderr, without tracebacks unless MIGRATOR_DEBUG=1;
+the Prefect API keeps the full tracebacks).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import warnings
 # A HIPAA product's local runs phone nobody: no Prefect telemetry from the ephemeral server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# The ephemeral API creates its database on first use; on a busy 2-core machine that exceeds
+# Prefect's 20 s default and the fresh-machine command would fail for no reason of its own.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--canary", type=int, default=None, help="migrate-fleet: canary databases (fleet: canary)")
     p.add_argument("--max-parallel", type=int, default=None, help="migrate-fleet: databases at a time")
     p.add_argument("--max-failures", type=int, default=None, help="migrate-fleet: failure budget")
+    p.add_argument("--json", action="store_true", help="print the run's result as JSON on stdout")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", module="platformdirs")
+    if not os.environ.get("MIGRATOR_DEBUG"):
+        _console_logs_without_tracebacks()
 
     from migrator.errors import MigratorError
     from migrator.output import error
@@ -74,8 +84,71 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the flow run failed: Prefect has logged the details above
         error(f"{args.flow} flow run failed ({type(exc).__name__}): {exc}")
         return 1
-    print(json.dumps(result, indent=2, default=str))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(summary_line(args.flow, args.env, result))
     return 0
+
+
+def summary_line(flow: str, env: str, result: object) -> str:
+    """One or two lines a person reads: what happened to which database, and where the backup is."""
+    from migrator.redact import redact
+
+    if not isinstance(result, dict):
+        return redact(f"{flow} {env}: {result}")
+    r: dict[str, object] = result
+
+    def v(x: object) -> str:
+        return "none" if x in (None, -1) else str(x)
+
+    parts = [f"{flow} {env}: {r.get('outcome', 'done')}"]
+    if "database" in r:
+        before, after = r.get("version_before"), r.get("version_after")
+        parts.append(f"{r['database']} version {v(before)}" + (f" -> {v(after)}" if after != before else ""))
+    steps = r.get("steps")
+    if isinstance(steps, list) and steps:
+        names = ", ".join(f"{s.get('version')}_{s.get('name')}" for s in steps[:3] if isinstance(s, dict))
+        parts.append(f"{len(steps)} migration(s) ({names}{', ...' if len(steps) > 3 else ''})")
+    plan = r.get("plan")
+    if r.get("outcome") == "dry run" and isinstance(plan, list):
+        parts.append(f"{len(plan)} migration(s) would run")
+    if r.get("duration_seconds") is not None:
+        parts.append(f"{r['duration_seconds']} s")
+    text = "; ".join(parts)
+    key = r.get("backup_key") or r.get("key")
+    if key:
+        text += f"\nbackup: {key}"
+    return redact(text + "\n(--json prints the full result)")
+
+
+def _console_logs_without_tracebacks() -> None:
+    """Prefect's console handler prints a traceback per failed task and flow; keep the line, drop the trace.
+
+    The record is copied so the API log handler (the UI) still gets the traceback.
+    """
+    import copy
+    import logging
+
+    import prefect.main  # noqa: F401  - configures Prefect's logging handlers
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    seen: set[int] = set()
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for lg in loggers:
+        for handler in lg.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and id(handler) not in seen:
+                seen.add(id(handler))
+                original = handler.format
+
+                def format_line(record: logging.LogRecord, _original=original) -> str:  # type: ignore[no-untyped-def]
+                    if record.exc_info or record.exc_text:
+                        record = copy.copy(record)
+                        record.exc_info, record.exc_text = None, None
+                    return _original(record)
+
+                handler.format = format_line  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

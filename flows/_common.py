@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
-from migrator.errors import DirtyDatabaseError, MigratorError
+from flows.slot import migration_slot as migration_slot  # re-exported: flows import it from here
+from migrator.errors import DirtyDatabaseError
 from migrator.redact import redact
-from tasks.apply import read_status
+from tasks.backup import backup_task
 from tasks.environment import Environment
 from tasks.notify import notify
-
-
-@contextlib.contextmanager
-def migration_slot(env: Environment, wait_seconds: float | None = None) -> Iterator[None]:
-    """At most one migrate/rollback/force run per environment (a Prefect global concurrency limit
-    of 1, created on first use), on top of the database's advisory lock."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(env.concurrency_limit, 1)
-    wait = env.settings.lock_wait_seconds if wait_seconds is None else wait_seconds
-    try:
-        with concurrency(env.concurrency_limit, occupy=1, strict=True, timeout_seconds=wait):
-            yield
-    except TimeoutError:
-        raise MigratorError(
-            f"another migrate/rollback/force run of {env.name} holds the concurrency limit "
-            f"{env.concurrency_limit} (waited {wait:g}s); let it finish, then retry this run"
-        ) from None
+from tasks.status import read_status
 
 
 def new_summary(environment: str) -> dict[str, Any]:
@@ -53,7 +34,7 @@ def record_status(environment: str, summary: dict[str, Any], *, refuse_dirty: bo
 def take_backup(env: Environment, summary: dict[str, Any]) -> dict[str, Any]:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
     try:
-        backup = env.backup_task()(env.name)
+        backup = backup_task(env)(env.name)
     except Exception as exc:
         notify(env.name, "backup.failed", database=summary.get("database"),
                version_before=summary.get("version_before"), **failure_fields(exc))

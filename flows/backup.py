@@ -8,13 +8,16 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._common import failure_fields
+from tasks._common import retry_unless_permanent
+from tasks.backup import backup_task
 from tasks.environment import load_environment
 from tasks.notify import notify
 
 
-@task(name="prune", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(name="prune", task_run_name="prune backups {environment}", retries=2,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def prune(environment: str) -> dict[str, Any]:
-    from migrator.backup.core import prune_backups
+    from migrator.backup import prune_backups
 
     env = load_environment(environment)
     return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True).to_dict()
@@ -22,9 +25,15 @@ def prune(environment: str) -> dict[str, Any]:
 
 @flow(name="backup")
 def backup(environment: str = "local", apply_retention: bool = True) -> dict[str, Any]:
+    """Take and verify a backup, then delete backups beyond the environment's retention policy.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        apply_retention: Also delete backups older than the environment's keep_last / keep_days.
+    """
     env = load_environment(environment)
     try:
-        result = env.backup_task()(environment)
+        result = backup_task(env)(environment)
     except Exception as exc:
         notify(environment, "backup.failed", **failure_fields(exc))
         raise

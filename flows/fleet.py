@@ -412,18 +412,13 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
 def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run: list[str],
                     report: dict[str, Any] | None, plan_md: str, timeout_seconds: int) -> str:
     """ONE approval for the fleet: the plan lists every database and the migrations to run."""
-    from tasks.apply import plan_migrations
+    from flows.approval import request_approval
+    from tasks.status import plan_migrations
 
     by_name = {s.name: s for s in states}
     furthest = min(to_run, key=lambda n: by_name[n].version or -1)
     plan = dict(plan_migrations(fleet.member_environment(env.name, furthest)))
     plan["database"] = f"{len(to_run)} databases of {env.name} (migrations listed for the furthest behind, {furthest})"
-    try:
-        from flows.approval import request_approval  # type: ignore[import-not-found]
-    except ImportError:
-        from flows.migrate import request_approval as legacy
-
-        return legacy(env, plan, report, None, timeout_seconds)
     return str(request_approval(env, plan, report, None, timeout_seconds, preface_md=plan_md))
 
 

@@ -12,14 +12,22 @@ from typing import Any
 from prefect import flow
 
 from flows._common import migration_slot, new_summary, record_status, run_artifact
-from tasks.apply import force_version
 from tasks.environment import load_environment
+from tasks.force import force_version
 from tasks.notify import notify
 
 
 @flow(name="force")
 def force(environment: str, version: int, expected_current: int) -> dict[str, Any]:
-    """Set ``version`` (clean) when the database records ``expected_current``."""
+    """Set ``version`` (clean) when the database records ``expected_current``.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        version: The version to record as applied and clean: the last migration that fully
+            applied (the failed one's version minus 1 when it did not finish; -1 for none).
+        expected_current: The version the database records now (the dirty one, as shown in the
+            alert and the failed run); the force is refused when it differs.
+    """
     env = load_environment(environment)
     started = time.monotonic()
     summary = new_summary(environment)

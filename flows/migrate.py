@@ -12,75 +12,25 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
-from pydantic import Field
 
 from flows._common import (
     artifact_key,
     failure_fields,
-    findings_md,
-    md_table,
     migration_slot,
     new_summary,
     record_status,
     run_artifact,
     take_backup,
 )
+from flows.approval import ApprovalRejected, plan_markdown, request_approval
+from flows.rehearsal import rehearse_before_approval
 from migrator.errors import DirtyDatabaseError, MigratorError
-from tasks.apply import apply_migrations, plan_migrations
-from tasks.environment import Environment, load_environment
+from tasks.apply import apply_migrations
+from tasks.environment import load_environment
 from tasks.notify import notify
+from tasks.status import plan_migrations
 from tasks.validate import validate_migrations
 from tasks.verify import verify_status
-
-
-class Approval(RunInput):
-    """What the approving engineer fills in, in the Prefect UI, to resume a paused run."""
-
-    approved: bool = Field(default=False, description="Apply the migrations listed in the plan artifact")
-    approver: str = Field(default="", description="Your name or e-mail; recorded in the audit trail")
-    comment: str = Field(default="", description="Ticket or reason (optional)")
-
-
-def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None, backup_key: str | None) -> str:
-    rows = [
-        (s["version"], s["name"], s["direction"], "yes" if s["transactional"] else f"no: {s['why_not_transactional']}")
-        for s in plan["steps"]
-    ]
-    return (
-        f"# Plan for `{env.name}`\n\n"
-        f"Database `{plan['database']}` is at version **{plan['version']}**; target **{plan['target']}**.\n\n"
-        f"Backup: `{backup_key or 'none'}`\n\n"
-        "## Migrations to run\n\n" + md_table(["version", "name", "direction", "transactional"], rows) +
-        "\n## Lint findings\n\n" + findings_md(report)
-    )
-
-
-def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
-                     backup_key: str | None, timeout_seconds: int) -> str:
-    """Pause until an engineer approves in the UI; returns who approved. Timeout or rejection fails."""
-    md = plan_markdown(env, plan, report, backup_key)
-    create_markdown_artifact(markdown=md, key=artifact_key("approval", env.name),
-                             description=f"approval needed: {env.name}")
-    notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
-           version_after=plan["target"], backup_key=backup_key,
-           message=f"{len(plan['steps'])} migration(s) on {env.name} wait for approval")
-    try:
-        answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=md),
-            timeout=timeout_seconds,
-            poll_interval=max(1, min(10, timeout_seconds // 10)),
-        )
-    except FlowPauseTimeout:
-        raise MigratorError(f"approval timed out after {timeout_seconds}s: nothing was applied") from None
-    if not answer.approved:
-        who = answer.approver or "an engineer"
-        raise MigratorError(f"rejected by {who}{': ' + answer.comment if answer.comment else ''}; nothing was applied")
-    if not answer.approver.strip():
-        raise MigratorError("approval without an approver name; nothing was applied")
-    return answer.approver.strip()
 
 
 @flow(name="migrate")
@@ -95,8 +45,19 @@ def migrate(
 ) -> dict[str, Any]:
     """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
 
-    ``approved_by`` / ``fleet_run_id`` are set by migrate-fleet: its one approval covers this
-    database, and it sends one alert for the fleet, so this run sends none."""
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        target_version: Stop at this version (leave empty for the latest migration); below the
+            current version it migrates down.
+        dry_run: Only validate and show the plan: no backup, nothing applied.
+        require_approval: Pause for an engineer's approval before apply (empty: as the environment's
+            settings say: approval.required in deployments/<env>.yaml).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            applied (empty: the environment's setting).
+        approved_by: Set by migrate-fleet, whose one approval covers this database: no approval pause.
+        fleet_run_id: Set by migrate-fleet: the fleet sends ONE alert for all its databases, so this
+            run sends none.
+    """
     env = load_environment(environment)
     started = time.monotonic()
     summary = new_summary(environment)
@@ -120,13 +81,14 @@ def migrate(
                 summary["outcome"] = "no change"
                 verify_status(environment, plan["target"])
                 return summary
+            preface = rehearse_before_approval(env, summary, target_version)  # rehearsal.enabled environments
             approve = env.approval_required if require_approval is None else require_approval
             if approved_by:
                 summary["approved_by"] = approved_by
             elif approve:
                 summary["approved_by"] = request_approval(
                     env, plan, report, summary.get("backup_key"),
-                    approval_timeout_seconds or env.approval_timeout_seconds,
+                    approval_timeout_seconds or env.approval_timeout_seconds, preface_md=preface,
                 )
             result = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
                 environment, target_version, summary.get("approved_by")
@@ -142,7 +104,7 @@ def migrate(
         return summary
     except BaseException as exc:
         summary.update(outcome="failed", error=str(exc), duration_seconds=round(time.monotonic() - started, 1))
-        if isinstance(exc, Exception) and not summary.get("alerted"):
+        if isinstance(exc, Exception) and not isinstance(exc, ApprovalRejected) and not summary.get("alerted"):
             event = "database.dirty" if isinstance(exc, DirtyDatabaseError) else "migration.failed"
             fields = failure_fields(exc)
             if isinstance(exc, DirtyDatabaseError):

@@ -13,15 +13,16 @@ from prefect.cache_policies import NO_CACHE
 
 from flows._common import failure_fields
 from migrator.errors import MigratorError
-from tasks._common import run_logger
+from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import load_environment
 from tasks.notify import notify
 
 
-@task(name="restore-into-scratch", retries=1, retry_delay_seconds=30, cache_policy=NO_CACHE)
+@task(name="restore-into-scratch", task_run_name="restore drill {environment}", retries=1,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=30, cache_policy=NO_CACHE)
 def restore_into_scratch(environment: str) -> dict[str, Any]:
     from migrator import db
-    from migrator.backup.core import restore_backup
+    from migrator.backup import restore_backup
     from migrator.scratch import scratch_database
 
     env = load_environment(environment)
@@ -40,6 +41,11 @@ def restore_into_scratch(environment: str) -> dict[str, Any]:
 
 @flow(name="restore-drill")
 def restore_drill(environment: str = "local") -> dict[str, Any]:
+    """Restore the latest backup into a scratch database and check its schema version.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+    """
     try:
         return restore_into_scratch(environment)
     except Exception as exc:

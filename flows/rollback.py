@@ -8,11 +8,12 @@ from typing import Any
 from prefect import flow
 
 from flows._common import failure_fields, migration_slot, new_summary, record_status, run_artifact, take_backup
-from flows.migrate import request_approval
+from flows.approval import ApprovalRejected, request_approval
 from migrator.errors import MigratorError
-from tasks.apply import plan_migrations, rollback_migrations
+from tasks.apply import rollback_migrations
 from tasks.environment import load_environment
 from tasks.notify import notify
+from tasks.status import plan_migrations
 from tasks.verify import verify_status
 
 
@@ -24,7 +25,17 @@ def rollback(
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first."""
+    """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        steps: How many of the most recent migrations to revert (ignored when to_version is set).
+        to_version: Revert every migration above this version instead (-1 reverts all).
+        require_approval: Pause for an engineer's approval before reverting (empty: as the
+            environment's settings say).
+        approval_timeout_seconds: How long to wait for the approval before giving up, nothing
+            reverted (empty: the environment's setting).
+    """
     if to_version is None and steps < 1:
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
     env = load_environment(environment)
@@ -56,7 +67,7 @@ def rollback(
         return summary
     except Exception as exc:
         summary.update(outcome="failed", error=str(exc))
-        if not summary.get("alerted"):
+        if not summary.get("alerted") and not isinstance(exc, ApprovalRejected):
             notify(environment, "migration.failed", database=summary.get("database"),
                    version_before=summary.get("version_before"), backup_key=summary.get("backup_key"),
                    **failure_fields(exc))

@@ -12,9 +12,10 @@ from typing import Any
 from prefect import flow
 from prefect.variables import Variable
 
-from tasks.apply import read_status
+from tasks._common import deployment_run_url
 from tasks.environment import load_environment
 from tasks.notify import notify
+from tasks.status import read_status
 
 
 def _variable(environment: str) -> str:
@@ -23,14 +24,23 @@ def _variable(environment: str) -> str:
 
 @flow(name="status-monitor")
 def status_monitor(environment: str = "local", pending_alert_after_minutes: float | None = None) -> dict[str, Any]:
+    """Alert when the database is dirty, or when migrations have been pending too long.
+
+    Args:
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
+        pending_alert_after_minutes: Alert when a migration has been pending this long (empty: the
+            environment's setting).
+    """
     env = load_environment(environment)
     threshold = env.pending_alert_after_minutes if pending_alert_after_minutes is None else pending_alert_after_minutes
     st = read_status(environment)
     result: dict[str, Any] = {"version": st["version"], "dirty": st["dirty"], "pending": len(st["pending"]),
                               "alerts": []}
     if st["dirty"]:
+        force_url = deployment_run_url(f"force/{environment}",
+                                       {"environment": environment, "expected_current": st["version"]})
         notify(environment, "database.dirty", database=st["database"], version_before=st["version"],
-               failing_version=st["version"], dirty=True)
+               failing_version=st["version"], dirty=True, force_url=force_url)
         result["alerts"].append("database.dirty")
     name = _variable(environment)
     if not st["pending"]:

@@ -14,8 +14,9 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from migrator import __version__
+from migrator import __version__, argtypes
 from migrator.commands import Context
 from migrator.errors import MigratorError
 from migrator.output import error
@@ -27,8 +28,46 @@ COMMAND_MODULES = (
     "migrator.commands.notify",
     "migrator.commands.backup",
     "migrator.commands.trigger",
+    "migrator.commands.embedded",
+    "migrator.commands.rehearse",
     "migrator.commands.fleet",
 )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <what>; see `migrator CMD --help``` and exit 2.
+
+    argparse's default prints the whole usage block before the error, which buries the one line
+    that matters; subcommand parsers inherit this class, so the hint names the command.
+    """
+
+    def error(self, message: str, prog: str | None = None) -> NoReturn:  # type: ignore[override]
+        message = _shorter_choice_error(message)
+        sys.stderr.write(f"error: {redact(message)}; see `{prog or self.prog} --help`\n")
+        sys.exit(2)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse, but an unrecognised option's hint names the command it was given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            self.error(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else None)
+        return parsed
+
+
+def _shorter_choice_error(message: str) -> str:
+    """``invalid choice: 'statsu' (choose from ...18 names)`` -> ``unknown command 'statsu' (did you mean ...)``."""
+    import re
+
+    m = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
+    if not m:
+        return message
+    what, given, choices = m.group(1), m.group(2), re.findall(r"'([^']*)'", m.group(3))
+    import difflib
+
+    close = difflib.get_close_matches(given, choices, n=1)
+    label = "unknown command" if what in ("COMMAND", "ACTION", "SUBCOMMAND") else f"argument {what}: invalid choice"
+    return f"{label} {given!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (one of: {', '.join(choices)})")
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -39,23 +78,24 @@ def _common_options() -> argparse.ArgumentParser:
     g.add_argument("--path", metavar="DIR", help="migrations folder (env MIGRATIONS_PATH; default ./migrations)")
     g.add_argument("--table", metavar="NAME", help="state table, [schema.]table (default schema_migrations)")
     g.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    g.add_argument("--lock-timeout", metavar="DUR", help="PostgreSQL lock_timeout per migration (default 10s)")
-    g.add_argument(
-        "--statement-timeout", metavar="DUR", help="PostgreSQL statement_timeout per migration (default 30min)"
-    )
-    g.add_argument("--lock-wait", metavar="SECONDS", type=float, help="max wait for the migration lock (300)")
+    g.add_argument("--lock-timeout", metavar="DUR", type=argtypes.duration("--lock-timeout"),
+                   help="PostgreSQL lock_timeout per migration (default 10s)")
+    g.add_argument("--statement-timeout", metavar="DUR", type=argtypes.duration("--statement-timeout"),
+                   help="PostgreSQL statement_timeout per migration (default 30min)")
+    g.add_argument("--lock-wait", metavar="SECONDS", type=argtypes.seconds,
+                   help="max wait for the migration lock (300)")
     g.add_argument("--run-id", metavar="ID", help="caller's run id recorded in the audit trail")
     g.add_argument("--env", metavar="NAME", help="environment name for audit, backups and alerts (local)")
     g.add_argument("--webhook-url", metavar="URL", help="alert webhook (env WEBHOOK_URL)")
     g.add_argument("--webhook-secret", metavar="S", help="HMAC secret (prefer env WEBHOOK_SECRET)")
     g.add_argument("--webhook-format", choices=["json", "slack"], help="alert payload format (json)")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr; validate: also show notes")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="migrator",
         description="AskFrank database migrations (golang-migrate compatible).",
         parents=[common],
@@ -94,6 +134,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except MigratorError as exc:
         error(str(exc))
         return exc.exit_code
+    except BrokenPipeError:  # `migrator status | head -1`: the reader has what it wanted; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         error("interrupted; run `migrator status` to see the database state")
         return 130

@@ -8,19 +8,23 @@ options are accepted and ignored, and run-time parameters lib/pq passes to the s
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode
 
 from migrator.errors import ConfigError
-from migrator.redact import redact_url, register_secret, register_url
+from migrator.redact import MASK, redact, redact_url, register_secret, register_url
+from migrator.urlparts import UrlError, has_scheme, split_url
 
 DEFAULT_TABLE = "schema_migrations"
 DEFAULT_LOCK_TIMEOUT = "10s"
 DEFAULT_STATEMENT_TIMEOUT = "30min"
 DEFAULT_LOCK_WAIT_SECONDS = 300.0
+INT_MAX_MS = 2**31 - 1  # PostgreSQL's limit for lock_timeout and statement_timeout (about 24.8 days)
+MAX_LOCK_WAIT_SECONDS = INT_MAX_MS // 1000
 
 # libpq connection keywords (PostgreSQL 15-18); anything else in a URL query is a server parameter.
 LIBPQ_KEYWORDS = frozenset(
@@ -73,13 +77,14 @@ class Settings:
     webhook_format: str = "json"
     backup_url: str | None = None
     flow_run_url: str | None = None
+    allow_embedded: bool = False  # a non-local environment whose deployments YAML says embedded: true
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Settings from the environment, with explicit (non-None) overrides winning."""
         env = os.environ
         values: dict[str, object] = {
-            "database_url": env.get("DATABASE_URL") or None,
+            "database_url": env.get("DATABASE_URL"),  # set but empty is an error, not "embedded"
             "migrations_path": Path(env.get("MIGRATIONS_PATH") or "migrations"),
             "table": env.get("MIGRATIONS_TABLE") or None,
             "lock_timeout": env.get("MIGRATOR_LOCK_TIMEOUT") or DEFAULT_LOCK_TIMEOUT,
@@ -108,8 +113,16 @@ class Settings:
             raise ConfigError(f"WEBHOOK_FORMAT / --webhook-format={self.webhook_format!r}: use json or slack")
         parse_interval_ms(self.lock_timeout, "--lock-timeout / MIGRATOR_LOCK_TIMEOUT")
         parse_interval_ms(self.statement_timeout, "--statement-timeout / MIGRATOR_STATEMENT_TIMEOUT")
-        if self.lock_wait_seconds < 0:
-            raise ConfigError("--lock-wait / MIGRATOR_LOCK_WAIT must be >= 0 seconds")
+        if self.database_url is not None and not self.database_url.strip():
+            raise ConfigError(
+                "DATABASE_URL / --database-url is set but empty; give a postgres:// URL, or unset it to use "
+                "the embedded database (local environment only)"
+            )
+        try:
+            lock_wait = float(self.lock_wait_seconds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"lock wait {self.lock_wait_seconds!r} is not a number of seconds; e.g. 300") from None
+        self.lock_wait_seconds = check_lock_wait(lock_wait)
         if self.table is not None:
             parse_table(self.table)
 
@@ -125,14 +138,34 @@ def _float_env(name: str, default: float) -> float:
 
 
 def parse_interval_ms(value: str, setting: str) -> int:
-    """Parse a PostgreSQL-style duration (``500ms``, ``10s``, ``5min``, ``1h``, ``0``) into ms."""
+    """Parse a PostgreSQL-style duration (``500ms``, ``10s``, ``5min``, ``1h``, ``0``) into ms.
+
+    PostgreSQL keeps lock_timeout and statement_timeout in an int of milliseconds, so anything
+    above 2147483647 ms is refused here rather than by every migration at apply time.
+    """
     m = _INTERVAL_RE.match(str(value))
     if not m:
         raise ConfigError(f"{setting}={value!r} is not a duration; use e.g. 500ms, 10s, 5min, 1h or 0 (off)")
     number = float(m.group(1))
     unit = m.group(3) or "ms"
     factor = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}[unit]
-    return int(number * factor)
+    ms = number * factor
+    if ms > INT_MAX_MS:
+        raise ConfigError(
+            f"{setting}={value!r} is longer than PostgreSQL allows ({INT_MAX_MS} ms, about 24 days); "
+            "use e.g. 30min or 0 (off)"
+        )
+    return max(1, round(ms)) if ms > 0 else 0  # 0.4ms must not become 0 (= no timeout)
+
+
+def check_lock_wait(seconds: float, setting: str = "--lock-wait / MIGRATOR_LOCK_WAIT") -> float:
+    """A finite number of seconds PostgreSQL can wait for (0 = do not wait)."""
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_LOCK_WAIT_SECONDS:
+        raise ConfigError(
+            f"{setting}={seconds!r} must be a number of seconds from 0 to {MAX_LOCK_WAIT_SECONDS} "
+            "(about 24 days, PostgreSQL's lock_timeout limit); e.g. 300"
+        )
+    return seconds
 
 
 def _unquote_ident(ident: str) -> str:
@@ -174,23 +207,53 @@ def state_table_name(settings: Settings, url_table: TableName | None) -> TableNa
     return url_table or TableName()
 
 
-def prepare_url(url: str) -> Connection:
-    """Turn a golang-migrate/libpq URL into a libpq conninfo, extracting golang-migrate options."""
+SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")  # Debian/Ubuntu, Fedora/Arch, source builds
+SECRET_PARAMS = frozenset({"password", "sslpassword", "oauth_client_secret"})
+
+
+def socket_dir(port: str | None = None) -> str | None:
+    """The machine's PostgreSQL socket folder for ``port`` (psql's default one if it exists there)."""
+    name = f".s.PGSQL.{port or os.environ.get('PGPORT') or 5432}"
+    for d in SOCKET_DIRS:
+        if os.path.exists(os.path.join(d, name)):
+            return d
+    return None
+
+
+def _not_a_url(setting: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{setting} cannot be read as a PostgreSQL URL: {why}. It is not shown, as it may hold a password; "
+        "percent-encode special characters in the user and password (# %23, ? %3F, / %2F, @ %40, % %25)"
+    )
+
+
+def prepare_url(url: str, setting: str = "DATABASE_URL / --database-url") -> Connection:
+    """Turn a golang-migrate/libpq URL into a libpq conninfo, extracting golang-migrate options.
+
+    The user and password are re-encoded (so ``#``, ``?`` and ``@`` in a password reach the server
+    intact); a URL without a host gets the machine's socket folder, as psql finds it.
+    """
     register_url(url)
     url = url.strip()
-    if "://" not in url:
-        # libpq key=value conninfo: pass through untouched
+    if not url:
+        raise ConfigError(f"{setting} is empty; give a postgres:// URL (only the local environment may use none)")
+    if not has_scheme(url):
+        if not re.match(r"\s*[A-Za-z_]+\s*=", url):
+            raise _not_a_url(setting, "it is neither scheme://... nor libpq key=value settings")
+        # libpq key=value conninfo: passed through, with the socket folder when no host is given
+        if not re.search(r"(^|\s)host(addr)?\s*=", url) and not _host_from_env():
+            kv_port = re.search(r"(?:^|\s)port\s*=\s*'?(\d+)", url)
+            found = socket_dir(kv_port.group(1) if kv_port else None)
+            if found:
+                url += f" host={found}"
         return Connection(conninfo=url, display=redact_url(url))
     try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigError(f"DATABASE_URL / --database-url is not a valid URL ({exc}): {redact_url(url)}") from None
-    scheme = parts.scheme.lower()
-    if scheme in ("pgx", "pgx4", "pgx5", "postgres", "postgresql"):
-        scheme = "postgresql"
-    else:
+        parts = split_url(url)
+    except UrlError as exc:
+        raise _not_a_url(setting, str(exc)) from None
+    if parts.scheme.lower() not in ("pgx", "pgx4", "pgx5", "postgres", "postgresql"):
         raise ConfigError(
-            f"DATABASE_URL scheme {parts.scheme!r} is not PostgreSQL; use postgres://user@host:5432/db"
+            f"{setting} scheme {parts.scheme!r} is not PostgreSQL; use postgres://user@host:5432/db"
         )
     table: TableName | None = None
     statement_timeout_ms: int | None = None
@@ -200,14 +263,21 @@ def prepare_url(url: str) -> Connection:
     qdict = dict(query)
     for key, value in query:
         if key == "x-migrations-table":
+            if not value.strip():
+                raise ConfigError(
+                    f"x-migrations-table in {setting} is empty; name the state table (e.g. "
+                    "x-migrations-table=schema_migrations) or remove the option"
+                )
             # golang-migrate: without x-migrations-table-quoted the value is the bare table name
             quoted = qdict.get("x-migrations-table-quoted", "").lower() in ("1", "true")
             table = parse_table(value) if quoted else TableName(table=value)
         elif key == "x-statement-timeout":
-            try:
-                statement_timeout_ms = int(value)
-            except ValueError:
-                raise ConfigError(f"x-statement-timeout={value!r} in DATABASE_URL must be milliseconds") from None
+            if not value.isdigit() or int(value) > INT_MAX_MS:
+                raise ConfigError(
+                    f"x-statement-timeout={value!r} in {setting} must be whole milliseconds from 0 to "
+                    f"{INT_MAX_MS} (PostgreSQL's limit)"
+                )
+            statement_timeout_ms = int(value)
         elif key.startswith("x-"):
             continue
         elif key in LIBPQ_KEYWORDS:
@@ -219,10 +289,34 @@ def prepare_url(url: str) -> Connection:
         existing = dict(kept).get("options")
         kept = [(k, v) for k, v in kept if k != "options"]
         kept.append(("options", " ".join(([existing] if existing else []) + server_options)))
-    conninfo = urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept, quote_via=quote), ""))
+    hosts = parts.hosts
+    if not hosts.split(":")[0] and "host" not in dict(kept) and "hostaddr" not in dict(kept) and not _host_from_env():
+        port = dict(kept).get("port") or (hosts.split(":", 1)[1] if ":" in hosts else None)
+        found = socket_dir(port)
+        if found:
+            kept.append(("host", found))
+    if parts.password:
+        register_secret(quote(parts.password, safe=""))  # the form the conninfo (and libpq's errors) carry
+    userinfo = ""
+    if parts.user is not None:
+        userinfo = quote(parts.user, safe="")
+        if parts.password:
+            userinfo += ":" + quote(parts.password, safe="")
+        userinfo += "@"
+    query_s = urlencode(kept, quote_via=quote)
+    conninfo = f"postgresql://{userinfo}{hosts}{parts.path}" + (f"?{query_s}" if query_s else "")
+    shown = [(k, MASK if k in SECRET_PARAMS else v) for k, v in kept]
+    display_user = (quote(parts.user, safe="") + (":" + MASK if parts.password else "") + "@") if parts.user else ""
+    display = f"postgresql://{display_user}{hosts}{parts.path}" + (
+        f"?{urlencode(shown, quote_via=quote, safe='*/')}" if shown else ""
+    )
     return Connection(
         conninfo=conninfo,
-        display=redact_url(conninfo),
+        display=redact(display),
         table=table,
         statement_timeout_ms=statement_timeout_ms,
     )
+
+
+def _host_from_env() -> bool:
+    return bool(os.environ.get("PGHOST") or os.environ.get("PGHOSTADDR"))

@@ -18,9 +18,18 @@ log = logging.getLogger(__name__)
 
 
 def resolve(settings: Settings) -> Connection:
-    """The connection to use: DATABASE_URL, or the embedded server when none is configured."""
+    """The connection to use: DATABASE_URL, or the embedded server when none is configured.
+
+    Fail closed: only the ``local`` environment (or one that allows it explicitly) may use the
+    embedded server; any other stops here, before connecting anywhere.
+    """
     url = settings.database_url
-    if not url:
+    if url is None:
+        if settings.environment != "local" and not settings.allow_embedded:
+            raise ConfigError(
+                f"environment {settings.environment!r} has no database URL: set DATABASE_URL or --database-url "
+                "(only the local environment may use the embedded PostgreSQL); nothing was run"
+            )
         from migrator import embedded
 
         url = embedded.server_url(settings.embedded_dir)

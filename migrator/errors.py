@@ -6,6 +6,8 @@ with ``exit_code``; no traceback reaches the user. Messages must already be reda
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class MigratorError(Exception):
     """A failure the user can act on; ``str(err)`` is the whole one-line explanation."""
@@ -93,6 +95,27 @@ class MigrationFailedError(MigratorError):
         }
 
 
+class MigrationCancelledError(MigrationFailedError):
+    """SIGTERM or SIGINT (a Prefect Cancel, a Ctrl-C) stopped a migration: its statement was cancelled
+    on the server and rolled back (transactional file) or left the database dirty (non-transactional).
+
+    The CLI exits 128 + the signal number: 143 for SIGTERM, 130 for SIGINT.
+    """
+
+    EXIT_CODES: ClassVar[dict[str, int]] = {"SIGTERM": 143, "SIGINT": 130}
+
+    def __init__(self, message: str, *, signal_name: str, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.signal_name = signal_name
+        self.exit_code = self.EXIT_CODES.get(signal_name, 143)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "cancelled": True, "signal_name": self.signal_name}
+
+
 def _rebuild_failure(d: dict[str, object]) -> MigrationFailedError:
-    kwargs = {k: v for k, v in d.items() if k != "error"}
+    kwargs = {k: v for k, v in d.items() if k not in ("error", "cancelled")}
+    if d.get("cancelled"):
+        return MigrationCancelledError(str(d["error"]), **kwargs)  # type: ignore[arg-type]
+    kwargs.pop("signal_name", None)
     return MigrationFailedError(str(d["error"]), **kwargs)  # type: ignore[arg-type]

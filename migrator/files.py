@@ -10,7 +10,9 @@ problem names the file and says what to do, and loading never stops at the first
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,12 @@ DIGITS = 6
 IGNORED_FILES = {".gitkeep", ".keep", ".DS_Store"}
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+class CreateInputError(MigrationFileError):
+    """A ``create`` argument that cannot make a loadable migration file: the command line's fault."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,27 @@ def _read(path: Path, rel: str, problems: list[Problem]) -> tuple[str, str] | No
     return text, sha256_hex(raw)
 
 
+def _not_a_file(path: Path) -> str:
+    """Why an entry named like a migration is not one, and what to do."""
+    import stat
+
+    if path.is_symlink() and not path.exists():
+        return f"is a broken symbolic link (to {os.readlink(path)}); fix the link or delete it"
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc}); check it and its permissions"
+    kind = (
+        "a directory" if stat.S_ISDIR(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    via = " (through a symbolic link)" if path.is_symlink() else ""
+    return f"is {kind}{via}, not a regular file; a migration must be a plain .sql file: replace or delete it"
+
+
 def load(directory: Path | str) -> MigrationSet:
     """Read every migration file under ``directory`` (not recursive) into a MigrationSet."""
     directory = Path(directory)
@@ -172,11 +201,17 @@ def load(directory: Path | str) -> MigrationSet:
             f"migrations folder {directory} does not exist; create it or point --path / MIGRATIONS_PATH at it"
         )
     seen: dict[tuple[int, str], MigrationFile] = {}
+    failed: set[tuple[int, str]] = set()  # not a regular file: reported once, its partner not "missing"
     for path in sorted(directory.iterdir()):
-        if path.is_dir() or path.name in IGNORED_FILES:
-            continue
         rel = str(path)
         m = FILE_RE.match(path.name)
+        if m and not path.is_file():  # never skipped silently (and a FIFO is never opened)
+            code = "unreadable" if path.is_symlink() and not path.exists() else "not-a-file"
+            problems.append(Problem("error", code, rel, _not_a_file(path)))
+            failed.add((int(m.group(1)), m.group(3)))
+            continue
+        if path.is_dir() or path.name in IGNORED_FILES:
+            continue
         if not m:
             if path.suffix == ".sql":
                 problems.append(
@@ -241,7 +276,7 @@ def load(directory: Path | str) -> MigrationSet:
                     "give both the same title",
                 )
             )
-        if mig.up is None:
+        if mig.up is None and (mig.version, "up") not in failed:
             problems.append(
                 Problem(
                     "error",
@@ -250,7 +285,7 @@ def load(directory: Path | str) -> MigrationSet:
                     f"has no matching {mig.version:0{DIGITS}d}_{mig.name}.up.sql; add it or delete this file",
                 )
             )
-        if mig.down is None and mig.up is not None:
+        if mig.down is None and mig.up is not None and (mig.version, "down") not in failed:
             problems.append(
                 Problem(
                     "error",
@@ -263,6 +298,17 @@ def load(directory: Path | str) -> MigrationSet:
     return MigrationSet(directory, migrations, problems)
 
 
+def _name_max(directory: Path) -> int:
+    """The longest file name (bytes) the filesystem of ``directory`` (or its nearest parent) takes."""
+    probe = directory.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def create(directory: Path | str, name: str, *, justification: str = "") -> tuple[Path, Path]:
     """Create the next sequential pair ``{NNNNNN}_{name}.up.sql`` / ``.down.sql`` with a header.
 
@@ -271,10 +317,23 @@ def create(directory: Path | str, name: str, *, justification: str = "") -> tupl
     an existing migration already uses.
     """
     directory = Path(directory)
-    if not NAME_RE.match(name):
-        raise MigrationFileError(
-            f"migration name {name!r} is not descriptive snake_case (letters, digits, underscores, "
-            "starting with a letter), e.g. add_patient_table"
+    if not NAME_RE.fullmatch(name):
+        raise CreateInputError(
+            f"migration name {name[:80]!r}{'...' if len(name) > 80 else ''} is not descriptive snake_case "
+            "(lower-case letters, digits, underscores, starting with a letter), e.g. add_patient_table"
+        )
+    bad = next((c for c in justification if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise CreateInputError(
+            f"--justification must be one line of text: it contains {bad!r} at position "
+            f"{justification.index(bad) + 1}; remove line breaks and control characters"
+        )
+    name_max = _name_max(directory)
+    longest = len(f"{0:0{DIGITS}d}_{name}.down.sql".encode())
+    if longest > name_max:
+        raise CreateInputError(
+            f"migration name is {len(name)} characters: its file names would exceed this filesystem's "
+            f"{name_max}-byte limit; use at most {name_max - longest + len(name)} characters"
         )
     directory.mkdir(parents=True, exist_ok=True)
     existing = load(directory)
@@ -284,16 +343,28 @@ def create(directory: Path | str, name: str, *, justification: str = "") -> tupl
                 f"a migration named {name!r} already exists ({mig.label}); choose another name"
             )
     version = existing.latest + 1 if existing.latest >= 0 else 1
+    latest = existing.get(existing.latest)
+    highest = f"migration {latest.label}" if latest else str(directory)
     # Versions of files that failed to load still occupy their number.
     for p in existing.problems:
         m = FILE_RE.match(Path(p.file).name)
         if m and int(m.group(1)) >= version:
-            version = int(m.group(1)) + 1
+            version, highest = int(m.group(1)) + 1, p.file
+    if version > MAX_VERSION:
+        raise MigrationFileError(
+            f"{highest} has the largest version schema_migrations can hold ({MAX_VERSION}), so no later "
+            "migration can be numbered; nothing was written. Renumber the folder before adding migrations"
+        )
     stem = f"{version:0{DIGITS}d}_{name}"
+    if len(f"{stem}.down.sql".encode()) > name_max:
+        raise CreateInputError(
+            f"migration name is {len(name)} characters: with version {version} its file names would exceed "
+            f"this filesystem's {name_max}-byte limit; use at most {name_max - len(stem) + len(name) - 9} characters"
+        )
     up = directory / f"{stem}.up.sql"
     down = directory / f"{stem}.down.sql"
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    why = justification or "TODO: why this change is needed (ticket, business reason)"
+    why = justification.strip() or "TODO: why this change is needed (ticket, business reason)"
     header = (
         f"-- Migration: {stem}\n"
         f"-- Created: {created}\n"

@@ -11,6 +11,7 @@ unknown event type, a programming error). httpx is imported only when something 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,10 +19,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from migrator import __version__
@@ -33,20 +34,11 @@ from migrator.retry import backoff_delay, retry_after_seconds
 log = logging.getLogger("migrator.notify")
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = (
-    "migration.succeeded",
-    "migration.failed",
-    "database.dirty",
-    "backup.failed",
-    "approval.requested",
-    "migration.pending",
-    "fleet.completed",
-    "fleet.failed",
-)
 TEST_EVENT = "test"
-ALL_EVENT_TYPES = (*EVENT_TYPES, TEST_EVENT)
 FORMATS = ("json", "slack")
 MAX_TEXT = 4000  # long texts (a PostgreSQL error quoting a huge statement) are clipped to keep alerts readable
+RESPONSE_SNIPPET_BYTES = 4096  # at most this much of a receiver's answer is read (quoted in the error)
+SNIPPET_SECONDS = 1.0  # and for at most this long: the status code is what matters
 
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -70,18 +62,6 @@ EVENT_FIELDS = (
     "run_id",
     "flow_run_url",
 )
-_FAILURE_EVENTS = frozenset({"migration.failed", "database.dirty", "backup.failed", "fleet.failed"})
-
-_TITLES = {
-    "migration.succeeded": (":white_check_mark:", "Migration succeeded"),
-    "migration.failed": (":x:", "Migration failed"),
-    "database.dirty": (":warning:", "Database is dirty"),
-    "backup.failed": (":x:", "Backup failed"),
-    "approval.requested": (":raised_hand:", "Approval requested"),
-    "fleet.completed": (":white_check_mark:", "Fleet migrated"),
-    "fleet.failed": (":x:", "Fleet migration failed"),
-    TEST_EVENT: (":bell:", "Test alert"),
-}
 
 _log_only_notice_lock = threading.Lock()
 _log_only_notice_given = False
@@ -228,40 +208,105 @@ def _redact_value(value: Any) -> Any:
     return redact(value)
 
 
-def _summary(event: str, e: Mapping[str, Any]) -> str:
-    """One line a person understands on a phone lock screen."""
+def _where(e: Mapping[str, Any]) -> str:
     db = e.get("database") or "database"
     env = e.get("environment")
-    where = f"{db} ({env})" if env else db
+    return f"{db} ({env})" if env else str(db)
+
+
+def _span(e: Mapping[str, Any]) -> str:
     before, after = e.get("version_before"), e.get("version_after")
-    error = e.get("error")
-    if event == "migration.succeeded":
-        span = f" from version {before} to {after}" if before is not None or after is not None else ""
-        return f"{where}: migrated{span}"
-    if event == "migration.failed":
-        ver = e.get("failing_version")
-        what = f"migration {ver}" if ver is not None else "migration"
-        if e.get("file"):
-            what += f" ({e['file']})"
-        return f"{where}: {what} failed" + (f": {error}" if error else "")
-    if event == "database.dirty":
-        ver = next((v for v in (e.get("failing_version"), after, before) if v is not None), None)
-        at = f" at version {ver}" if ver is not None else ""
-        return f"{where} is dirty{at}: inspect the schema, then `migrator force V` with the last good version"
-    if event == "backup.failed":
-        return f"{where}: backup failed" + (f": {error}" if error else "")
-    if event == "approval.requested":
-        span = f" from version {before} to {after}" if before is not None or after is not None else ""
-        return f"{where}: approval requested to migrate{span}"
-    if event == "migration.pending":
-        return f"{where}: migrations pending since version {before}"
-    return f"{where}: test alert from `migrator notify test`"
+    return f" from version {before} to {after}" if before is not None or after is not None else ""
+
+
+def _with_error(text: str, e: Mapping[str, Any]) -> str:
+    return text + (f": {e['error']}" if e.get("error") else "")
+
+
+def _migrated(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: migrated{_span(e)}"
+
+
+def _migration_failed(e: Mapping[str, Any]) -> str:
+    ver = e.get("failing_version")
+    what = f"migration {ver}" if ver is not None else "migration"
+    if e.get("file"):
+        what += f" ({e['file']})"
+    return _with_error(f"{_where(e)}: {what} failed", e)
+
+
+def _dirty(e: Mapping[str, Any]) -> str:
+    ver = next((e.get(k) for k in ("failing_version", "version_after", "version_before") if e.get(k) is not None), None)
+    at = f" at version {ver}" if ver is not None else ""
+    return f"{_where(e)} is dirty{at}: inspect the schema, then `migrator force V` with the last good version"
+
+
+def _approval_requested(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: approval requested to migrate{_span(e)}"
+
+
+def _pending(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: migrations pending since version {e.get('version_before')}"
+
+
+def _test(e: Mapping[str, Any]) -> str:
+    return f"{_where(e)}: test alert from `migrator notify test`"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One kind of alert: its Slack title, how loud it is, and its one-line summary.
+
+    ``severity`` is ``info`` (logged at INFO), ``warning`` or ``critical`` (logged at WARNING; a
+    person should look). Without ``summary`` the line is "<db> (<env>): <title in lower case>[: error]";
+    a caller's ``message=`` always wins.
+    """
+
+    name: str
+    emoji: str
+    title: str
+    severity: Literal["info", "warning", "critical"]
+    summary: Callable[[Mapping[str, Any]], str] | None = None
+
+    def describe(self, e: Mapping[str, Any]) -> str:
+        if self.summary is not None:
+            return self.summary(e)
+        return _with_error(f"{_where(e)}: {self.title[:1].lower()}{self.title[1:]}", e)
+
+
+# The registry: a new event is one line here (callers then use its name with send_event).
+EVENTS: dict[str, EventType] = {
+    t.name: t
+    for t in (
+        EventType("migration.succeeded", ":white_check_mark:", "Migration succeeded", "info", _migrated),
+        EventType("migration.failed", ":x:", "Migration failed", "critical", _migration_failed),
+        EventType("database.dirty", ":warning:", "Database is dirty", "critical", _dirty),
+        EventType("backup.failed", ":x:", "Backup failed", "critical"),
+        EventType("approval.requested", ":raised_hand:", "Approval requested", "info", _approval_requested),
+        EventType("approval.rejected", ":no_entry_sign:", "Approval rejected: nothing applied", "warning"),
+        EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),
+        EventType("recovery.completed", ":white_check_mark:", "Recovery completed", "info"),
+        EventType("recovery.failed", ":x:", "Recovery failed", "critical"),
+        EventType("rehearsal.failed", ":x:", "Rehearsal failed", "critical"),
+        EventType("fleet.completed", ":white_check_mark:", "Fleet migration completed", "info"),
+        EventType("fleet.failed", ":x:", "Fleet migration failed", "critical"),
+        EventType(TEST_EVENT, ":bell:", "Test alert", "info", _test),
+    )
+}
+EVENT_TYPES = tuple(name for name in EVENTS if name != TEST_EVENT)
+ALL_EVENT_TYPES = tuple(EVENTS)
+
+
+def _check_event(event: str) -> EventType:
+    try:
+        return EVENTS[event]
+    except KeyError:
+        raise ValueError(f"unknown event type {event!r}; use one of {', '.join(ALL_EVENT_TYPES)}") from None
 
 
 def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]:
     """The event dict (schema_version 1); every string redacted, database reduced to its name."""
-    if event not in ALL_EVENT_TYPES:
-        raise ValueError(f"unknown event type {event!r}; use one of {', '.join(ALL_EVENT_TYPES)}")
+    kind = _check_event(event)
     import uuid
 
     register_url(settings.database_url)
@@ -296,7 +341,7 @@ def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]
         if e[key] is not None:
             e[key] = _clip(str(e[key]), MAX_TEXT)
     e = _redact_value(e)
-    summary = str(given["message"]) if given.get("message") else _summary(event, e)
+    summary = str(given["message"]) if given.get("message") else kind.describe(e)
     e["message"] = _clip(redact(summary), MAX_TEXT)
     return e
 
@@ -330,7 +375,8 @@ def _clip(text: str, limit: int) -> str:
 
 def slack_payload(e: Mapping[str, Any]) -> dict[str, Any]:
     """Slack incoming-webhook message: ``text`` (notification line) plus blocks laid out for a phone."""
-    emoji, title = _TITLES.get(e["event"], (":bell:", e["event"]))
+    kind = EVENTS.get(e["event"])
+    emoji, title = (kind.emoji, kind.title) if kind else (":bell:", str(e["event"]))
     env = e.get("environment") or ""
     header = f"{emoji} {title}" + (f" · {env}" if env else "")
     blocks: list[dict[str, Any]] = [
@@ -453,6 +499,7 @@ class DeliveryResult:
     signed: bool = False
     logged_only: bool = False
     duration_ms: int = 0
+    response_bytes: int = 0  # body bytes read from the receiver's answers (bounded per attempt)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _redact_value(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
@@ -485,8 +532,7 @@ def send_event(settings: Settings, event: str, **fields: Any) -> DeliveryResult:
 
     Raises ValueError only for an unknown event type (a programming error, caught by the tests).
     """
-    if event not in ALL_EVENT_TYPES:
-        raise ValueError(f"unknown event type {event!r}; use one of {', '.join(ALL_EVENT_TYPES)}")
+    _check_event(event)
     try:
         return _send(settings, event, fields)
     except Exception as exc:  # a bug here must not replace the failure being reported
@@ -498,7 +544,7 @@ def send_event(settings: Settings, event: str, **fields: Any) -> DeliveryResult:
 def _send(settings: Settings, event: str, fields: Mapping[str, Any]) -> DeliveryResult:
     e = build_event(settings, event, **fields)
     body_json = json.dumps(e, ensure_ascii=False, default=str)
-    level = logging.WARNING if event in _FAILURE_EVENTS else logging.INFO
+    level = logging.INFO if EVENTS[event].severity == "info" else logging.WARNING
     fmt = settings.webhook_format if settings.webhook_format in FORMATS else "json"
     if not settings.webhook_url:
         _notice_once("log-only", "no webhook configured (WEBHOOK_URL / --webhook-url): events go to the log only")
@@ -551,84 +597,117 @@ def _is_cert_error(exc: BaseException) -> bool:
     return False
 
 
+@dataclass
+class _Outcome:
+    """One attempt: ``error`` is empty when delivered; ``final`` stops the retries (4xx, bad URL, TLS)."""
+
+    status: int | None = None
+    error: str = ""
+    final: bool = False
+    retry_after: float | None = None
+    body_bytes: int = 0
+
+
 def _deliver(
     settings: Settings, e: Mapping[str, Any], body: bytes, options: DeliveryOptions, result: DeliveryResult
 ) -> None:
-    """POST ``body`` with retries; fills ``result`` in place (so the attempt count survives any error)."""
-    import httpx
+    """POST ``body`` with retries, the whole of it within WEBHOOK_MAX_TOTAL; fills ``result`` in place.
 
-    url = settings.webhook_url or ""
-    secret = settings.webhook_secret
-    if not secret:
+    Runs on an event loop of its own (in a helper thread when the caller already runs one): asyncio
+    cancellation is what bounds an attempt as a whole, including a receiver that trickles its status
+    line or body a byte at a time (httpx's timeouts apply to each read, so they never fire then).
+    """
+    if not settings.webhook_secret:
         _notice_once(
             "unsigned",
             "WEBHOOK_SECRET is not set: webhook requests are sent unsigned; set WEBHOOK_SECRET (or "
             "--webhook-secret) so receivers can verify X-Webhook-Signature",
         )
-    deadline = time.monotonic() + options.max_total
-    base_headers = {
+    _run_coroutine(lambda: _deliver_async(settings, e, body, options, result))
+
+
+def _run_coroutine(make: Callable[[], Any]) -> None:
+    """Run ``make()``'s coroutine to the end on a private loop (never waiting for stray resolver threads)."""
+    import asyncio
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(make())
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            run()
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=in_thread, name="webhook-delivery", daemon=True)
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
+def _headers(e: Mapping[str, Any], body: bytes, secret: str | None, attempt: int) -> dict[str, str]:
+    headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": f"askfrank-migrator/{__version__}",
         IDEMPOTENCY_HEADER: str(e["id"]),
         EVENT_HEADER: str(e["event"]),
+        ATTEMPT_HEADER: str(attempt),
     }
+    if secret:
+        ts = int(time.time())
+        headers[TIMESTAMP_HEADER] = str(ts)
+        headers[SIGNATURE_HEADER] = sign(secret, ts, body)
+    return headers
+
+
+async def _deliver_async(
+    settings: Settings, e: Mapping[str, Any], body: bytes, options: DeliveryOptions, result: DeliveryResult
+) -> None:
+    import asyncio
+
+    import httpx
+
+    deadline = time.monotonic() + options.max_total
+    url = settings.webhook_url or ""
+    err = ""
     # verify=True is httpx's default, spelled out: certificate checks are never turned off.
-    with httpx.Client(verify=True, follow_redirects=False, trust_env=True) as client:
-        err = ""
+    async with httpx.AsyncClient(
+        verify=True, follow_redirects=False, trust_env=True, timeout=options.timeout
+    ) as client:
         for attempt in range(1, options.max_attempts + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 result.error = f"{err}; gave up: WEBHOOK_MAX_TOTAL={options.max_total:g}s used up"
                 return
-            headers = dict(base_headers)
-            headers[ATTEMPT_HEADER] = str(attempt)
-            if secret:
-                ts = int(time.time())
-                headers[TIMESTAMP_HEADER] = str(ts)
-                headers[SIGNATURE_HEADER] = sign(secret, ts, body)
             result.attempts = attempt
-            retry_after: float | None = None
-            timeout = min(options.timeout, remaining)
-            try:
-                response = client.post(url, content=body, headers=headers, timeout=timeout)
-            except httpx.TimeoutException as exc:
-                result.status = None
-                err = f"no response within {timeout:.3g}s ({type(exc).__name__}, WEBHOOK_TIMEOUT)"
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                result.error = f"invalid webhook URL: {exc}"
+            headers = _headers(e, body, settings.webhook_secret, attempt)
+            outcome = await _attempt(client, url, body, headers, min(options.timeout, remaining))
+            result.status = outcome.status
+            result.response_bytes += outcome.body_bytes
+            if not outcome.error:
+                result.delivered, result.error = True, None
                 return
-            except httpx.TransportError as exc:
-                result.status = None
-                reason = str(exc) or type(exc).__name__
-                if _is_cert_error(exc):
-                    result.error = (
-                        f"TLS certificate verification failed ({reason}); fix the receiver's certificate "
-                        "or trust its CA with SSL_CERT_FILE (verification is never turned off)"
-                    )
-                    return
-                err = f"connection error ({type(exc).__name__}): {reason}"
-            else:
-                result.status = response.status_code
-                if 200 <= response.status_code < 300:
-                    result.delivered = True
-                    result.error = None
-                    return
-                snippet = _clip(response.text.strip().replace("\n", " "), 200) if response.content else ""
-                err = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
-                if response.status_code == 429:
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                elif response.status_code < 500:
-                    result.error = f"{err} (not retried: the receiver rejected the request)"
-                    return
-            if attempt == options.max_attempts:
-                result.error = f"{err}; gave up after WEBHOOK_MAX_ATTEMPTS={options.max_attempts}"
+            err = outcome.error
+            if outcome.final:
+                result.error = err
                 return
-            wait = backoff_delay(attempt, options.backoff_base, options.backoff_max)
-            if retry_after is not None:
-                wait = max(wait, retry_after)
-            if time.monotonic() + wait >= deadline:
-                why = f"Retry-After {retry_after:g}s" if retry_after is not None else f"next try in {wait:.2g}s"
-                result.error = f"{err}; gave up: {why} would pass WEBHOOK_MAX_TOTAL={options.max_total:g}s"
+            wait = _next_wait(attempt, outcome, options, deadline)
+            if isinstance(wait, str):
+                result.error = f"{err}; gave up: {wait}"
                 return
             result.error = err
             log.warning(
@@ -638,4 +717,85 @@ def _deliver(
                     f"retrying in {wait:.2g}s"
                 ),
             )
-            time.sleep(wait)
+            await asyncio.sleep(wait)
+
+
+def _next_wait(attempt: int, outcome: _Outcome, options: DeliveryOptions, deadline: float) -> float | str:
+    """Seconds before the next attempt, or why there is none (as the end of the error message)."""
+    if attempt == options.max_attempts:
+        return f"after WEBHOOK_MAX_ATTEMPTS={options.max_attempts}"
+    wait = backoff_delay(attempt, options.backoff_base, options.backoff_max)
+    if outcome.retry_after is not None:
+        wait = max(wait, outcome.retry_after)
+    if time.monotonic() + wait >= deadline:
+        why = f"Retry-After {outcome.retry_after:g}s" if outcome.retry_after is not None else f"next try in {wait:.2g}s"
+        return f"{why} would pass WEBHOOK_MAX_TOTAL={options.max_total:g}s"
+    return wait
+
+
+async def _attempt(client: Any, url: str, body: bytes, headers: dict[str, str], timeout: float) -> _Outcome:
+    """One POST: connect, send and the status line + headers within ``timeout`` as a whole; then at
+    most RESPONSE_SNIPPET_BYTES of a non-2xx body, for at most SNIPPET_SECONDS (within ``timeout`` too)."""
+    import asyncio
+
+    import httpx
+
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            response = await client.send(client.build_request("POST", url, content=body, headers=headers), stream=True)
+    except TimeoutError:
+        return _Outcome(error=f"no response within {timeout:.3g}s (WEBHOOK_TIMEOUT bounds each attempt)")
+    except httpx.TimeoutException as exc:
+        return _Outcome(error=f"no response within {timeout:.3g}s ({type(exc).__name__}, WEBHOOK_TIMEOUT)")
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        return _Outcome(error=f"invalid webhook URL: {exc}", final=True)
+    except httpx.TransportError as exc:
+        reason = str(exc) or type(exc).__name__
+        if _is_cert_error(exc):
+            return _Outcome(
+                error=f"TLS certificate verification failed ({reason}); fix the receiver's certificate "
+                "or trust its CA with SSL_CERT_FILE (verification is never turned off)",
+                final=True,
+            )
+        return _Outcome(error=f"connection error ({type(exc).__name__}): {reason}")
+    try:
+        status = response.status_code
+        if 200 <= status < 300:
+            return _Outcome(status=status)  # its body is not needed: never read it
+        budget = min(SNIPPET_SECONDS, timeout - (time.monotonic() - started))
+        snippet, read = await _snippet(response, budget)
+    finally:
+        await response.aclose()  # an unread body is not drained: the connection is dropped instead
+    err = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    if status == 429:
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        return _Outcome(status, err, retry_after=retry_after, body_bytes=read)
+    if status < 500:
+        return _Outcome(status, f"{err} (not retried: the receiver rejected the request)", final=True, body_bytes=read)
+    return _Outcome(status, err, body_bytes=read)
+
+
+async def _snippet(response: Any, budget: float) -> tuple[str, int]:
+    """(the first RESPONSE_SNIPPET_BYTES of the raw body as one clipped line, bytes read); an endless or
+    trickling body costs at most that much memory and ``budget`` seconds."""
+    import asyncio
+
+    import httpx
+
+    data = bytearray()
+    read = 0
+    if budget > 0:
+        try:
+            async with asyncio.timeout(budget), contextlib.aclosing(response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    read += len(chunk)
+                    data += chunk[: RESPONSE_SNIPPET_BYTES - len(data)]
+                    if len(data) >= RESPONSE_SNIPPET_BYTES:
+                        break
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the status code is the answer; the text is a courtesy
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+        return "", read  # raw bytes of a compressed body say nothing (and are never decompressed)
+    text = bytes(data).decode("utf-8", "replace").strip().replace("\r", " ").replace("\n", " ")
+    return _clip(text, 200), read

@@ -26,6 +26,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def write_stdout(text: str) -> None:
+    """Text on stdout as is (credentials redacted), ending with one newline."""
+    sys.stdout.write(redact(text).rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
 def info(message: str) -> None:
     """A progress or result line for people, on stderr so --json stdout stays parseable."""
     sys.stderr.write(redact(message) + "\n")
@@ -46,7 +52,14 @@ def table(
     styles: Callable[[Sequence[Any]], str | None] | None = None,
     caption: str | None = None,
 ) -> None:
-    """Print a rich table on stdout; ``styles`` may colour a row (e.g. red for dirty)."""
+    """Print a rich table on stdout; ``styles`` may colour a row (e.g. red for dirty).
+
+    Into a pipe or file the table is plain aligned text with nothing cut (rich would squeeze it
+    into 80 columns and draw boxes that ``grep``/``awk`` then have to step around).
+    """
+    if not is_terminal():
+        plain_table(title, columns, rows, caption=caption)
+        return
     from rich.table import Table
 
     t = Table(title=title, caption=redact(caption) if caption else None, title_justify="left")
@@ -57,6 +70,35 @@ def table(
     _console().print(t)
 
 
+def is_terminal() -> bool:
+    """True when stdout is an interactive terminal (tables, colours); False in pipes, files and CI."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def plain_table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str | None = None
+) -> None:
+    """Columns separated by two spaces and padded to the widest cell; multi-line cells joined with ' / '."""
+    cells = [[redact("" if v is None else str(v)).replace("\n", " / ") for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    out = []
+    if title:
+        out.append(redact(title))
+    for row in [list(columns), *cells]:
+        out.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if caption:
+        out.append(redact(caption))
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
+
+
 def line(message: str, style: str | None = None) -> None:
     """A line on stdout for people (rich markup disabled so file names print verbatim)."""
+    if not is_terminal():
+        sys.stdout.write(redact(message) + "\n")
+        sys.stdout.flush()
+        return
     _console().print(redact(message), style=style, markup=False)

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 MASK = "****"
 
 _secrets: set[str] = set()
 
 # scheme://user:password@host  -> scheme://user:****@host
-_URL_USERINFO = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
+# (the password may hold '#', '?', '/' or '@': everything up to the last '@' of the word is masked)
+_URL_USERINFO = re.compile(
+    r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^\s\"'<>\\]*)(?P<at>@)"
+)
 # password=secret / password = 'se cret' (libpq conninfo) and PGPASSWORD=...
 _KV_PASSWORD = re.compile(
     r"(?P<key>\b(?:password|passwd|pgpassword|secret|token|api[_-]?key)\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|\S+)",
@@ -33,20 +36,30 @@ def register_secret(secret: str | None) -> None:
 
 
 def register_url(url: str | None) -> None:
-    """Register the password of a connection URL (raw and percent-decoded forms)."""
+    """Register every credential a connection URL or libpq key/value string may carry.
+
+    The password is taken however the URL may be read (see ``urlparts.password_candidates``),
+    raw and percent-decoded, plus any ``password=`` / ``sslpassword=`` value. A URL that cannot be
+    split unambiguously is wholly secret: the whole string is registered.
+    """
     if not url:
         return
-    try:
-        parts = urlsplit(url)
-        pw = parts.password
-    except ValueError:
-        pw = None
-    if pw:
-        register_secret(pw)
-        register_secret(unquote(pw))
-    m = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url)
-    if m:
-        register_secret(m.group(1).strip("'"))
+    from migrator.urlparts import UrlError, has_scheme, password_candidates, split_url
+
+    if has_scheme(url):
+        for candidate in password_candidates(url):
+            register_secret(candidate)
+        try:
+            split_url(url)
+        except UrlError:
+            register_secret(url.strip())
+            register_secret(url.strip().split("://", 1)[1])
+    elif not re.match(r"\s*[A-Za-z_]+\s*=", url):
+        register_secret(url.strip())  # neither a URL nor key=value settings: all of it is secret
+    for m in re.finditer(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^&\s]+)", url, re.IGNORECASE):
+        value = m.group(1)
+        register_secret(value.strip("'"))
+        register_secret(unquote(value))
 
 
 def redact(text: object) -> str:

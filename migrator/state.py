@@ -11,14 +11,18 @@ The audit trail lives in ``{table}_history`` next to it; golang-migrate never re
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import logging
+import random
 import socket
 import time
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
 
 from migrator import __version__
 from migrator.config import TableName
@@ -39,25 +43,21 @@ def advisory_lock_id(database_name: str, *additional_names: str) -> int:
     return (zlib.crc32(name.encode("utf-8")) * ADVISORY_LOCK_SALT) % 2**32
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclass(frozen=True)
 class StateTable:
-    """The resolved state table of one database: quoted names and the two golang-migrate lock ids."""
+    """The resolved state table of one database: its names and the two golang-migrate lock ids."""
 
     schema: str
     table: str
     database: str
 
     @property
-    def qualified(self) -> str:
-        return f"{_ident(self.schema)}.{_ident(self.table)}"
+    def qualified(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table)
 
     @property
-    def history(self) -> str:
-        return f"{_ident(self.schema)}.{_ident(self.table + '_history')}"
+    def history(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table + "_history")
 
     @property
     def lock_ids(self) -> tuple[int, int]:
@@ -78,7 +78,77 @@ def resolve_table(conn: psycopg.Connection, name: TableName) -> StateTable:
         raise ConfigError(
             "the connection has no current schema (empty search_path); set search_path or use --table schema.table"
         )
-    return StateTable(schema=schema, table=name.table, database=database)
+    st = StateTable(schema=schema, table=name.table, database=database)
+    check_state_table(conn, st)
+    return st
+
+
+MAX_NAME_BYTES = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+_GOLANG_MIGRATE_COLUMNS = [("version", "bigint", True), ("dirty", "boolean", True)]
+_HISTORY_REQUIRED = {"id", "version", "direction", "success", "started_at", "finished_at", "duration_ms"}
+_TABLE_OPTION = "--table / MIGRATIONS_TABLE / x-migrations-table"
+
+
+def check_state_table(conn: psycopg.Connection, st: StateTable) -> None:
+    """Refuse a state table name that would touch something that is not ours (issue 10.11).
+
+    Before anything is created: a name PostgreSQL would truncate (so ``{table}_history`` could
+    collide with another table), a system schema, or an existing table (or view) that is not a
+    golang-migrate state table / our audit table, e.g. an application's ``users`` or Rails'
+    ``schema_migrations(version varchar)``.
+    """
+    where = f"{st.schema}.{st.table}"
+    history = st.table + "_history"
+    for label, name in (("schema", st.schema), ("audit table", history)):
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ConfigError(
+                f"migrations table {where!r} is too long: its {label} name {name!r} has "
+                f"{len(name.encode('utf-8'))} bytes and PostgreSQL truncates names to {MAX_NAME_BYTES}, so it could "
+                f"collide with another table; use a table name of at most {MAX_NAME_BYTES - len('_history')} bytes "
+                f"({_TABLE_OPTION})"
+            )
+    if st.schema in _SYSTEM_SCHEMAS or st.schema.startswith(("pg_toast", "pg_temp")):
+        raise ConfigError(
+            f"migrations table {where!r} is in the system schema {st.schema}; use a schema of your own, "
+            f"e.g. public.schema_migrations ({_TABLE_OPTION})"
+        )
+    found = _relation_columns(conn, st.schema, st.table)
+    if found is not None and found != ("r", _GOLANG_MIGRATE_COLUMNS):
+        raise ConfigError(
+            f"{where} exists but is not a golang-migrate state table ({_describe(found)}; expected "
+            "version bigint not null, dirty boolean not null): it belongs to something else (an application "
+            f"table, another migration tool); choose another name with {_TABLE_OPTION}. Nothing was changed"
+        )
+    found = _relation_columns(conn, st.schema, history)
+    if found is not None and (found[0] != "r" or not {c for c, _t, _n in found[1]} >= _HISTORY_REQUIRED):
+        raise ConfigError(
+            f"{st.schema}.{history} exists but is not this tool's audit table ({_describe(found)}); "
+            f"choose another migrations table name with {_TABLE_OPTION}. Nothing was changed"
+        )
+
+
+def _relation_columns(
+    conn: psycopg.Connection, schema: str, name: str
+) -> tuple[str, list[tuple[str, str, bool]]] | None:
+    """(relkind, [(column, type, not null)]) of a relation, or None when there is none."""
+    rows = conn.execute(
+        """SELECT c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           WHERE n.nspname = %s AND c.relname = %s ORDER BY a.attnum""",
+        (schema, name),
+    ).fetchall()
+    if not rows:
+        return None
+    return rows[0][0], [(c, t, bool(nn)) for _k, c, t, nn in rows if c is not None]
+
+
+def _describe(found: tuple[str, list[tuple[str, str, bool]]]) -> str:
+    kind = {"r": "table", "v": "view", "m": "materialized view", "p": "partitioned table", "f": "foreign table",
+            "i": "index", "S": "sequence"}.get(found[0], "relation")
+    cols = ", ".join(f"{c} {t}" for c, t, _n in found[1][:6]) + (", ..." if len(found[1]) > 6 else "")
+    return f"a {kind} with columns {cols}" if cols else f"a {kind}"
 
 
 def table_exists(conn: psycopg.Connection, st: StateTable, history: bool = False) -> bool:
@@ -89,20 +159,41 @@ def table_exists(conn: psycopg.Connection, st: StateTable, history: bool = False
     return row is not None
 
 
+DIRECTIONS = ("up", "down", "force", "recover")
+
+# Columns added after the first release, each with its type: ensure_tables adds the missing ones
+# in place (ADD COLUMN IF NOT EXISTS), so databases audited by an older migrator keep their rows.
+_AUDIT_COLUMNS = {
+    "statements_total": "integer",  # statements in the file as the engine splits it
+    "statements_done": "integer",  # statements that completed (rolled back ones included: the index reached)
+    "failed_statement": "integer",  # 1-based index of the failing statement, NULL if none
+    "statement_hashes": "text[]",  # statement_hash of each statement, in file order
+    "action": "text",  # recoveries: revert | resume | mark_applied | leave_dirty
+    "comment": "text",
+}
+
+
 def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
-    """Create the golang-migrate state table (exact DDL) and our history table when missing."""
+    """Create the golang-migrate state table (exact DDL) and our history table, or upgrade the latter.
+
+    Runs under the migration lock. ALTERs run only when something is missing: even a no-op
+    ``ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock on the history table.
+    """
     if not table_exists(conn, st):
         conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {st.qualified} (version bigint not null primary key, dirty boolean not null)"
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (version bigint not null primary key, dirty boolean not null)"
+            ).format(st.qualified)
         )
     if not table_exists(conn, st, history=True):
         conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {st.history} (
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
                 id bigserial PRIMARY KEY,
                 run_id text,
                 version bigint NOT NULL,
                 name text,
-                direction text NOT NULL CHECK (direction IN ('up', 'down', 'force')),
+                direction text NOT NULL,
                 checksum text,
                 success boolean NOT NULL,
                 from_version bigint,
@@ -118,30 +209,73 @@ def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
                 approved_by text,
                 error text
             )"""
+            ).format(st.history)
         )
+    _upgrade_history(conn, st)
+
+
+def _upgrade_history(conn: psycopg.Connection, st: StateTable) -> None:
+    """Add the audit columns and the direction CHECK (with 'recover') where an older table lacks them."""
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (st.schema, st.table + "_history"),
+        ).fetchall()
+    }
+    missing = [(c, t) for c, t in _AUDIT_COLUMNS.items() if c not in have]
+    checks = conn.execute(
+        """SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c
+           WHERE c.conrelid = %s::regclass AND c.contype = 'c'""",
+        (st.history.as_string(conn),),
+    ).fetchall()
+    direction_checks = [(n, d) for n, d in checks if "direction" in d]
+    current = [n for n, d in direction_checks if all(f"'{x}'" in d for x in DIRECTIONS)]
+    if not missing and current:
+        return
+    with conn.transaction():
+        for column, type_ in missing:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} " + type_).format(
+                    st.history, sql.Identifier(column)
+                )
+            )
+        if not current:
+            for name, _def in direction_checks:
+                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(st.history, sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (direction IN ({}))").format(
+                    st.history,
+                    sql.Identifier((st.table + "_history")[:45] + "_direction_check"),
+                    sql.SQL(", ").join(sql.Literal(d) for d in DIRECTIONS),
+                )
+            )
 
 
 def read_state(conn: psycopg.Connection, st: StateTable) -> tuple[int, bool]:
     """(version, dirty); (-1, False) when the table is missing or empty, as golang-migrate."""
     if not table_exists(conn, st):
         return NO_VERSION, False
-    row = conn.execute(f"SELECT version, dirty FROM {st.qualified} LIMIT 1").fetchone()
+    row = conn.execute(sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(st.qualified)).fetchone()
     if row is None:
         return NO_VERSION, False
     return int(row[0]), bool(row[1])
 
 
-def state_statements(st: StateTable, version: int, dirty: bool) -> list[str]:
+def state_statements(st: StateTable, version: int, dirty: bool) -> list[sql.Composed]:
     """golang-migrate's SetVersion: empty the table, then INSERT unless (-1, clean).
 
     golang-migrate empties it with TRUNCATE; we DELETE: the table ends up identical, but DELETE
     does not take an ACCESS EXCLUSIVE lock (readers such as app start-up checks are not blocked)
     and avoids a new relation file per migration (measured: +1.2 ms per migration with TRUNCATE).
     """
-    stmts = [f"DELETE FROM {st.qualified}"]
+    stmts = [sql.SQL("DELETE FROM {}").format(st.qualified)]
     if version >= 0 or (version == NO_VERSION and dirty):
-        flag = "true" if dirty else "false"
-        stmts.append(f"INSERT INTO {st.qualified} (version, dirty) VALUES ({int(version)}, {flag})")
+        stmts.append(
+            sql.SQL("INSERT INTO {} (version, dirty) VALUES ({}, {})").format(
+                st.qualified, sql.Literal(int(version)), sql.Literal(bool(dirty))
+            )
+        )
     return stmts
 
 
@@ -149,7 +283,18 @@ def write_state(conn: psycopg.Connection, st: StateTable, version: int, dirty: b
     """Set the version (see ``state_statements``) in the caller's transaction, or in one of its own."""
     with conn.transaction():
         for stmt in state_statements(st, version, dirty):
-            conn.execute(stmt.encode())
+            conn.execute(stmt)
+
+
+def statement_hash(text: str) -> str:
+    """sha256 of a statement with its whitespace normalised (runs of blanks -> one space, trimmed).
+
+    ``resume`` compares these to tell whether the statements already run are unchanged in a fixed file.
+    """
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+STARTED_ERROR = "started: not finished (the process was killed or the server crashed during this migration)"
 
 
 @dataclass
@@ -170,17 +315,36 @@ class HistoryEntry:
     environment: str | None
     error: str | None = None
     approved_by: str | None = None
+    statements_total: int | None = None
+    statements_done: int | None = None
+    failed_statement: int | None = None
+    statement_hashes: list[str] | None = None
+    action: str | None = None
+    comment: str | None = None
 
 
-_HISTORY_COLUMNS = """run_id, version, name, direction, checksum, success, from_version, to_version,
-    client_host, tool_version, environment, error, approved_by, started_at, finished_at, duration_ms"""
+_HISTORY_COLUMNS = (
+    "run_id", "version", "name", "direction", "checksum", "success", "from_version", "to_version",
+    "client_host", "tool_version", "environment", "error", "approved_by", "statements_total",
+    "statements_done", "failed_statement", "statement_hashes", "action", "comment",
+    "started_at", "finished_at", "duration_ms",
+)  # fmt: skip
 
 
-def write_history(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> None:
-    conn.execute(
-        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})".encode(),
+def _insert(st: StateTable, timings: sql.Composable) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _HISTORY_COLUMNS)
+    values = sql.SQL(", ").join([sql.Placeholder()] * (len(_HISTORY_COLUMNS) - 3))
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({}, {})").format(st.history, columns, values, timings)
+
+
+def write_history(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> int:
+    """INSERT one audit row; returns its id."""
+    row = conn.execute(
+        _insert(st, sql.SQL("%s, %s, %s")) + sql.SQL(" RETURNING id"),
         (*_history_params(entry), entry.started_at, entry.finished_at, entry.duration_ms),
-    )
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> str:
@@ -188,16 +352,36 @@ def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEn
     taken server-side when the statement runs, i.e. right after the migration's statements."""
     import psycopg
 
-    query = (
-        f"INSERT INTO {st.history} ({_HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 14)}, clock_timestamp(), "
-        "round(extract(epoch FROM clock_timestamp() - %s) * 1000))"
+    query = _insert(
+        st, sql.SQL("%s, clock_timestamp(), round(extract(epoch FROM clock_timestamp() - %s) * 1000)")
     )
     params = (*_history_params(entry), entry.started_at, entry.started_at)
-    return psycopg.ClientCursor(conn).mogrify(query.encode(), params)
+    return psycopg.ClientCursor(conn).mogrify(query, params)
+
+
+def update_progress(conn: psycopg.Connection, st: StateTable, row_id: int, statements_done: int) -> None:
+    """Record on a "started" row that one more statement of a non-transactional file completed."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET statements_done = %s WHERE id = %s").format(st.history), (statements_done, row_id)
+    )
+
+
+def complete_history(conn: psycopg.Connection, st: StateTable, row_id: int, entry: HistoryEntry) -> None:
+    """Finish a "started" row: outcome, error, progress and timings (in the caller's transaction)."""
+    conn.execute(
+        sql.SQL(
+            """UPDATE {} SET success = %s, error = %s, statements_done = %s, failed_statement = %s,
+               to_version = %s, finished_at = %s, duration_ms = %s WHERE id = %s"""
+        ).format(st.history),
+        (
+            entry.success, entry.error, entry.statements_done, entry.failed_statement, entry.to_version,
+            entry.finished_at, entry.duration_ms, row_id,
+        ),
+    )
 
 
 def _history_params(entry: HistoryEntry) -> tuple[object, ...]:
-    """Values of the first 13 history columns (everything but the timings)."""
+    """Values of the history columns but the timings, in ``_HISTORY_COLUMNS`` order."""
     return (
         entry.run_id,
         entry.version,
@@ -212,6 +396,12 @@ def _history_params(entry: HistoryEntry) -> tuple[object, ...]:
         entry.environment,
         entry.error,
         entry.approved_by,
+        entry.statements_total,
+        entry.statements_done,
+        entry.failed_statement,
+        entry.statement_hashes,
+        entry.action,
+        entry.comment,
     )
 
 
@@ -221,9 +411,68 @@ def read_history(conn: psycopg.Connection, st: StateTable, limit: int | None = N
         return []
     from psycopg.rows import dict_row
 
-    q = f"SELECT * FROM {st.history} ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+    q = sql.SQL("SELECT * FROM {} ORDER BY id DESC").format(st.history)
+    if limit:
+        q += sql.SQL(" LIMIT {}").format(sql.Literal(int(limit)))
     with conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute(q).fetchall())
+
+
+@dataclass
+class Attempt:
+    """One audit row, as ``last_attempt`` reads it."""
+
+    id: int
+    version: int
+    name: str | None
+    direction: str
+    checksum: str | None
+    success: bool
+    error: str | None
+    statements_total: int | None
+    statements_done: int | None
+    failed_statement: int | None
+    statement_hashes: list[str] | None
+    action: str | None
+    started_at: datetime
+    finished_at: datetime
+    run_id: str | None
+    environment: str | None
+    approved_by: str | None
+    comment: str | None
+    from_version: int | None = None
+    to_version: int | None = None
+
+
+_ATTEMPT_FIELDS = [f.name for f in fields(Attempt)]
+
+
+def last_attempt(conn: psycopg.Connection, st: StateTable, version: int | None = None) -> Attempt | None:
+    """The newest up/down audit row for ``version`` (or the newest overall when None); None if there is none.
+
+    A table from before the audit columns existed is read as it is (the new fields are None).
+    """
+    if not table_exists(conn, st, history=True):
+        return None
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (st.schema, st.table + "_history"),
+        ).fetchall()
+    }
+    select = sql.SQL(", ").join(
+        sql.Identifier(f) if f in have else sql.SQL("NULL AS {}").format(sql.Identifier(f)) for f in _ATTEMPT_FIELDS
+    )
+    q = sql.SQL("SELECT {} FROM {} WHERE direction IN ('up', 'down')").format(select, st.history)
+    params: tuple[object, ...] = ()
+    if version is not None:
+        q += sql.SQL(" AND version = %s")
+        params = (version,)
+    from psycopg.rows import class_row
+
+    with conn.cursor(row_factory=class_row(Attempt)) as cur:
+        return cur.execute(q + sql.SQL(" ORDER BY id DESC LIMIT 1"), params).fetchone()
 
 
 def last_applied_ups(conn: psycopg.Connection, st: StateTable) -> dict[int, tuple[datetime, str | None]]:
@@ -231,8 +480,10 @@ def last_applied_ups(conn: psycopg.Connection, st: StateTable) -> dict[int, tupl
     if not table_exists(conn, st, history=True):
         return {}
     rows = conn.execute(
-        f"""SELECT DISTINCT ON (version) version, finished_at, checksum FROM {st.history}
+        sql.SQL(
+            """SELECT DISTINCT ON (version) version, finished_at, checksum FROM {}
             WHERE direction = 'up' AND success ORDER BY version, id DESC"""
+        ).format(st.history)
     ).fetchall()
     return {int(v): (t, c) for v, t, c in rows}
 
@@ -257,38 +508,54 @@ def _lock_holder(conn: psycopg.Connection, lock_id: int) -> str:
     return f"pid {pid} ({app or 'unknown application'}, {addr}, connected {started:%Y-%m-%d %H:%M:%S %Z})"
 
 
-def acquire_lock(conn: psycopg.Connection, st: StateTable, wait_seconds: float) -> None:
-    """Take both golang-migrate advisory locks (session level), waiting at most ``wait_seconds``."""
-    import psycopg
+def acquire_lock(
+    conn: psycopg.Connection, st: StateTable, wait_seconds: float, stop: Callable[[], bool] | None = None
+) -> None:
+    """Take both golang-migrate advisory locks (session level), waiting at most ``wait_seconds``.
 
-    deadline = time.monotonic() + wait_seconds
+    The wait is a poll of ``pg_try_advisory_lock`` with backoff from an idle autocommit session,
+    never a blocking ``pg_advisory_lock()``: a statement waiting inside the server holds a
+    snapshot, and ``CREATE INDEX CONCURRENTLY`` in the running migration waits for every older
+    snapshot, so a blocked waiter deadlocked with it (issue 10.1). Between polls this session is
+    idle and holds nothing. ``stop`` (a cancel request) ends the wait early with LockWaitStopped.
+    """
+    deadline = time.monotonic() + max(0.0, wait_seconds)
     taken: list[int] = []
-    try:
-        for lock_id in st.lock_ids:
-            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            if wait_seconds <= 0:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()
-                if not row or not row[0]:
-                    raise psycopg.errors.LockNotAvailable("lock busy")
-            else:
-                conn.execute(f"SET lock_timeout = {remaining_ms}")
-                conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
-            taken.append(lock_id)
-    except psycopg.errors.LockNotAvailable:
-        holder = _lock_holder(conn, lock_id)
-        release_lock(conn, taken)
-        raise LockTimeoutError(
-            f"migration lock {lock_id} on {st.database}.{st.schema}.{st.table} is held by {holder}; "
-            f"gave up after {wait_seconds:g}s. Another migrator or golang-migrate run is in progress: "
-            "wait for it, or raise --lock-wait"
-        ) from None
-    finally:
-        with contextlib.suppress(Exception):  # connection broken: nothing to reset
-            conn.execute("RESET lock_timeout")
+    for lock_id in st.lock_ids:
+        delay = 0.02
+        while not _try_lock(conn, lock_id):
+            if stop is not None and stop():
+                release_lock(conn, taken)
+                raise LockWaitStopped(f"stopped while waiting for the migration lock on {st.schema}.{st.table}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                holder = _lock_holder(conn, lock_id)
+                release_lock(conn, taken)
+                raise LockTimeoutError(
+                    f"migration lock {lock_id} on {st.database}.{st.schema}.{st.table} is held by {holder}; "
+                    f"gave up after {wait_seconds:g}s. Another migrator or golang-migrate run is in progress: "
+                    "wait for it, or raise --lock-wait"
+                )
+            if delay >= 0.5:
+                log.info("waiting for the migration lock held by %s", _lock_holder(conn, lock_id))
+            time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
+            delay = min(delay * 2, 1.0)
+        taken.append(lock_id)
     log.debug("took advisory locks %s", st.lock_ids)
 
 
+class LockWaitStopped(Exception):
+    """A cancel request arrived while waiting for the lock (nothing was taken or changed)."""
+
+
+def _try_lock(conn: psycopg.Connection, lock_id: int) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()
+    return bool(row and row[0])
+
+
 def release_lock(conn: psycopg.Connection, ids: tuple[int, ...] | list[int]) -> None:
+    if conn.closed:  # the session is gone (server crash, kill): so are its advisory locks
+        return
     for lock_id in reversed(list(ids)):
         try:
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))

@@ -7,6 +7,8 @@ from typing import Any
 
 from prefect import get_run_logger, runtime
 
+from tasks.environment import load_environment
+
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
     try:
@@ -27,3 +29,46 @@ def flow_run_url() -> str | None:
     except Exception:
         return None
     return str(url) if url else None
+
+
+def migrator_for(environment: str, approved_by: str | None = None) -> Any:
+    """The engine for ``environment``, logging its progress to the run and auditing this run's id."""
+    from migrator.engine import Migrator
+
+    env = load_environment(environment)
+    return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by)
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn`` for every retried task: a setting, a migration file, a dirty database
+    or a failed verify is the same on the next attempt, so it fails at once instead of after
+    minutes of retries; anything else (a network blip, a timeout) is retried."""
+    from migrator.errors import ConfigError, DirtyDatabaseError, MigrationFileError
+    from migrator.verify import VerifyError
+
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, ConfigError | MigrationFileError | DirtyDatabaseError | VerifyError)
+
+
+def deployment_run_url(deployment: str, parameters: dict[str, Any]) -> str | None:
+    """The UI's run form of ``deployment`` (``"force/prod"``) with ``parameters`` already filled in.
+
+    None when there is no such deployment (a local run) or no UI. The UI reads the ``parameters``
+    query value with ``JSON.parse(decodeURIComponent(...))`` after the router decoded it once,
+    so it is encoded twice, as the UI's own links are.
+    """
+    import json
+    from urllib.parse import quote
+
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.urls import url_for
+
+    try:
+        with get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name(deployment)
+        base = url_for(dep)
+    except Exception:
+        return None
+    if not base:
+        return None
+    return f"{base}/run?parameters={quote(quote(json.dumps(parameters), safe=''), safe='')}"

@@ -11,12 +11,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 
-from tasks._common import flow_run_id, run_logger
-from tasks.environment import load_environment
+from tasks._common import flow_run_id, retry_unless_permanent, run_logger
+from tasks.environment import Environment, load_environment
 
 
 @task(
     name="backup",
+    task_run_name="backup {environment}",
+    retry_condition_fn=retry_unless_permanent,
     retries=2,
     retry_delay_seconds=[10, 60],
     cache_policy=RUN_ID + TASK_SOURCE + INPUTS,
@@ -25,7 +27,7 @@ from tasks.environment import load_environment
 )
 def backup_database(environment: str) -> dict[str, Any]:
     """Take and verify a backup; returns its key, size and sha256 (no credentials)."""
-    from migrator.backup.core import create_backup, verify_backup
+    from migrator.backup import create_backup, verify_backup
 
     env = load_environment(environment)
     log = run_logger()
@@ -34,3 +36,12 @@ def backup_database(environment: str) -> dict[str, Any]:
     check = verify_backup(env.settings, result.key)
     log.info("backup %s verified: %s TOC entries", result.key, check.toc_entries)
     return {**result.to_dict(), "verified": check.ok, "toc_entries": check.toc_entries}
+
+
+def backup_task(env: Environment) -> Any:
+    """The backup task with ``env``'s timeout and retry policy (deployments/<env>.yaml)."""
+    return backup_database.with_options(
+        timeout_seconds=env.backup_task_seconds,
+        retries=env.backup_retries,
+        retry_delay_seconds=env.backup_retry_delay_seconds,
+    )

@@ -2,8 +2,10 @@
 
 The YAML never holds a secret, only where to find it: ``{secret_block: NAME, env: VAR}``. The
 Prefect Secret block wins when it exists; otherwise the environment variable of the worker is
-used. Anything not set in the YAML falls back to the usual migrator environment variables, so
-the ``local`` environment (embedded PostgreSQL, file:// backups, log-only alerts) needs nothing.
+used. Fail closed: in any environment but ``local`` (or one whose YAML says ``embedded: true``)
+every reference the YAML declares must resolve, or the run stops before connecting with one line
+naming the block and the variable; it never falls back to DATABASE_URL or the embedded server.
+The ``local`` environment (embedded PostgreSQL, file:// backups, log-only alerts) needs nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 
 from migrator.config import Settings
 from migrator.errors import ConfigError
-from migrator.redact import register_secret
+from migrator.redact import redact, register_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -45,53 +47,85 @@ class Environment:
     keep_days: float = 35
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def backup_task(self) -> Any:
-        """The backup task with this environment's timeout and retry policy."""
-        from tasks.backup import backup_database
-
-        return backup_database.with_options(
-            timeout_seconds=self.backup_task_seconds,
-            retries=self.backup_retries,
-            retry_delay_seconds=self.backup_retry_delay_seconds,
-        )
-
     @property
     def concurrency_limit(self) -> str:
         """The Prefect global concurrency limit shared by migrate, rollback and force runs."""
         return f"askfrank-migrations-{self.name}"
 
 
-def _secret(ref: Any, what: str, env_name: str) -> str | None:
-    """Resolve a plain value or a ``{secret_block, env}`` reference."""
+def is_local(name: str, raw: dict[str, Any]) -> bool:
+    """Only ``local`` (or a YAML that says ``embedded: true``) may use the embedded server or plain
+    DATABASE_URL, and may run with a secret reference that does not resolve."""
+    return name == "local" or raw.get("embedded") is True
+
+
+def _secret(ref: Any, what: str, env_name: str, *, required: bool = False) -> str | None:
+    """Resolve a plain value or a ``{secret_block, env}`` reference (the block wins when it exists).
+
+    ``required`` (non-local environments): a reference that resolves to nothing stops the run with
+    one line naming the block and the variable looked for. A block that cannot be read (API down)
+    always stops the run: it is never mistaken for a missing block.
+    """
     if ref is None:
         return None
     if isinstance(ref, str):
         return ref
-    if not isinstance(ref, dict) or not set(ref) <= {"secret_block", "env"}:
-        raise ConfigError(f"deployments/{env_name}.yaml: {what} must be a string or {{secret_block, env}}")
+    if not isinstance(ref, dict) or not set(ref) <= {"secret_block", "env"} or not ref:
+        raise ConfigError(
+            f"deployments/{env_name}.yaml: {what} must be a string or {{secret_block: NAME, env: VARIABLE}}"
+        )
     block = ref.get("secret_block")
+    var = ref.get("env")
+    looked: list[str] = []
     if block:
-        value = _load_secret_block(block)
+        found, value = _load_secret_block(str(block))
         if value:
             register_secret(value)
             return value
-    var = ref.get("env")
-    if var and os.environ.get(var):
-        value = os.environ[var]
-        register_secret(value)
-        return value
+        looked.append(f"Prefect Secret block {block!r} {'is empty' if found else 'does not exist'}")
+    if var:
+        value = os.environ.get(str(var))
+        if value:
+            register_secret(value)
+            return value
+        looked.append(f"environment variable {var} is {'empty' if value is not None else 'not set'} on this worker")
+    if required:
+        raise ConfigError(
+            f"environment {env_name!r}: {what} does not resolve ({'; '.join(looked)}); create the Secret block or "
+            f"set the variable (deployments/{env_name}.yaml). Stopped before connecting; nothing falls back to "
+            "another database"
+        )
     return None
 
 
-def _load_secret_block(name: str) -> str | None:
-    try:
-        from prefect.blocks.system import Secret
+def _load_secret_block(name: str) -> tuple[bool, str | None]:
+    """(exists, value) of the Prefect Secret block ``name``; ConfigError when it cannot be read."""
+    from prefect.blocks.system import Secret
+    from prefect.exceptions import ObjectNotFound
 
+    try:
         block: Any = Secret.load(name)  # sync call from our sync code (async_dispatch)
         value = block.get()
-    except Exception:  # no API, or no such block: fall back to the environment variable
-        return None
-    return str(value) if value else None
+    except ValueError as exc:
+        if isinstance(exc.__cause__, ObjectNotFound):
+            return False, None
+        raise ConfigError(f"Prefect Secret block {name!r} cannot be read: {redact(exc)}") from None
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read Prefect Secret block {name!r}: the Prefect API at {_api_url()} did not answer "
+            f"({type(exc).__name__}: {redact(' '.join(str(exc).split()))[:200]}); the block may exist, so the run "
+            "stops instead of treating it as missing. Check PREFECT_API_URL and the server"
+        ) from None
+    return True, (str(value) if value else None)
+
+
+def _api_url() -> str:
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        return redact(PREFECT_API_URL.value() or "(ephemeral)")
+    except Exception:  # settings unreadable: the error above is what matters
+        return "(unknown)"
 
 
 def load_environment(name: str, **overrides: Any) -> Environment:
@@ -109,30 +143,43 @@ def load_environment(name: str, **overrides: Any) -> Environment:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a mapping of settings (see deployments/local.yaml)")
     backup = raw.get("backup") or {}
     webhook = raw.get("webhook") or {}
     approval = raw.get("approval") or {}
     timeouts = raw.get("timeouts") or {}
     monitor = raw.get("monitor") or {}
+    strict = not is_local(fleet_name, raw)
     spec = fleet.parse_fleet(raw, fleet_name)
     if spec is None and member is not None:
         raise ConfigError(f"environment {fleet_name!r} is not a fleet (no databases: or discover:); use {fleet_name!r}")
+    database_url = overrides.get("database_url")
+    if database_url is None and spec is not None:  # a fleet's database, or the fleet itself (no database)
+        database_url = fleet.NO_DATABASE_URL if member is None else fleet.member_url(
+            spec, member, lambda ref, what: _secret(ref, what, fleet_name, required=True))
+    if database_url is None:
+        if strict and raw.get("database_url") is None:
+            raise ConfigError(
+                f"environment {name!r}: {path} declares no database_url; add "
+                "database_url: {secret_block: NAME, env: VARIABLE} (only local may use the embedded server)"
+            )
+        database_url = _secret(raw.get("database_url"), "database_url", name, required=strict)
     migrations = Path(raw.get("migrations_path") or "migrations")
     if not migrations.is_absolute() and not os.environ.get("MIGRATIONS_PATH"):
         migrations = ROOT / migrations
     values: dict[str, Any] = {
         "environment": (raw.get("environment") or fleet_name) + (f"{fleet.MEMBER_SEP}{member}" if member else ""),
-        "database_url": _secret(raw.get("database_url"), "database_url", name) if spec is None
-        else fleet.member_url(spec, member, lambda ref, what: _secret(ref, what, fleet_name)) if member
-        else fleet.NO_DATABASE_URL,  # the fleet itself is no database: connecting fails, never falls back
+        "database_url": database_url,
         "migrations_path": None if os.environ.get("MIGRATIONS_PATH") else migrations,
         "table": raw.get("table"),
         "lock_timeout": timeouts.get("lock_timeout"),
         "statement_timeout": timeouts.get("statement_timeout"),
         "lock_wait_seconds": timeouts.get("lock_wait_seconds"),
-        "backup_url": os.environ.get("BACKUP_URL") or backup.get("url"),
-        "webhook_url": _secret(webhook.get("url"), "webhook.url", name),
-        "webhook_secret": _secret(webhook.get("secret"), "webhook.secret", name),
+        "backup_url": os.environ.get("BACKUP_URL") or _secret(backup.get("url"), "backup.url", fleet_name, required=strict),
+        "webhook_url": _secret(webhook.get("url"), "webhook.url", fleet_name, required=strict),
+        "webhook_secret": _secret(webhook.get("secret"), "webhook.secret", fleet_name, required=strict),
+        "allow_embedded": not strict,
         "webhook_format": webhook.get("format"),
     }
     values.update({k: v for k, v in overrides.items() if k in Settings.__dataclass_fields__})

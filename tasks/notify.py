@@ -1,4 +1,5 @@
-"""Notify step: a signed webhook alert (or a log line when no webhook is configured).
+"""Notify step: a signed webhook alert (or a log line when no webhook is configured), and the same
+alert as a Prefect event (``askfrank.<event>``) for Automations.
 
 ``send_event`` already retries delivery with backoff and never raises, so a failed alert can
 never turn a successful run into a failed one, nor hide the original failure.
@@ -13,11 +14,12 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.environment import load_environment
+from tasks.events import emit_alert_event
 
 
-@task(name="notify", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="notify", task_run_name="notify {event}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
-    from migrator.notify import send_event
+    from migrator.notify import build_event, send_event
 
     fleet_run = _fleet_run()
     if fleet_run:
@@ -32,7 +34,11 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     log = run_logger()
     if result.delivered:
         log.info("alert %s delivered", event)
-    return dict(result.to_dict())
+    alert = {**build_event(settings, event, **fields), "id": result.id}
+    prefect_event = emit_alert_event(environment, alert)
+    if prefect_event is None:
+        log.warning("Prefect event askfrank.%s not emitted (the webhook alert is unaffected)", event)
+    return {**result.to_dict(), "prefect_event_id": prefect_event}
 
 
 def _fleet_run() -> str | None:

@@ -9,11 +9,12 @@ from typing import Any
 
 from prefect import task
 
-from tasks._common import run_logger
+from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import load_environment
 
 
-@task(name="validate", retries=1, retry_delay_seconds=5)
+@task(name="validate", task_run_name="validate {environment}", retries=1,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=5)
 def validate_migrations(environment: str, drift: bool = True) -> dict[str, Any]:
     """Run ``migrator validate`` (with drift); returns counts and findings."""
     from migrator.lint import validate_folder

@@ -7,36 +7,16 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from migrator.errors import MigratorError
-from tasks._common import run_logger
+from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import load_environment
 
 
-@task(name="verify", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+@task(name="verify", task_run_name="verify {environment} at {expected_version}", retries=3,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
 def verify_status(environment: str, expected_version: int, check_drift: bool = True) -> dict[str, Any]:
     """Raise when the database is dirty, not at ``expected_version``, or drifted from its files."""
-    from migrator.engine import Migrator
+    from migrator.verify import verify
 
-    env = load_environment(environment)
-    status = Migrator(env.settings).status()
-    problems: list[str] = []
-    if status.dirty:
-        problems.append(f"database is dirty at version {status.version}")
-    if status.version != expected_version:
-        problems.append(f"database is at version {status.version}, expected {expected_version}")
-    drift: list[str] = []
-    if check_drift:
-        from migrator import files
-        from migrator.lint import drift as drift_mod
-
-        drift = [
-            f"{f.location()}: {f.message}"
-            for f in drift_mod.check(env.settings, files.load(env.settings.migrations_path))
-            if f.severity == "error"
-        ]
-        problems.extend(drift)
-    result = {**status.to_dict(), "expected_version": expected_version, "drift": drift, "ok": not problems}
-    if problems:
-        raise MigratorError("verify failed: " + "; ".join(problems))
-    run_logger().info("verified: version %s, clean, no drift", status.version)
-    return result
+    result = verify(load_environment(environment).settings, expected_version, check_drift)
+    run_logger().info("verified: version %s, clean, no drift", result.status["version"])
+    return result.to_dict()

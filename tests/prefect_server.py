@@ -1,16 +1,22 @@
 """A real Prefect server and process worker for tests, on 127.0.0.1 only, with an isolated PREFECT_HOME.
 
-    with running_server(tmp_path / "prefect") as server:          # `prefect server start`, sqlite inside
+    with running_server(tmp_path / "prefect") as server:          # `prefect server start` on PostgreSQL
         with running_worker(server, pool="tests", cwd=project):   # `prefect worker start --type process`
             ...  # server.api_url, server.client_env() for subprocesses
 
 As a pytest fixture: ``from prefect_server import prefect_server`` in ``conftest.py`` or a test
 module (session scope: one server per test session, however many modules import it). Analytics and telemetry are off (PREFECT_SERVER_ANALYTICS_ENABLED=false,
 DO_NOT_TRACK=1); inherited PREFECT_* variables (a developer's API key or profile) are dropped.
+
+The server's database is a database of its own on the machine's PostgreSQL (``TEST_PG_URL``,
+default postgresql://postgres@127.0.0.1:5432/postgres), created before the server starts and
+dropped after it stops: SQLite under a server, a worker and flow runs writing at once answered
+"database is locked" and the UI showed "Failed to schedule flow run".
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,16 +24,36 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 PREFECT_BIN = str(Path(sys.executable).with_name("prefect"))
-START_TIMEOUT = 90.0
+START_TIMEOUT = 120.0  # the first start runs Prefect's schema migrations on an empty database
+PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def prefect_database(server_url: str = PG_SERVER_URL) -> Iterator[str]:
+    """A fresh PostgreSQL database for a Prefect server; yields its SQLAlchemy asyncpg URL, drops it after."""
+    name = f"prefect_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(server_url)
+    auth = str(info.get("user") or "postgres") + (f":{info['password']}" if info.get("password") else "")
+    url = f"postgresql+asyncpg://{auth}@{info.get('host') or '127.0.0.1'}:{info.get('port') or 5432}/{name}"
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def free_port() -> int:
@@ -87,6 +113,7 @@ class PrefectServer:
     home: Path
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    database_url: str = field(default="", repr=False)  # postgresql+asyncpg://... of the server's own database
 
     @property
     def ui_url(self) -> str:
@@ -103,8 +130,17 @@ class PrefectServer:
 
 
 @contextmanager
-def running_server(home: Path, *, ui: bool = False, timeout: float = START_TIMEOUT) -> Iterator[PrefectServer]:
-    """Start ``prefect server start`` on 127.0.0.1:<free port> with its sqlite database in ``home``."""
+def running_server(home: Path, *, ui: bool = False, timeout: float = START_TIMEOUT,
+                   database_url: str | None = None) -> Iterator[PrefectServer]:
+    """Start ``prefect server start`` on 127.0.0.1:<free port>, on PostgreSQL: ``database_url``
+    (postgresql+asyncpg://...) or else a database of its own, created here and dropped afterwards."""
+    with contextlib.ExitStack() as stack:
+        db_url = database_url or stack.enter_context(prefect_database())
+        yield stack.enter_context(_server_process(home, ui=ui, timeout=timeout, database_url=db_url))
+
+
+@contextmanager
+def _server_process(home: Path, *, ui: bool, timeout: float, database_url: str) -> Iterator[PrefectServer]:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -112,7 +148,7 @@ def running_server(home: Path, *, ui: bool = False, timeout: float = START_TIMEO
         home,
         PREFECT_SERVER_API_HOST="127.0.0.1",
         PREFECT_SERVER_API_PORT=str(port),
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_API_DATABASE_CONNECTION_URL=database_url,
         PREFECT_SERVER_UI_ENABLED="true" if ui else "false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
     )
@@ -128,7 +164,7 @@ def running_server(home: Path, *, ui: bool = False, timeout: float = START_TIMEO
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, stopped as a whole
         )
-    server = PrefectServer(api_url=api_url, home=home, log=log, process=proc)
+    server = PrefectServer(api_url=api_url, home=home, log=log, process=proc, database_url=database_url)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -26,11 +26,12 @@ from migrator.backup import (
     StorageError,
     create_backup,
     list_backups,
+    make_key,
+    parse_key,
     prune_backups,
     restore_backup,
     verify_backup,
 )
-from migrator.backup.core import make_key, parse_key
 from migrator.backup.pgtools import find_tool
 from migrator.backup.stores import open_store
 from migrator.config import Settings

@@ -60,7 +60,9 @@ def test_every_engine_command(cli, db_url: str, two: Path) -> None:  # type: ign
     assert r.code == 0
     r = cli("reset", "--yes", *g)
     assert r.code == 0 and "version -1 -> 2" in r.err
-    r = cli("force", "1", *g)
+    r = cli("force", "1", *g)  # clean database: forcing it elsewhere asks, and without a terminal needs --yes
+    assert r.code == 1 and "add --yes" in r.err
+    r = cli("force", "1", "--yes", *g)
     assert r.code == 0
     r = cli("history", "--json", *g)
     hist = json.loads(r.out)
@@ -111,7 +113,7 @@ def test_create_command(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped
     r = cli("create", "add_patient_table", "--path", str(d))
     assert r.code == 0 and (d / "000001_add_patient_table.up.sql").exists()
     r = cli("create", "Add Patient", "--path", str(d))
-    assert r.code == 1 and "not descriptive snake_case" in r.err and "Traceback" not in r.err
+    assert r.code == 2 and "not descriptive snake_case" in r.err and "Traceback" not in r.err
     r = cli("create", "add_patient_table", "--path", str(d))
     assert r.code == 1 and "already exists" in r.err
 
@@ -119,7 +121,7 @@ def test_create_command(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        (["status", "--lock-timeout", "soon"], {}, "--lock-timeout / MIGRATOR_LOCK_TIMEOUT='soon' is not a duration"),
+        (["status"], {"MIGRATOR_LOCK_TIMEOUT": "soon"}, "--lock-timeout / MIGRATOR_LOCK_TIMEOUT='soon' is not a duration"),
         (["status", "--table", "a.b.c"], {}, "migrations table 'a.b.c' is not a valid name"),
         (["status", "--database-url", "mysql://u:pw@h/db"], {}, "scheme 'mysql' is not PostgreSQL"),
         (["status", "--path", "/nonexistent/migrations"], {}, "does not exist; create it or point --path"),

@@ -64,3 +64,22 @@ def test_status_alert_on_dirty(cli, db_url: str, migrations_dir: Path) -> None: 
         cli("force", "0", env=env)
         r = cli("status", "--alert", env=env)
         assert r.code == 0 and rx.requests == []
+
+
+def test_up_finishes_with_a_hostile_receiver(cli, db_url: str, migrations_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A receiver that trickles a byte every 2 s, then one with an endless 500 body: `up` still ends
+    within WEBHOOK_MAX_TOTAL with its own exit status and the failure line (issue 10.3)."""
+    import time
+
+    from webhook_receiver import Response
+
+    write_migration(migrations_dir, 1, "bad", "SELECT 1/0;", "SELECT 1;")
+    for hostile in (Response(200, trickle=2.0, trickle_head=True), Response(500, stream_bytes=256 * 1024 * 1024)):
+        with WebhookReceiver(default=hostile) as rx:
+            env = {**_env(db_url, migrations_dir, rx.url), "WEBHOOK_TIMEOUT": "60", "WEBHOOK_MAX_TOTAL": "3"}
+            started = time.monotonic()
+            r = cli("up", env=env)
+            elapsed = time.monotonic() - started
+            assert r.code == 1 and "migration 1 (up) failed" in r.err and "division by zero" in r.err
+            assert elapsed < 20, f"`up` took {elapsed:.0f}s with {hostile}"
+            assert rx.requests and max(rx.body_bytes_sent) < 256 * 1024 * 1024

@@ -246,7 +246,7 @@ def test_fail_closed_configuration(fleet_env: dict[str, Any], monkeypatch: pytes
     from tasks.environment import load_environment
 
     monkeypatch.delenv("TEST_FLEET_CREDENTIALS")
-    with pytest.raises(ConfigError, match="discover.credentials did not resolve"):
+    with pytest.raises(ConfigError, match="discover.credentials does not resolve"):
         load_environment(f"tenants:{fleet_env['names'][0]}")
     monkeypatch.setenv("TEST_FLEET_CREDENTIALS", "postgres:x")
     with pytest.raises(ConfigError, match="returns no database 'nope'"):
@@ -279,7 +279,7 @@ def test_databases_list_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db
     monkeypatch.setenv("TEST_SHARD_EU1", db_url)
     monkeypatch.delenv("TEST_SHARD_US1", raising=False)
     assert load_environment("shards:eu-1").settings.database_url == db_url
-    with pytest.raises(Exception, match=r"databases\[us-1\].url did not resolve"):
+    with pytest.raises(Exception, match=r"databases\[us-1\].url does not resolve"):
         load_environment("shards:us-1")
     with pytest.raises(Exception, match="lists no database 'asia'"):
         load_environment("shards:asia")

@@ -181,7 +181,16 @@ def test_retried_run_reuses_its_backup(env: dict[str, Any]) -> None:
     assert len(backups(env)) == 1
     blocker = psycopg.connect(env["db_url"])
     blocker.execute("LOCK TABLE a IN ACCESS SHARE MODE")
-    threading.Timer(3.0, blocker.close).start()
+
+    def release_after_first_failure() -> None:
+        # Hold the lock until the first attempt has failed (not a fixed delay: a loaded machine
+        # can take longer than any delay to reach apply), then let the retry through.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "migration.failed" not in [e["event"] for e in events(env["hook"])]:
+            time.sleep(0.2)
+        blocker.close()
+
+    threading.Thread(target=release_after_first_failure, daemon=True).start()
     result = migrate.with_options(retries=1, retry_delay_seconds=4)(environment="test")
     assert result["outcome"] == "succeeded" and db_state(env["db_url"]) == [(3, False)]
     assert len(backups(env)) == 2  # one for the first run, ONE for the retried run
@@ -212,7 +221,7 @@ def test_approval_given(env: dict[str, Any]) -> None:
     assert not _has_table(env["db_url"])  # nothing applied while waiting
     assert [e["event"] for e in events(env["hook"])] == ["approval.requested"]
     assert "create_b" in artifact("approval-test")
-    resume_flow_run(run_id, run_input={"approved": True, "approver": "alice@askfrank.example", "comment": "CHG-1"})
+    resume_flow_run(run_id, run_input={"decision": "approve", "approver": "alice@askfrank.example", "comment": "CHG-1"})
     t.join(120)
     assert out and out[0].is_completed()
     assert db_state(env["db_url"]) == [(2, False)]

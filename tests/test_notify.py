@@ -230,8 +230,8 @@ def test_signature_verifies_with_the_documented_procedure(rx: WebhookReceiver) -
 
 
 def test_documented_receiver_example_matches(rx: WebhookReceiver) -> None:
-    """The stdlib-only receiver code in the README accepts what send_event sends (docs cannot drift)."""
-    doc = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    """The stdlib-only receiver code in docs/alerts.md accepts what send_event sends (docs cannot drift)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text(encoding="utf-8")
     code = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify(" in block)
     namespace: dict[str, Any] = {}
     exec(code, namespace)
@@ -534,3 +534,87 @@ def test_cli_notify_test_bad_settings_exit_2(cli, rx: WebhookReceiver) -> None: 
     r = cli("notify", "test", "--webhook-url", "http://alerts.example.com/x", env={"WEBHOOK_TIMEOUT": "1"})
     assert r.code == 2 and "plain http" in r.err
     assert rx.requests == []
+
+
+# ------------------------------------------------------------------------- bounded time and memory
+# Hostile receivers (issue 10.3): a byte every 2 s kept `up` waiting for minutes (httpx's timeouts
+# apply to each read), an endless error body was read whole (23 GB, then an OOM kill).
+
+
+def test_a_receiver_trickling_its_head_is_cut_at_webhook_max_total(
+    rx: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT", "60")  # each read gets a byte within 2 s: per-read timeouts never fire
+    monkeypatch.setenv("WEBHOOK_MAX_TOTAL", "3")
+    rx.default = Response(200, trickle=2.0, trickle_head=True)  # ~40 bytes of head: 80 s if waited for
+    started = time.monotonic()
+    result = notify.send_event(settings_for(rx.url), "migration.failed", **failed_fields())
+    elapsed = time.monotonic() - started
+
+    assert not result.delivered and result.status is None and result.attempts >= 1
+    assert "no response within" in (result.error or "") and "WEBHOOK_MAX_TOTAL=3" in (result.error or "")
+    assert elapsed < 15  # generous; the unbounded delivery took 80 s here (150 s+ in the field)
+
+
+def test_a_trickling_error_body_is_not_waited_for(rx: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT", "60")
+    monkeypatch.setenv("WEBHOOK_MAX_TOTAL", "4")
+    rx.default = Response(500, body="overloaded " * 10, trickle=2.0)  # 110 bytes: 220 s if read whole
+    started = time.monotonic()
+    result = notify.send_event(settings_for(rx.url), "migration.failed", **failed_fields())
+    elapsed = time.monotonic() - started
+
+    assert not result.delivered and result.status == 500 and result.attempts >= 2  # retried within the budget
+    assert (result.error or "").startswith("HTTP 500") and "WEBHOOK_MAX_TOTAL=4" in (result.error or "")
+    assert elapsed < 15
+
+
+def test_a_trickling_success_body_is_delivered_at_once(rx: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT", "60")
+    rx.script([Response(200, body="ok " * 40, trickle=2.0)])
+    started = time.monotonic()
+    result = notify.send_event(settings_for(rx.url), "migration.failed", **failed_fields())
+
+    assert result.delivered and result.attempts == 1 and result.status == 200
+    assert time.monotonic() - started < 10  # the status is the answer; the body (240 s) is never read
+    assert result.response_bytes == 0
+
+
+def test_an_endless_error_body_costs_a_few_kb(rx: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "3")
+    notify.send_event(settings_for(rx.url), "test")  # warm up: imports (httpx, anyio) are not the subject
+    endless = 64 * 1024 * 1024
+    rx.default = Response(500, headers={"Content-Type": "text/plain"}, stream_bytes=endless)
+    tracemalloc.start()
+    try:
+        result = notify.send_event(settings_for(rx.url), "migration.failed", **failed_fields())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 8 * 1024 * 1024, f"delivery peaked at {peak} bytes of Python memory"  # reading it all: > 64 MiB
+    assert not result.delivered and result.attempts == 3 and result.status == 500
+    assert (result.error or "").startswith("HTTP 500: xxxx") and len(result.error or "") < 400
+    # per attempt: the 4 KiB snippet plus at most one 64 KiB network read
+    assert 0 < result.response_bytes <= 3 * (notify.RESPONSE_SNIPPET_BYTES + 65536)
+    assert len(rx.body_bytes_sent) == 3 and max(rx.body_bytes_sent) < endless  # the client hung up early
+
+
+def test_delivery_from_inside_a_running_event_loop(rx: WebhookReceiver) -> None:
+    import asyncio
+
+    async def caller() -> notify.DeliveryResult:
+        return notify.send_event(settings_for(rx.url), "test")
+
+    assert asyncio.run(caller()).delivered and len(rx.requests) == 1
+
+
+def test_every_event_in_the_registry_has_a_title_severity_and_summary() -> None:
+    for name in ("recovery.completed", "recovery.failed", "approval.rejected", "rehearsal.failed", "fleet.failed"):
+        assert name in notify.EVENT_TYPES
+    for kind in notify.EVENTS.values():
+        assert kind.severity in ("info", "warning", "critical") and kind.title and kind.emoji
+    e = notify.build_event(settings_for(None), "recovery.failed", database="askfrank", error="lock timeout")
+    assert e["message"] == "askfrank (staging): recovery failed: lock timeout"

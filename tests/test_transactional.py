@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.lint.transactional import classify, line_col, non_transactional_reason, split_statements
+from migrator.sql import Statement, classify, line_col, non_transactional_reason, split_statements
 
 SEED_BEGIN_COMMIT = """BEGIN;
 
@@ -126,18 +126,18 @@ def test_unscannable_sql_returns_none() -> None:
 def test_split_dollar_quotes_comments_and_atomic_bodies() -> None:
     sql = PLPGSQL_FUNCTION + "/* a; /* b; */ c; */\n" + ATOMIC_FUNCTION + "INSERT INTO t VALUES ('x;y');"
     parts = split_statements(sql)
-    texts = [p[2] for p in parts]
+    texts = [p.text for p in parts]
     assert len(texts) == 4
     assert texts[0].startswith("CREATE OR REPLACE FUNCTION touch()") and texts[0].endswith("$body$")
     assert texts[1].startswith("CREATE FUNCTION add") and texts[1].endswith("END")
     assert texts[2] == "SELECT 1"
     assert texts[3] == "INSERT INTO t VALUES ('x;y')"
-    for start, end, text in parts:
-        assert sql[start:end] == text
+    for p in parts:
+        assert sql[p.start : p.end] == p.text
 
 
 def test_split_seed_begin_commit() -> None:
-    texts = [t for _, _, t in split_statements(SEED_BEGIN_COMMIT)]
+    texts = [s.text for s in split_statements(SEED_BEGIN_COMMIT)]
     assert texts[0] == "BEGIN"
     assert texts[-1] == "COMMIT"
     assert len(texts) == 6
@@ -145,19 +145,19 @@ def test_split_seed_begin_commit() -> None:
 
 def test_split_falls_back_when_sql_does_not_parse() -> None:
     sql = "CREATE TABLE a (x int);\nfoo bar baz;\nSELECT '$$;';\nCREATE TABEL b();"
-    texts = [t for _, _, t in split_statements(sql)]
+    texts = [s.text for s in split_statements(sql)]
     assert texts == ["CREATE TABLE a (x int)", "foo bar baz", "SELECT '$$;'", "CREATE TABEL b()"]
 
 
 def test_split_unscannable_is_one_statement() -> None:
-    assert split_statements("  SELECT 'open; \n") == [(2, 15, "SELECT 'open;")]
+    assert split_statements("  SELECT 'open; \n") == [Statement(2, 15, "SELECT 'open;", 1)]
     assert split_statements("   \n") == []
 
 
 def test_split_non_ascii_offsets_are_characters() -> None:
     sql = "INSERT INTO t VALUES ('é€');\nSELECT 2;"
     parts = split_statements(sql)
-    assert [sql[s:e] for s, e, _ in parts] == ["INSERT INTO t VALUES ('é€')", "SELECT 2"]
+    assert [sql[p.start : p.end] for p in parts] == ["INSERT INTO t VALUES ('é€')", "SELECT 2"]
 
 
 @pytest.mark.parametrize(

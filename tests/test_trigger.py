@@ -29,9 +29,12 @@ from migrator.trigger import (
     EXIT_INTERRUPTED,
     EXIT_TIMEOUT,
     RETRY_ATTEMPTS,
+    RETRY_BUDGET_SECONDS,
+    RETRY_STATUSES,
     PrefectAPI,
     PrefectAPIError,
     Trigger,
+    _retry_delay,
     parse_params,
 )
 from prefect_server import PrefectServer, prefect_server, running_worker  # noqa: F401  (fixture)
@@ -330,9 +333,41 @@ class Deployed:
     env: dict[str, str]
 
     def api(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        r = httpx.request(method, f"{self.server.api_url}/{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
-        r.raise_for_status()
-        return r
+        return api_request(self.server.api_url, method, path, **kwargs)
+
+
+def api_request(api_url: str, method: str, path: str, sleep=time.sleep, **kwargs: object) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """A test's own call to the Prefect API, retried like the product's client retries it.
+
+    The server on SQLite answers 503 while its database is locked (CI saw it on /resume): a test
+    helper that gives up on the first 503 fails the test for a reason the product handles.
+    """
+    started = time.monotonic()
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        r = httpx.request(method, f"{api_url}/{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+        if r.status_code not in RETRY_STATUSES or attempt == RETRY_ATTEMPTS:
+            break
+        delay = _retry_delay(r, attempt)
+        if time.monotonic() - started + delay > RETRY_BUDGET_SECONDS:
+            break
+        sleep(delay)
+    r.raise_for_status()
+    return r
+
+
+def test_the_test_helper_retries_a_busy_prefect_api_like_the_product() -> None:
+    """Regression (issue 11.8): the helper raised on a 503 from /resume, failing one run in three."""
+    busy = (503, JSON, '{"exception_message": "Service Unavailable"}')
+    with WebhookReceiver() as rx:
+        rx.script([busy, (429, {**JSON, "Retry-After": "0"}, "{}"), (200, JSON, "{}")])
+        slept: list[float] = []
+        r = api_request(f"http://127.0.0.1:{rx.port}/api", "POST", "flow_runs/run-1/resume", sleep=slept.append,
+                        json={})
+        assert r.status_code == 200 and [q.status for q in rx.requests] == [503, 429, 200]
+        assert len(slept) == 2 and slept[1] == 0
+        rx.script([(500, JSON, "{}")])
+        with pytest.raises(httpx.HTTPStatusError):  # what the product does not retry, the helper does not either
+            api_request(f"http://127.0.0.1:{rx.port}/api", "GET", "flow_runs/run-1", sleep=slept.append)
 
 
 @pytest.fixture(scope="module")

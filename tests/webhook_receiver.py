@@ -8,6 +8,10 @@ It records every request and answers from a script, so tests can make it fail, t
         assert [r.status for r in rx.requests] == [500, 500, 200]
 
 When the script is used up, every request gets ``default`` (200 unless told otherwise).
+Hostile receivers: ``Response(500, trickle=2.0, body=...)`` sends the head, then one body byte every
+2 s (``trickle_head=True`` trickles the status line and headers too); ``Response(500, stream_bytes=N)``
+streams N bytes of body as fast as the client takes them (no Content-Length); ``rx.body_bytes_sent``
+counts what each answer's body put on the wire.
 ``closed_port_url()`` gives a URL on which nothing listens (connection refused).
 """
 
@@ -32,6 +36,9 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | str = b""
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between single bytes of the body (and of the head with trickle_head)
+    trickle_head: bool = False
+    stream_bytes: int = 0  # an "endless" body of this many bytes, sent as fast as the client reads
 
 
 ResponseSpec = Response | int | tuple[Any, ...]
@@ -84,6 +91,7 @@ class WebhookReceiver:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.body_bytes_sent: list[int] = []  # per hostile answer (trickle / stream_bytes), in order
 
     # lifecycle -------------------------------------------------------------------------------------
     def start(self) -> WebhookReceiver:
@@ -107,6 +115,10 @@ class WebhookReceiver:
                     )
                     receiver._arrived.notify_all()
                 if response.delay and receiver._stopping.wait(response.delay):
+                    return
+                if response.trickle or response.stream_bytes:
+                    receiver._hostile(self.wfile, response)
+                    self.close_connection = True
                     return
                 payload = response.body.encode() if isinstance(response.body, str) else response.body
                 try:
@@ -152,6 +164,45 @@ class WebhookReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _hostile(self, out: Any, response: Response) -> None:
+        """Answer a byte at a time, or with an endless body; count the body bytes that got out."""
+        payload = response.body.encode() if isinstance(response.body, str) else response.body
+        head = f"HTTP/1.1 {response.status} Scripted\r\nConnection: close\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in response.headers.items())
+        if not response.stream_bytes:
+            head += f"Content-Length: {len(payload)}\r\n"
+        head += "\r\n"
+        sent = 0
+        index = len(self.body_bytes_sent)
+        self.body_bytes_sent.append(0)
+        try:
+            if response.trickle_head:
+                for i in range(len(head)):
+                    out.write(head[i].encode("latin-1"))
+                    out.flush()
+                    if self._stopping.wait(response.trickle):
+                        return
+            else:
+                out.write(head.encode("latin-1"))
+                out.flush()
+            if response.stream_bytes:
+                chunk = b"x" * 65536
+                while sent < response.stream_bytes and not self._stopping.is_set():
+                    out.write(chunk[: response.stream_bytes - sent])
+                    out.flush()
+                    sent += min(len(chunk), response.stream_bytes - sent)
+                    self.body_bytes_sent[index] = sent
+                return
+            for i in range(len(payload)):
+                out.write(payload[i : i + 1])
+                out.flush()
+                sent += 1
+                self.body_bytes_sent[index] = sent
+                if self._stopping.wait(response.trickle):
+                    return
+        except OSError:
+            return  # the client hung up: what it did not take was never sent
 
     # scripting and inspection ----------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from migrator.backup.errors import BackupError
 from migrator.errors import ConfigError
@@ -134,7 +134,8 @@ def child_connection(conninfo: str) -> tuple[str, dict[str, str]]:
             if colon:
                 password = unquote(pw) or password
                 netloc = f"{user}@{hosts}"
-        dsn = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))
+        q = urlencode(query, quote_via=quote)  # not urlunsplit: it drops the // of a socket URL (postgres:///db)
+        dsn = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{q}" if q else "")
     else:
         dsn = conninfo
         m = _KV_PASSWORD.search(conninfo)
@@ -208,6 +209,31 @@ class SnapshotHolder:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child (if still running) and reap it."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=30)
+
+
+def feed(proc: subprocess.Popen[bytes], chunk: bytes) -> bool:
+    """Write to the child's stdin; False once it stopped reading (pg_restore --list reads only the TOC)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(chunk)
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+
+
+def close_stdin(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+            proc.stdin.close()
 
 
 def command_line(cmd: list[str]) -> str:

@@ -1,15 +1,21 @@
 """Where backups go: an S3-compatible bucket (boto3) or a local folder, behind one small interface.
 
 S3: the dump is streamed as a multipart upload, part by part (memory is bounded by a few parts); a
-dump smaller than one part is a single PUT. Object metadata must be given when the upload starts,
-but the sha256 and size are known only at the end, so after completion the object is copied onto
-itself with the final metadata (server-side, no download). Any failure aborts the multipart upload
-or deletes the object, so a failed backup never leaves something that looks like a backup.
+dump smaller than one part is a single PUT with its final metadata. Object metadata must be given
+when an upload starts, but the sha256 and size are known only at the end, so the multipart upload
+goes to a staging key (``<key>.incoming-<id>.partial``, never listed as a backup); once complete and
+its size checked, it is copied server-side to the backup's key with the final metadata (sha256,
+size) and the staging object is deleted. The backup's key therefore only ever holds a complete,
+checksummed object: a kill at any point leaves at most a staging object or an unfinished multipart
+upload, which ``backups prune`` removes after a grace period (see ``Store.leftovers``). Any failure
+we see aborts the upload or deletes what was written.
 Endpoint, region and credentials come only from boto3's own configuration (AWS_ENDPOINT_URL_S3,
 AWS_DEFAULT_REGION, AWS_PROFILE, environment credentials, instance roles).
 
-file://: the same key layout under a folder, written to ``*.partial`` then renamed, with a JSON
-metadata sidecar (``<key>.json``).
+file://: the same key layout under a folder, written to ``.incoming-<id>.dump.partial`` at the
+folder's root, then its JSON metadata sidecar (``<key>.json``, sha256 included) is written and the
+dump renamed to its key (atomic). A kill leaves a ``.partial`` file (or, between the two renames, a
+sidecar without its dump): leftovers, also removed by ``backups prune``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,36 @@ class StoredObject:
     metadata: dict[str, str] | None = None
 
 
+@dataclass
+class Leftover:
+    """What an interrupted backup left that is not a backup: an unfinished multipart upload, a staging
+    object, a ``.partial`` file or a sidecar without its dump. ``backups prune`` removes old ones."""
+
+    kind: str
+    key: str
+    size: int | None
+    started_at: datetime | None
+    upload_id: str | None = None
+
+    def age_seconds(self, now: datetime | None = None) -> float | None:
+        if self.started_at is None:
+            return None
+        started = self.started_at if self.started_at.tzinfo else self.started_at.replace(tzinfo=UTC)
+        return ((now or datetime.now(UTC)) - started).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        age = self.age_seconds()
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "size": self.size,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "age_seconds": round(age, 1) if age is not None else None,
+        }
+
+
+STAGING_SUFFIX = ".partial"
+
 Describe = Callable[[], tuple[str, dict[str, str]]]
 
 
@@ -131,6 +167,14 @@ class Store:
         raise NotImplementedError
 
     def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def leftovers(self, prefix: str) -> Iterator[Leftover]:
+        """Remains of interrupted backups under ``prefix`` (for the folder store: also its root)."""
+        raise NotImplementedError
+
+    def remove(self, leftover: Leftover) -> None:
+        """Delete a leftover (abort the multipart upload, delete the object or file)."""
         raise NotImplementedError
 
     def url_for(self, key: str) -> str:
@@ -283,7 +327,9 @@ class S3Upload(Upload):
         self.pending: bytes | None = None
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
-        self.completed = False
+        self.staging: str | None = None  # the multipart upload's key until it is copied to the final key
+        self.staged = False  # the staging object exists (multipart upload completed)
+        self.completed = False  # the final key holds an object we wrote
 
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
         try:
@@ -295,13 +341,14 @@ class S3Upload(Upload):
         c = self.store.client
         if self.upload_id is None:
             key, metadata = self.described()
+            self.staging = f"{key}.incoming-{uuid.uuid4().hex[:12]}{STAGING_SUFFIX}"
             r = self._call(
                 "starting the multipart upload",
                 c.create_multipart_upload,
                 Bucket=self.store.bucket,
-                Key=key,
+                Key=self.staging,
                 ContentType="application/octet-stream",
-                Metadata=_meta_encode(metadata),
+                Metadata=_meta_encode({**metadata, "final-key": key}),
                 **self.sse,
             )
             self.upload_id = r["UploadId"]
@@ -310,7 +357,7 @@ class S3Upload(Upload):
             f"uploading part {n}",
             c.upload_part,
             Bucket=self.store.bucket,
-            Key=self.key,
+            Key=self.staging,
             UploadId=self.upload_id,
             PartNumber=n,
             Body=data,
@@ -328,12 +375,11 @@ class S3Upload(Upload):
         self._send(part)
 
     def complete(self, extra: dict[str, str], size: int) -> dict[str, Any]:
-        c = self.store.client
         meta = _meta_encode({**self.described()[1], **extra})
-        if self.upload_id is None:
+        if self.upload_id is None:  # smaller than one part: one PUT, final metadata included
             self._call(
                 "uploading the backup",
-                c.put_object,
+                self.store.client.put_object,
                 Bucket=self.store.bucket,
                 Key=self.key,
                 Body=self.pending or b"",
@@ -343,39 +389,65 @@ class S3Upload(Upload):
             )
             self.completed = True
         else:
-            if self.pending is not None:
-                self._send(self.pending)
-            self.pending = None
-            self._call(
-                "completing the multipart upload",
-                c.complete_multipart_upload,
-                Bucket=self.store.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
-            )
-            self.completed = True
-            self._replace_metadata(meta, size)
+            self._finish_staging(size)
+            self._publish(meta)
         self.pending = None
-        head = self.store.head(self.key)
-        if head.size != size:
-            raise BackupError(
-                f"the stored object s3://{self.store.bucket}/{self.key} has {head.size} bytes, pg_dump wrote {size}; "
-                "the upload was corrupted and has been removed"
-            )
+        self._check_size(self.key, size, extra.get("sha256"))
+        if self.staging is not None:  # the backup is final: its staging copy is now only a leftover
+            with contextlib.suppress(BackupError):
+                self._call(
+                    "deleting the staging object",
+                    self.store.client.delete_object,
+                    Bucket=self.store.bucket,
+                    Key=self.staging,
+                )
         return {"parts": max(1, len(self.parts)), "encryption": self.sse.get("ServerSideEncryption", "none")}
 
-    def _replace_metadata(self, meta: dict[str, str], size: int) -> None:
-        """Copy the object onto itself (server-side) with the final metadata (sha256, size)."""
+    def _finish_staging(self, size: int) -> None:
+        """Send the last part, complete the multipart upload (staging key) and check its size."""
+        assert self.staging is not None
+        if self.pending is not None:
+            self._send(self.pending)
+        self.pending = None
+        self._call(
+            "completing the multipart upload",
+            self.store.client.complete_multipart_upload,
+            Bucket=self.store.bucket,
+            Key=self.staging,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+        self.staged = True
+        self._check_size(self.staging, size)
+
+    def _check_size(self, key: str, size: int, sha256: str | None = None) -> None:
+        """The stored object has ``size`` bytes (and, for the final key, our sha256 in its metadata)."""
+        head = self.store.head(key)
+        if head.size != size:
+            raise BackupError(
+                f"the stored object s3://{self.store.bucket}/{key} has {head.size} bytes, pg_dump wrote {size}; "
+                "the upload was corrupted and has been removed"
+            )
+        if sha256 is not None and (head.metadata or {}).get("sha256") != sha256:
+            raise BackupError(
+                f"the store did not keep the metadata of s3://{self.store.bucket}/{key} (no sha256 after the copy); "
+                "the object has been removed: the store must support CopyObject with MetadataDirective=REPLACE"
+            )
+
+    def _publish(self, meta: dict[str, str]) -> None:
+        """Copy the staging object (server-side) to the backup's key with the final metadata (sha256, size):
+        the key appears only now, complete. Above 5 GiB boto3 copies in parts; the key still appears only
+        when that copy completes (its metadata is given when it starts)."""
         from boto3.s3.transfer import TransferConfig
 
         extra = {"Metadata": meta, "MetadataDirective": "REPLACE", "ContentType": "application/octet-stream"}
         extra.update(self.sse)
         config = TransferConfig(multipart_threshold=5 * 1024 * MiB, multipart_chunksize=512 * MiB, max_concurrency=4)
+        self.completed = True  # from here on, a failure must also remove whatever reached the final key
         self._call(
             "recording the backup's sha256 in its metadata",
             self.store.client.copy,
-            CopySource={"Bucket": self.store.bucket, "Key": self.key},
+            CopySource={"Bucket": self.store.bucket, "Key": self.staging},
             Bucket=self.store.bucket,
             Key=self.key,
             ExtraArgs=extra,
@@ -387,21 +459,31 @@ class S3Upload(Upload):
         if self.upload_id is None and not self.completed:
             return None  # nothing was sent
         c = self.store.client
+        done: list[str] = []
         try:
             if self.completed:
                 c.delete_object(Bucket=self.store.bucket, Key=self.key)
                 log.info("deleted the incomplete backup s3://%s/%s", self.store.bucket, self.key)
+            done.append("final")
+            if self.staged:
+                c.delete_object(Bucket=self.store.bucket, Key=self.staging)
             elif self.upload_id is not None:
-                c.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
-                log.info("aborted multipart upload %s of s3://%s/%s", self.upload_id, self.store.bucket, self.key)
+                c.abort_multipart_upload(Bucket=self.store.bucket, Key=self.staging, UploadId=self.upload_id)
+                log.info("aborted multipart upload %s of s3://%s/%s", self.upload_id, self.store.bucket, self.staging)
         except Exception as exc:
-            what = "delete the incomplete object" if self.completed else f"abort multipart upload {self.upload_id}"
-            msg = (
-                f"could not {what} ({type(exc).__name__}); no backup object exists under that key, but the "
-                "uploaded parts stay stored until aborted (a lifecycle rule AbortIncompleteMultipartUpload does it)"
-            )
-            if self.completed:
+            if not done:
                 msg = f"could not delete the incomplete object s3://{self.store.bucket}/{self.key}; delete it by hand"
+            elif self.staged:
+                msg = (
+                    f"could not delete the staging object s3://{self.store.bucket}/{self.staging} "
+                    f"({type(exc).__name__}); it is not a backup, `migrator backups prune` removes it"
+                )
+            else:
+                msg = (
+                    f"could not abort multipart upload {self.upload_id} ({type(exc).__name__}); no backup object "
+                    "exists under that key, and `migrator backups prune` removes what was uploaded once it is "
+                    "older than the grace period (as does a lifecycle rule AbortIncompleteMultipartUpload)"
+                )
             log.warning("%s", msg)
             return msg
         return None
@@ -489,6 +571,44 @@ class S3Store(Store):
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             raise self.error(exc, "deleting the backup", key) from None
+
+    def leftovers(self, prefix: str) -> Iterator[Leftover]:
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                for up in page.get("Uploads", []):
+                    yield Leftover(
+                        "unfinished multipart upload",
+                        up["Key"],
+                        self._parts_size(up),
+                        up.get("Initiated"),
+                        up["UploadId"],
+                    )
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    if obj["Key"].endswith(STAGING_SUFFIX):
+                        yield Leftover("staging object", obj["Key"], int(obj["Size"]), obj.get("LastModified"))
+        except BackupError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, "listing unfinished uploads", prefix) from None
+
+    def _parts_size(self, upload: dict[str, Any]) -> int | None:
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+            return sum(int(p["Size"]) for page in pages for p in page.get("Parts", []))
+        except Exception:  # the size is only informative
+            return None
+
+    def remove(self, leftover: Leftover) -> None:
+        try:
+            if leftover.upload_id:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=leftover.key, UploadId=leftover.upload_id)
+            else:
+                self.client.delete_object(Bucket=self.bucket, Key=leftover.key)
+        except Exception as exc:
+            raise self.error(exc, f"removing the {leftover.kind}", leftover.key) from None
 
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -622,6 +742,32 @@ class FileStore(Store):
         for p in (path, self.sidecar(path)):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+
+    def leftovers(self, prefix: str) -> Iterator[Leftover]:
+        base = self.root / prefix if prefix else self.root
+        found: set[Path] = set()
+        if self.root.is_dir():
+            found.update(self.root.glob(".incoming-*.partial"))  # in-flight dumps live at the root
+        if base.is_dir():
+            found.update(base.rglob("*.partial"))
+            found.update(p for p in base.rglob("*.dump.json") if not p.with_name(p.name[: -len(".json")]).exists())
+        for p in sorted(found):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue  # finished (renamed) meanwhile
+            kind = "metadata without its dump" if p.name.endswith(".dump.json") else "partial file"
+            yield Leftover(
+                kind, p.relative_to(self.root).as_posix(), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
+            )
+
+    def remove(self, leftover: Leftover) -> None:
+        try:
+            self.path_for(leftover.key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot remove {self.url_for(leftover.key)}: {exc.strerror}") from None
 
     def url_for(self, key: str) -> str:
         return f"{self.url}/{key}"

@@ -60,10 +60,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "prune",
         parents=[common],
         help="delete backups outside the retention policy (dry run unless --yes)",
-        description="Keep the newest N and every backup younger than D days (never the newest); delete the rest.",
+        description=(
+            "Keep the newest N complete backups and every one younger than D days (never the newest); delete the "
+            "rest. Also remove incomplete objects and unfinished uploads of interrupted backups older than "
+            "--orphan-grace hours."
+        ),
     )
     pr.add_argument("--keep-last", metavar="N", type=int, required=True, help="always keep the newest N backups")
     pr.add_argument("--keep-days", metavar="D", type=float, required=True, help="keep every backup younger than D days")
+    pr.add_argument(
+        "--orphan-grace",
+        metavar="HOURS",
+        type=float,
+        default=None,
+        help="also remove incomplete backups and unfinished uploads older than this (default 24)",
+    )
+    pr.add_argument("--all", action="store_true", help="every environment and database under the destination")
     pr.add_argument("--yes", action="store_true", help="really delete (default: only show what would be deleted)")
     _source_options(pr)
     pr.set_defaults(func=run_prune)
@@ -210,7 +222,7 @@ def _table(
 def _rows(backups: list[Any]) -> list[list[str]]:
     return [
         [
-            b.key,
+            b.key if b.complete else f"{b.key} INCOMPLETE: {b.problem}",
             _human_size(b.size),
             "-" if b.version is None else str(b.version),
             _human_age(b.age_seconds),
@@ -234,21 +246,54 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     if not backups:
         info("no backups found")
-        return 0
-    _table("Backups (newest first)", ["key", "size", "version", "age", "created"], _rows(backups))
+    else:
+        _table(
+            "Backups (newest first)", ["key", "size", "version", "age", "created"], _rows(backups), red=_incomplete_row
+        )
+    incomplete = [b for b in backups if not b.complete]
+    if incomplete:
+        info(
+            f"{len(incomplete)} INCOMPLETE object(s) (no verified sha256): never used as latest, restored or "
+            "kept by retention; `migrator backups prune --yes` deletes them"
+        )
+    _report_leftovers(ctx, args)
     return 0
 
 
-def run_prune(ctx: Context, args: argparse.Namespace) -> int:
-    from migrator.backup import prune_backups
+def _incomplete_row(row: list[str]) -> bool:
+    return "INCOMPLETE" in row[0]
 
+
+def _report_leftovers(ctx: Context, args: argparse.Namespace) -> None:
+    from migrator.backup import find_leftovers
+
+    found = find_leftovers(
+        ctx.settings,
+        destination=getattr(args, "source", None),
+        database=getattr(args, "db_name", None),
+        all_groups=args.all,
+    )
+    if found:
+        size = sum(x.size or 0 for x in found)
+        info(
+            f"{len(found)} unfinished upload(s) ({_human_size(size)}) left by interrupted backups; "
+            "`migrator backups prune --yes` removes those older than the grace period (--orphan-grace)"
+        )
+
+
+def run_prune(ctx: Context, args: argparse.Namespace) -> int:
+    from migrator.backup import DEFAULT_ORPHAN_GRACE_HOURS, prune_backups
+
+    grace = DEFAULT_ORPHAN_GRACE_HOURS if args.orphan_grace is None else args.orphan_grace
     result = prune_backups(
         ctx.settings,
         keep_last=args.keep_last,
         keep_days=args.keep_days,
         destination=getattr(args, "source", None),
         database=getattr(args, "db_name", None),
+        all_groups=args.all,
         yes=args.yes,
+        orphan_grace_hours=grace,
     )
     if ctx.json:
         print_json(result.to_dict())
@@ -268,4 +313,21 @@ def run_prune(ctx: Context, args: argparse.Namespace) -> int:
         info(f"nothing to delete; kept {len(result.kept)} backup(s)")
     else:
         info(f"deleted {len(result.deleted)} backup(s), kept {len(result.kept)}")
+    _report_removed(result)
     return 0
+
+
+def _report_removed(result: Any) -> None:
+    """One line per incomplete object / upload leftover removed (or that would be), then what waits."""
+    verb = "would remove" if result.dry_run else "removed"
+    for b in result.incomplete:
+        info(f"{verb} incomplete backup {b.url} ({_human_size(b.size)}): {b.problem}")
+    for x in result.leftovers:
+        info(f"{verb} {x.kind} {x.key} ({_human_size(x.size or 0)}, {_human_age(x.age_seconds())} old)")
+    if result.dry_run and (result.incomplete or result.leftovers):
+        info("dry run: add --yes to remove them")
+    if result.waiting:
+        info(
+            f"left alone: {len(result.waiting)} incomplete object(s)/unfinished upload(s) younger than "
+            f"{result.grace_hours:g} h (a backup may still be running; --orphan-grace HOURS)"
+        )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from migrator import output
+from migrator import argtypes, output
 from migrator.commands import Context
 from migrator.errors import DirtyDatabaseError, MigrationFailedError, MigratorError
 
@@ -24,18 +24,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     p = add("up", "apply all pending migrations, or the next N", cmd_up)
-    p.add_argument("n", nargs="?", type=int, help="number of migrations to apply (default: all)")
+    p.add_argument("n", nargs="?", type=argtypes.count, help="number of migrations to apply (default: all)")
     p = add("down", "revert the last migration, or the last N", cmd_down)
-    p.add_argument("n", nargs="?", type=int, default=1, help="number of migrations to revert (default: 1)")
+    p.add_argument("n", nargs="?", type=argtypes.count, default=1, help="number of migrations to revert (default: 1)")
     p = add("down-all", "revert ALL migrations (destructive; asks unless --yes)", cmd_down_all)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = add("reset", "down-all then up (development databases; asks unless --yes)", cmd_reset)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = add("goto", "migrate up or down to version V", cmd_goto)
-    p.add_argument("version", type=int, metavar="V")
+    p.add_argument("version", type=argtypes.version, metavar="V")
     p = add("force", "set version V and clear the dirty flag without running anything (-1: no version)", cmd_force)
-    p.add_argument("version", type=int, metavar="V")
-    p.add_argument("--expect", type=int, metavar="CUR", help="refuse unless the recorded version is CUR")
+    p.add_argument("version", type=argtypes.version, metavar="V")
+    p.add_argument("--expect", type=argtypes.version, metavar="CUR", help="refuse unless the recorded version is CUR")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask when forcing a CLEAN database to another version (marks migrations applied or "
+                   "not applied without running them)")
     p = add(
         "status", "version, dirty flag, applied and pending migrations (exit 3 when dirty)", cmd_status
     )
@@ -45,7 +48,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add("version", "print the current version as golang-migrate does", cmd_version)
     add("list", "every migration file, applied or pending", cmd_list)
     p = add("history", "the audit trail of applied, reverted and forced migrations", cmd_history)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=argtypes.count, default=50)
     p = add("create", "create the next migration pair NNNNNN_NAME.{up,down}.sql", cmd_create)
     p.add_argument("name", help="descriptive snake_case name, e.g. add_patient_table")
     p.add_argument("--justification", default="", help="business justification for the header comment")
@@ -76,8 +79,8 @@ def _alert_failure(ctx: Context, m: Migrator, command: str, exc: MigratorError) 
     send_event(ctx.settings, "migration.failed", **fields)
 
 
-def _run_change(ctx: Context, command: str, action: Any) -> int:
-    m = _migrator(ctx)
+def _run_change(ctx: Context, command: str, action: Any, m: Migrator | None = None) -> int:
+    m = m or _migrator(ctx)
     try:
         result: RunResult = action(m)
     except MigratorError as exc:
@@ -131,40 +134,181 @@ def cmd_goto(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_force(ctx: Context, args: argparse.Namespace) -> int:
-    return _run_change(ctx, "force", lambda m: m.force(args.version, expected_current=args.expect))
+    """force on a dirty database is the recovery step; on a clean one it rewrites history, so it asks."""
+    m = _migrator(ctx)
+    expect = args.expect
+    st = m.status()
+    if not st.dirty and args.version != st.version:
+        if args.version > st.version:
+            skipped = [i for i in st.pending if i.version <= args.version]
+            what = (
+                f"marks {len(skipped)} migration(s) that never ran as applied "
+                f"({', '.join(f'{i.version} {i.name}' for i in skipped[:5])}{', ...' if len(skipped) > 5 else ''}): "
+                "their SQL will not run on this database"
+            ) if skipped else "records a version with no migration file"
+        else:
+            undone = [i for i in st.applied if i.version > args.version and i.state != "missing-file"]
+            what = (
+                f"marks {len(undone)} applied migration(s) as not applied without reverting them "
+                f"({', '.join(f'{i.version} {i.name}' for i in undone[:5])}{', ...' if len(undone) > 5 else ''}): "
+                "the next up runs them again on a schema that already has them"
+            ) if undone else "records a lower version without reverting anything"
+        output.info(
+            f"warning: the database is clean at version {'none' if st.version == -1 else st.version}; "
+            f"forcing {args.version} {what}"
+        )
+        _confirm(ctx, args, f"Force version {args.version} anyway?")
+        if expect is None:
+            expect = st.version  # what was confirmed: refuse if someone changed the state meanwhile
+    return _run_change(ctx, "force", lambda m: m.force(args.version, expected_current=expect), m)
 
 
 STATUS_RECENT = 10
 
 
-def _print_status(st: Status, show_all: bool = False) -> None:
+def _print_status(st: Status, show_all: bool = False, last_failed: dict[str, Any] | None = None) -> None:
     state = "DIRTY" if st.dirty else "clean"
     version = "none" if st.version == -1 else str(st.version)
     style = "bold red" if st.dirty else ("yellow" if st.pending else "green")
+    failure = getattr(st, "failure", None)
+    dirty_row = (failure.version if failure is not None else st.version) if st.dirty else None
+    reverting = failure is not None and failure.direction == "down"
+    applied_n = sum(1 for m in st.applied if m.version != dirty_row)
+    pending_n = sum(1 for m in st.pending if m.version != dirty_row)
+    partly = ("1 partly reverted, " if reverting else "1 partly applied, ") if dirty_row is not None else ""
     output.line(
-        f"{st.database} ({st.table}): version {version}, {state}; "
-        f"{len(st.applied)} applied, {len(st.pending)} pending; latest file {st.latest}",
+        f"{st.database} ({st.table}): version {version}, {state}; {applied_n} applied, "
+        f"{partly}{pending_n} pending; latest file {st.latest}",
         style=style,
     )
+    dirty_state = "DIRTY: partly reverted" if failure is not None and failure.direction == "down" else (
+        "DIRTY: partly applied")
     applied = st.applied if show_all else st.applied[-STATUS_RECENT:]
-    rows = [(m.version, m.name, m.state, m.applied_at or "") for m in applied + st.pending]
+    rows = [
+        (m.version, m.name, dirty_state if m.version == dirty_row else m.state,
+         "" if m.version == dirty_row else (m.applied_at or ""))
+        for m in applied + st.pending
+    ]
     hidden = len(st.applied) - len(applied)
     if rows:
         output.table(
             "Migrations",
             ["version", "name", "state", "applied at"],
             rows,
-            styles=lambda r: "yellow" if r[2] == "pending" else ("red" if r[2] == "missing-file" else None),
+            styles=lambda r: "bold red" if str(r[2]).startswith("DIRTY") else (
+                "yellow" if r[2] == "pending" else ("red" if r[2] == "missing-file" else None)),
             caption=f"{hidden} earlier applied migrations not shown (--all shows them)" if hidden else None,
         )
     if st.dirty:
-        output.line(
-            f"Dirty database version {st.version}: a migration failed midway. Inspect the schema, finish or undo "
-            "the partial change, then `migrator force <last fully applied version>` (see README runbook).",
-            style="bold red",
-        )
+        for text in dirty_lines(st, last_failed):
+            output.line(text, style="bold red" if text.startswith("DIRTY") else None)
     if not st.version_has_file:
         output.line(f"version {st.version} has no migration file in this folder", style="red")
+
+
+def _one_line(sql: str, limit: int | None = None) -> str:
+    text = " ".join(sql.split())
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _previous_version(st: Status, version: int) -> int:
+    """The migration before ``version`` in the folder (what a finished down would record), -1 if none."""
+    earlier = [m.version for m in st.applied + st.pending if m.version < version and m.state != "missing-file"]
+    return max(earlier, default=-1)
+
+
+def recovery_choices(st: Status) -> tuple[int, int]:
+    """(version to force after finishing the change by hand, version to force after undoing it by hand)."""
+    failure = getattr(st, "failure", None)
+    if failure is not None and failure.direction == "down":
+        return st.version, failure.version  # the down of V failed midway: the database records V's predecessor
+    version = failure.version if failure is not None else st.version
+    return version, _previous_version(st, version)
+
+
+def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[str]:
+    """What failed, where, what ran, and the two ways out, as lines for the terminal (``status``).
+
+    ``last_failed`` (the newest failed audit row) stands in when ``st.failure`` is unknown.
+    """
+    failure = getattr(st, "failure", None)
+    finish, undo = recovery_choices(st)
+    lines: list[str] = []
+    if failure is not None:
+        where = f"{_shown_path(failure.file)}:{failure.line}" if failure.line else _shown_path(failure.file)
+        finished = getattr(failure, "finished", True)
+        verb = "failed" if finished else "was interrupted (killed, or the server crashed)"
+        lines.append(f"DIRTY: migration {failure.version} {failure.name or ''} ({failure.direction}) {verb} at {where}")
+        if failure.pg_error and finished:
+            lines.append(f"  error: {_one_line(str(failure.pg_error))}")
+        elif not finished:
+            lines.append("  error: none recorded: the statement it was running may or may not have completed; "
+                         "check the schema")
+        if getattr(failure, "file_changed", False):
+            lines.append("  warning: the file changed since this attempt; the statements below are today's file")
+        if failure.statement:
+            lines.append(f"  statement: {_one_line(str(failure.statement))}")
+        states = list(failure.statements or [])
+        if states:
+            done = sum(1 for s in states if s.state == "done")
+            lines.append(f"  statements ({done} of {len(states)} ran and stay applied):")
+            for s in states:
+                mark = {"done": "done   ", "failed": "FAILED " if finished else "running", "not run": "not run"}.get(
+                    s.state, s.state)
+                lines.append(f"    {s.index:>3}  line {s.line:<5} {mark}  {_one_line(s.text, 100)}")
+        if failure.run_id:
+            lines.append(f"  run id: {failure.run_id}")
+    elif last_failed is not None:
+        lines.append(
+            f"DIRTY: migration {last_failed['version']} {last_failed.get('name') or ''} ({last_failed['direction']}) "
+            f"failed at {last_failed['finished_at']:%Y-%m-%d %H:%M:%S}"
+        )
+        lines.append(f"  error: {_one_line(str(last_failed.get('error') or '?'))}")
+    else:
+        lines.append(
+            f"DIRTY: migration {st.version} did not finish; no audit row says which statements ran (it was run by "
+            "golang-migrate, or before the audit trail existed): compare the schema with the migration file"
+        )
+    undo_what = "restore what the down removed" if failure is not None and failure.direction == "down" else (
+        "revert the statements that ran")
+    finish_what = "run the rest of the down" if failure is not None and failure.direction == "down" else (
+        "run the failed statement (fixed) and the ones after it")
+    lines += [
+        "Nothing runs until you choose one way out. Inspect the schema first (psql; `migrator embedded psql` on "
+        "the embedded server); a failed CREATE INDEX CONCURRENTLY leaves an INVALID index to drop:",
+        f"  finish by hand: {finish_what}, then `migrator force {finish} --expect {st.version}` "
+        f"(records {finish} as {'applied' if finish != -1 else 'no version'})",
+        f"  undo by hand:   {undo_what}, then `migrator force {undo} --expect {st.version}` "
+        + (f"(records {undo}: migration {undo} stays applied)" if failure is not None and failure.direction == "down"
+           else f"(records {'no version' if undo == -1 else undo}: migration {finish} stays pending and runs again "
+           "on the next up)"),
+    ]
+    if _recover_available():
+        lines.append(
+            "  or let migrator do it, audited: `migrator recover --resume` runs the statements that did not run (fix "
+            "the file first); `migrator recover --revert` runs the down file and records the previous version; "
+            "`migrator recover --mark-applied` records the version after you finished by hand"
+        )
+    return lines
+
+
+def _shown_path(path: object) -> str:
+    """The file relative to the working directory when inside it (as validate prints it)."""
+    if not path:
+        return "?"
+    from pathlib import Path
+
+    p = Path(str(path))
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _recover_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("migrator.commands.recover") is not None
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
@@ -173,7 +317,11 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         output.print_json(st.to_dict())
     else:
-        _print_status(st, args.all)
+        last_failed = None
+        if st.dirty and getattr(st, "failure", None) is None:
+            last_failed = next((r for r in m.history(20) if not r["success"] and r["direction"] in ("up", "down")),
+                               None)
+        _print_status(st, args.all, last_failed)
     if st.dirty:
         if args.alert:
             from migrator.notify import send_event
@@ -247,7 +395,7 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     output.table(
         "Migration audit trail (newest first)",
-        ["finished", "version", "dir", "ok", "ms", "user", "host", "run id", "sha256"],
+        ["finished", "version", "dir", "ok", "ms", "user", "host", "run id", "sha256", "error"],
         [
             (
                 f"{r['finished_at']:%Y-%m-%d %H:%M:%S}",
@@ -259,6 +407,7 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
                 r["client_host"],
                 r["run_id"] or "",
                 (r["checksum"] or "")[:12],
+                " ".join(str(r.get("error") or "").split()),
             )
             for r in rows
         ],

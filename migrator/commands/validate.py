@@ -12,7 +12,7 @@ from typing import Any
 from migrator import output
 from migrator.commands import Context
 
-FORMATS = ("human", "text", "json", "sarif", "github")
+FORMATS = ("human", "text", "json", "sarif", "github", "markdown")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -25,12 +25,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "rules and, when a database URL is given, drift. Exit 0 clean, 1 errors, 2 warnings with --strict."
         ),
     )
+    p.add_argument("--list-rules", action="store_true", help="print the rule catalogue (with --format markdown: "
+                   "the tables of docs/validation.md) and exit")
     p.add_argument("--strict", action="store_true", help="exit 2 when there are warnings (and no errors)")
     p.add_argument(
         "--format",
         choices=FORMATS,
         default=None,
-        help="human (table), text (file:line:col lines), json, sarif (2.1.0) or github (annotations)",
+        help="human (tables; the default on a terminal), text (file:line:col: severity: message [rule]; the "
+        "default into a pipe or file), json, sarif (2.1.0) or github (annotations)",
     )
     p.add_argument(
         "--require-justification",
@@ -58,7 +61,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
     from migrator.lint import report, validate_folder
 
-    fmt = args.format or ("json" if ctx.json else "human")
+    if args.list_rules:
+        from migrator.lint.catalogue import rules_json, rules_markdown
+
+        if args.format == "markdown":
+            output.write_stdout(rules_markdown())
+        elif ctx.json or args.format == "json":
+            output.print_json(rules_json())
+        else:
+            rows = [(r["id"], r["name"], r["severity"], r["summary"]) for r in rules_json()]
+            output.table("validate rules", ["id", "name", "severity", "what"], rows)
+        return 0
+    if args.format == "markdown":
+        from migrator.errors import ConfigError
+
+        raise ConfigError("--format markdown is for --list-rules; findings use human, text, json, sarif or github")
+    fmt = args.format or ("json" if ctx.json else ("human" if output.is_terminal() else "text"))
     settings = ctx.settings
     report_ = validate_folder(
         settings.migrations_path,
@@ -66,7 +84,7 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
         settings=settings,
         drift=bool(settings.database_url) and not args.no_drift,
     )
-    report.write(report_, fmt)
+    report.write(report_, fmt, show_info=getattr(args, "verbose", False))
     return report_.exit_code(args.strict)
 
 

@@ -66,14 +66,24 @@ def require_justification_default() -> bool:
 
 
 def _display(base: Path | None) -> Callable[[object], str]:
+    """Paths relative to ``base`` when inside it; folders are resolved once each (1,000 files share one)."""
+    folders: dict[str, str | None] = {}
+
+    def relative_folder(folder: Path) -> str | None:
+        key = str(folder)
+        if key not in folders:
+            try:
+                folders[key] = str(folder.resolve().relative_to(base)) if base is not None else None
+            except ValueError:
+                folders[key] = None
+        return folders[key]
+
     def show(path: object) -> str:
         p = Path(str(path))
-        if base is not None:
-            try:
-                return str(p.resolve().relative_to(base))
-            except ValueError:
-                pass
-        return str(p)
+        rel = relative_folder(p.parent)
+        if rel is None:
+            return str(p)
+        return p.name if rel == "." else f"{rel}/{p.name}"
 
     return show
 

@@ -13,7 +13,7 @@ import re
 
 from migrator.lint.model import Finding, finding
 from migrator.lint.parse import ParsedFile
-from migrator.lint.transactional import COMMENT_TOKENS
+from migrator.sql import COMMENT_TOKENS
 
 LITERAL_TOKENS = frozenset({"SCONST", "USCONST"})
 

@@ -8,11 +8,13 @@ why it matters and the safe alternative; findings carry the id so that CI annota
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-ERROR = "error"
-WARNING = "warning"
-INFO = "info"
-SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
+Severity = Literal["error", "warning", "info"]
+ERROR: Severity = "error"
+WARNING: Severity = "warning"
+INFO: Severity = "info"
+SEVERITY_ORDER: dict[str, int] = {ERROR: 0, WARNING: 1, INFO: 2}
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Rule:
 
     id: str
     name: str
-    severity: str
+    severity: Severity
     summary: str
     why: str = ""
     fix: str = ""
@@ -34,7 +36,7 @@ class Finding:
     """One problem at one place; ``line``/``column`` are 1-based (None when the whole file)."""
 
     rule: str
-    severity: str
+    severity: Severity
     file: str
     message: str
     line: int | None = None
@@ -247,7 +249,7 @@ RULES_BY_NAME: dict[str, Rule] = {r.name: r for r in _CATALOGUE}
 
 
 def finding(rule_id: str, file: str, message: str, line: int | None = None, column: int | None = None,
-            *, severity: str | None = None, help: str | None = None, offset: int | None = None,
+            *, severity: Severity | None = None, help: str | None = None, offset: int | None = None,
             **extra: object) -> Finding:
     """A Finding of ``rule_id`` with the rule's default severity and safe alternative."""
     rule = RULES[rule_id]

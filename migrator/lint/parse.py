@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.lint.model import Finding, finding
-from migrator.lint.transactional import COMMENT_TOKENS, line_col, scan
+from migrator.sql import COMMENT_TOKENS, line_col, scan
 
 
 @dataclass

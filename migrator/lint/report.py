@@ -95,10 +95,12 @@ def _gh_escape(value: str, prop: bool = False) -> str:
     return value
 
 
-def github_lines(report: ValidationReport) -> list[str]:
+def github_lines(report: ValidationReport, show_info: bool = True) -> list[str]:
     """``::error file=F,line=L,col=C,title=T::message`` workflow commands, one per finding."""
     out = []
     for f in report.findings:
+        if f.severity == INFO and not show_info:
+            continue
         props = [f"file={_gh_escape(f.file, True)}"]
         if f.line:
             props.append(f"line={f.line}")
@@ -110,15 +112,16 @@ def github_lines(report: ValidationReport) -> list[str]:
     return out
 
 
-def summary(report: ValidationReport) -> str:
+def summary(report: ValidationReport, infos_hidden: bool = False) -> str:
     drift = ", drift checked" if report.drift_checked else ""
+    hidden = " (not shown; -v shows them)" if infos_hidden and report.infos else ""
     return (
         f"{report.migrations} migration(s), {report.files} file(s){drift}: {report.errors} error(s), "
-        f"{report.warnings} warning(s), {report.infos} note(s)"
+        f"{report.warnings} warning(s), {report.infos} note(s){hidden}"
     )
 
 
-def print_human(report: ValidationReport) -> None:
+def print_human(report: ValidationReport, show_info: bool = True) -> None:
     """One table per file (the file name as title, so it is never cut), then the summary line."""
     from migrator.output import line, table
 
@@ -127,30 +130,48 @@ def print_human(report: ValidationReport) -> None:
 
     by_file: dict[str, list[Any]] = {}
     for f in report.findings:
+        if f.severity == INFO and not show_info:
+            continue
         where = f"{f.line}:{f.column or 1}" if f.line else "-"
         text = f.message + (f"\n→ {f.help}" if f.help else "")
         by_file.setdefault(f.file, []).append((where, f.severity, f"{f.rule}\n{f.name}", text))
     for file, rows in by_file.items():
         table(file, ["line:col", "severity", "rule", "finding / safe alternative"], rows, styles=style)
-    line(summary(report), style="red" if report.errors else ("yellow" if report.warnings else "green"))
+    line(summary(report, not show_info), style="red" if report.errors else ("yellow" if report.warnings else "green"))
 
 
-def write(report: ValidationReport, fmt: str) -> None:
-    """Print ``report`` on stdout in ``fmt`` (human, text, json, sarif or github)."""
+def text_lines(report: ValidationReport, show_info: bool = True) -> list[str]:
+    """``file:line:col: severity: message [rule name]``, one per finding (the compilers' format)."""
+    out = []
+    for f in report.findings:
+        if f.severity == INFO and not show_info:
+            continue
+        rule = RULES.get(f.rule)
+        where = f"{f.file}:{f.line}:{f.column or 1}" if f.line is not None else f.file
+        out.append(f"{where}: {f.severity}: {f.message} [{f.rule} {rule.name if rule else f.rule}]")
+    return out
+
+
+def write(report: ValidationReport, fmt: str, show_info: bool = True) -> None:
+    """Print ``report`` on stdout in ``fmt`` (human, text, json, sarif or github).
+
+    ``show_info=False`` leaves notes out of the human, text and github formats (they are counted in
+    the summary); json and sarif always carry every finding.
+    """
     if fmt == "human":
-        print_human(report)
+        print_human(report, show_info)
         return
     if fmt == "text":
-        lines = [f"{f.location()}: {f.severity}: {f.message} [{f.rule} {f.name}]" for f in report.findings]
-        lines.append(summary(report))
+        lines = text_lines(report, show_info)
+        lines.append(summary(report, not show_info))
         text = "\n".join(lines)
     elif fmt == "json":
         text = json.dumps(to_json(report), indent=2)
     elif fmt == "sarif":
         text = json.dumps(to_sarif(report), indent=2)
     else:
-        lines = github_lines(report)
-        lines.append(summary(report))
+        lines = github_lines(report, show_info)
+        lines.append(summary(report, not show_info))
         text = "\n".join(lines)
     sys.stdout.write(redact(text) + "\n")
     sys.stdout.flush()

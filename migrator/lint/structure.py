@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 
 from migrator.files import NAME_RE, MigrationSet, Problem
-from migrator.lint.model import Finding, finding
+from migrator.lint.model import ERROR, WARNING, Finding, finding
 from migrator.lint.parse import ParsedFile
-from migrator.lint.transactional import classify, statements_from_tokens
+from migrator.sql import classify, statements_from_tokens
 
 PROBLEM_RULES = {
     "bad-name": "MIG100",
@@ -42,7 +42,7 @@ def problem_findings(problems: list[Problem]) -> list[Finding]:
     out = []
     for p in problems:
         rule = PROBLEM_RULES.get(p.code, "MIG100")
-        out.append(finding(rule, p.file, p.message, severity=p.severity))
+        out.append(finding(rule, p.file, p.message, severity=WARNING if p.severity == WARNING else ERROR))
     return out
 
 

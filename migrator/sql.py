@@ -1,4 +1,6 @@
-"""Which migration files cannot run inside one transaction, and statement splitting.
+"""SQL text as the engine sees it: statement splitting, positions, and which files cannot run in a transaction.
+
+The engine and the linter both use this module (the engine imports nothing from ``migrator.lint``).
 
 Everything here works on PostgreSQL's own scanner (``pglast.parser.scan``), so comments, quoted
 strings, quoted identifiers and dollar-quoted bodies are never mistaken for SQL: a ``BEGIN`` inside
@@ -25,6 +27,16 @@ _TX_CONTROL = {
     "ROLLBACK": "ROLLBACK",
     "ABORT_P": "ABORT",
 }
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One top-level statement of a file: character span (end exclusive, no ``;``), text, 1-based line."""
+
+    start: int
+    end: int
+    text: str
+    line: int
 
 
 @dataclass(frozen=True)
@@ -197,18 +209,21 @@ def non_transactional_reason(sql: str) -> str | None:
     return found[0].reason if found else None
 
 
-def split_statements(sql: str) -> list[tuple[int, int, str]]:
-    """``(start, end, text)`` of each statement (character offsets, end exclusive, no ``;``).
+def split_statements(sql: str) -> list[Statement]:
+    """Each top-level statement of ``sql`` in file order (character offsets, end exclusive, no ``;``).
 
     Uses PostgreSQL's parser through ``pglast.split``; SQL that does not parse is split on the
     scanner's top-level ``;`` instead (pglast's own parser-less split drops statements that do not
     start with a keyword), and text that does not even scan is returned as one statement.
     """
+    return [Statement(start, end, sql[start:end], line_col(sql, start)[0]) for start, end in _spans(sql)]
+
+
+def _spans(sql: str) -> list[tuple[int, int]]:
     import pglast
 
     try:
-        slices = pglast.split(sql, only_slices=True)
-        return [(s.start, s.stop, sql[s.start : s.stop]) for s in slices]
+        return [(s.start, s.stop) for s in pglast.split(sql, only_slices=True)]
     except Exception:
         pass
     tokens = scan(sql)
@@ -217,5 +232,5 @@ def split_statements(sql: str) -> list[tuple[int, int, str]]:
         if not stripped:
             return []
         start = sql.index(stripped[0])
-        return [(start, start + len(stripped), stripped)]
-    return [(st.start, st.end, sql[st.start : st.end]) for st in statements_from_tokens(sql, tokens)]
+        return [(start, start + len(stripped))]
+    return [(st.start, st.end) for st in statements_from_tokens(sql, tokens)]

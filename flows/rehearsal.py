@@ -1,0 +1,51 @@
+"""The migrate flow's rehearsal step: after the backup, before approval.
+
+Environments with ``rehearsal.enabled`` (prod by default) restore the run's backup into a scratch
+database on their rehearsal server and apply the pending migrations there first. The measured
+table (locks, hold times, rewrites) is returned for the approval form and kept as an artifact; a
+migration that would fail, or a rehearsal that cannot run, fails the run before the approval pause
+with one ``rehearsal.failed`` alert, and nothing reaches the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+
+from flows._common import failure_fields
+from migrator.errors import MigratorError
+from tasks.environment import Environment
+from tasks.notify import notify
+from tasks.rehearse import rehearsal_config, rehearse_migrations
+
+
+class RehearsalFailedError(MigratorError):
+    """A pending migration failed on the restored copy: production was not touched."""
+
+
+def rehearse_before_approval(env: Environment, summary: dict[str, Any], target_version: int | None = None
+                             ) -> str | None:
+    """Rehearse when the environment asks for it; returns the Markdown to show the approver first."""
+    if not rehearsal_config(env).enabled:
+        return None
+    context = {"database": summary.get("database"), "version_before": summary.get("version_before"),
+               "backup_key": summary.get("backup_key")}
+    try:
+        result = rehearse_migrations(env.name, summary.get("backup_key") or "latest", target_version)
+    except Exception as exc:
+        notify(env.name, "rehearsal.failed", **context, **failure_fields(exc),
+               message=f"rehearsal on {env.name} could not run: {exc}; nothing was applied")
+        summary["alerted"] = True
+        raise
+    summary["rehearsal"] = result["summary"]
+    create_markdown_artifact(markdown=result["markdown"], key=f"rehearsal-{env.name}",
+                             description=f"rehearsal {env.name}: locks, hold times, rewrites")
+    if not result["ok"]:
+        failed = next(m for m in result["report"]["migrations"] if m["failed"])
+        message = str(result["summary"]["failure"])
+        notify(env.name, "rehearsal.failed", **context, failing_version=failed["version"],
+               file=failed["location"] or failed["file"], error=failed["error"], message=message)
+        summary["alerted"] = True
+        raise RehearsalFailedError(message)
+    return str(result["markdown"])

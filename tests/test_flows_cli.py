@@ -1,0 +1,62 @@
+"""Issue 11.3: ``python -m flows migrate`` prints a short summary, and a failed run one ``error:`` line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_migration
+from flows.__main__ import summary_line
+
+HEADER = "-- Business justification: T-11 flow output test.\n"
+
+
+def test_summary_line_says_what_happened_in_a_line_or_two() -> None:
+    result = {"environment": "local", "outcome": "succeeded", "database": "askfrank", "version_before": -1,
+              "version_after": 9, "steps": [{"version": v, "name": f"m{v}"} for v in range(1, 10)],
+              "duration_seconds": 3.9, "backup_key": "local/askfrank/x.dump"}
+    assert summary_line("migrate", "local", result).splitlines() == [
+        "migrate local: succeeded; askfrank version none -> 9; 9 migration(s) (1_m1, 2_m2, 3_m3, ...); 3.9 s",
+        "backup: local/askfrank/x.dump",
+        "(--json prints the full result)",
+    ]
+    nothing = {"outcome": "no change", "database": "askfrank", "version_before": 9, "version_after": 9}
+    assert summary_line("migrate", "local", nothing).splitlines()[0] == "migrate local: no change; askfrank version 9"
+
+
+@pytest.mark.timeout(240)
+def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_path: Path, db_url: str) -> None:
+    d = tmp_path / "migrations"
+    d.mkdir()
+    write_migration(d, 1, "create_patients", HEADER + "CREATE TABLE patients (id int PRIMARY KEY);",
+                    "DROP TABLE IF EXISTS patients;")
+    env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(d), "BACKUP_URL": f"file://{tmp_path}/b",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
+    env.pop("MIGRATOR_DEBUG", None)
+
+    def flow(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flows", "migrate", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=200)
+
+    ok = flow()
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    lines = ok.stdout.splitlines()
+    assert lines[0].startswith(f"migrate local: succeeded; {db_url.rsplit('/', 1)[1]} version none -> 1; "
+                               "1 migration(s) (1_create_patients); ")
+    assert lines[1].startswith("backup: local/") and len(lines) == 3
+
+    write_migration(d, 2, "add_patient_email",
+                    HEADER + "ALTER TABLE patients ADD COLUMN email text;\n"
+                    "CREATE INDEX CONCURRENTLY idx_patients_email ON patients (emial);\n",
+                    "DROP INDEX CONCURRENTLY IF EXISTS idx_patients_email;\n"
+                    "ALTER TABLE patients DROP COLUMN IF EXISTS email;\n")
+    failed = flow("--json")
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and 'column "emial" does not exist' in errors[0] and "DIRTY at version 2" in errors[0]
+    assert "Traceback" not in failed.stderr
