@@ -176,7 +176,8 @@ def load_environment(name: str, **overrides: Any) -> Environment:
         "lock_timeout": timeouts.get("lock_timeout"),
         "statement_timeout": timeouts.get("statement_timeout"),
         "lock_wait_seconds": timeouts.get("lock_wait_seconds"),
-        "backup_url": os.environ.get("BACKUP_URL") or _secret(backup.get("url"), "backup.url", fleet_name, required=strict),
+        "backup_url": os.environ.get("BACKUP_URL")
+        or _secret(backup.get("url"), "backup.url", fleet_name, required=strict),
         "webhook_url": _secret(webhook.get("url"), "webhook.url", fleet_name, required=strict),
         "webhook_secret": _secret(webhook.get("secret"), "webhook.secret", fleet_name, required=strict),
         "allow_embedded": not strict,

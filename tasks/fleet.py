@@ -93,7 +93,7 @@ def newest_backups(env: Environment, members: list[fleet.Member], since: float, 
     from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime
 
-    from migrator.backup.core import list_backups
+    from migrator.backup import list_backups
 
     cutoff = datetime.fromtimestamp(since, UTC)
 
@@ -102,7 +102,7 @@ def newest_backups(env: Environment, members: list[fleet.Member], since: float, 
             infos = list_backups(member_settings(env, member))
         except Exception:  # a listing problem must not hide the migration outcome
             return member.name, None
-        fresh = [i for i in infos if i.created_at is not None and i.created_at >= cutoff]
+        fresh = [i for i in infos if i.complete and i.created_at is not None and i.created_at >= cutoff]
         return member.name, fresh[0].key if fresh else None
 
     if not members:
