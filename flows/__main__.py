@@ -113,6 +113,9 @@ def summary_line(flow: str, env: str, result: object) -> str:
     plan = r.get("plan")
     if r.get("outcome") == "dry run" and isinstance(plan, list):
         parts.append(f"{len(plan)} migration(s) would run")
+    counts = r.get("counts")
+    if isinstance(counts, dict):  # migrate-fleet: how many databases ended how
+        parts.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + " databases")
     if r.get("duration_seconds") is not None:
         parts.append(f"{r['duration_seconds']} s")
     text = "; ".join(parts)
