@@ -210,7 +210,9 @@ def roll_out(waves: list[fleet.Wave], runner: Any, max_parallel: int, budget: fl
                             f": {result.error}" if result.error else "")
             if wave.canary and wave_failed:
                 return f"canary failed ({wave_failed} of {len(wave.databases)}): no other database was started"
-        return "failure budget exceeded" if budget.exceeded else None
+        left = any(outcomes[n].outcome == "not started" for w in waves for n in w.databases)
+        return (f"failure budget exceeded ({budget.failures} failed, max_failures {budget.max_failures})"
+                if budget.exceeded and left else None)
     finally:
         runner.close()
 
@@ -234,35 +236,54 @@ def summary_markdown(environment: str, outcomes: list[fleet.Outcome], latest: in
         md.append(f"**Stopped early:** {stopped}.\n\n")
     failed = [o for o in outcomes if o.outcome in FAILED]
     if failed:
+        # what on-call needs comes first: the UI cuts wide tables off on the right
         md.append("## Failed: each needs a person (nothing was rolled back)\n\n")
         md.append(md_table(
-            ["database", "state now", "error", "next step"],
-            [(o.name, f"v{_version(o.version_after)}" + (" DIRTY" if o.dirty_after else " clean"),
-              redact(o.error or ""), _next_step(o)) for o in failed],
+            ["database", "state now", "next step"],
+            [(o.name, _state_now(o), _next_step(o)) for o in failed],
         ))
+        md.append("\n" + "".join(f"- **{o.name}**: {_clip(redact(o.error or 'no error text'))}\n"
+                                 for o in failed[:200]))
+        if len(failed) > 200:
+            md.append(f"- … and {len(failed) - 200} more (each in its run)\n")
         md.append("\n")
     md.append("## Databases\n\n")
     md.append(md_table(
-        ["database", "wave", "version before", "version after", "outcome", "duration (s)", "backup", "run"],
-        [(o.name, "-" if o.wave is None else ("canary" if o.wave == 0 and o.outcome != "not started" else o.wave),
-          _version(o.version_before), _version(o.version_after) + (" DIRTY" if o.dirty_after else ""),
-          o.outcome, "" if o.duration_seconds is None else o.duration_seconds,
-          f"`{o.backup_key}`" if o.backup_key else "-",
-          f"[{o.run_id[:8]}]({o.run_url})" if o.run_url and o.run_id else (o.run_id or "-"))
+        ["database", "outcome", "version", "run", "wave", "duration (s)", "backup"],
+        [(o.name, o.outcome, _span(o),
+          f"[{o.run_id[:8]}]({o.run_url})" if o.run_url and o.run_id else (o.run_id or "-"),
+          "-" if o.wave is None else ("canary" if o.wave == 0 and o.outcome != "not started" else o.wave),
+          "" if o.duration_seconds is None else o.duration_seconds,
+          f"`{o.backup_key}`" if o.backup_key else "-")
          for o in outcomes],
     ))
     return "".join(md)
 
 
+def _state_now(o: fleet.Outcome) -> str:
+    return f"version {_version(o.version_after)}, " + ("**DIRTY**" if o.dirty_after else "clean")
+
+
+def _span(o: fleet.Outcome) -> str:
+    before, after = _version(o.version_before), _version(o.version_after)
+    text = before if before == after else f"{before} → {after}"
+    return text + (" **DIRTY**" if o.dirty_after else "")
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _next_step(o: fleet.Outcome) -> str:
+    if o.outcome == "dirty":
+        return "dirty before this run: recover it first (its last migrate run, or the runbook), then re-run"
     if o.dirty_after:
-        where = f"recover it in its run: {o.run_url}" if o.run_url else f"recover it: run {o.run_id or '?'}"
+        where = f"recover it in [its run]({o.run_url})" if o.run_url else f"recover it: run {o.run_id or '?'}"
         return f"dirty: {where}"
     if o.outcome == "unreachable":
         return "check the database URL / catalogue entry, then re-run the fleet"
-    if o.run_url:
-        return f"clean (rolled back by its transaction): fix the migration, re-run the fleet; {o.run_url}"
-    return "clean (rolled back by its transaction): fix the migration, then re-run the fleet"
+    link = f" ([its run]({o.run_url}))" if o.run_url else ""
+    return f"clean (its transaction rolled back){link}: fix the cause, re-run the fleet"
 
 
 def plan_markdown(environment: str, states: list[fleet.DatabaseState], to_run: list[str], waves: list[fleet.Wave],

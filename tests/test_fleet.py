@@ -199,7 +199,7 @@ def test_non_transactional_failure_leaves_dirty_with_recovery_step(fleet_env: di
     art = Artifact.get("migrate-fleet-tenants")
     assert art is not None
     md = str(art.data)
-    assert "v3 DIRTY" in md and "dirty: recover it" in md
+    assert "version 3, **DIRTY**" in md and "dirty: recover it" in md
     (ev,) = events(fleet_env["hook"])
     (failed,) = ev["details"]["failed_databases"]
     assert failed["database"] == bad and failed["dirty"] is True and failed["version"] == 3
