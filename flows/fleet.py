@@ -27,6 +27,7 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from flows._common import artifact_key, findings_md, md_table
+from flows.approval import ApprovalRejected
 from migrator import fleet
 from migrator.errors import ConfigError, MigratorError
 from migrator.redact import redact
@@ -330,7 +331,13 @@ def migrate_fleet(
         raise ConfigError(f"migrate-fleet {environment}: max_parallel and wave_size must be >= 1, canary and "
                           f"max_failures >= 0 (got {policy})")
     started = time.monotonic()
-    survey = survey_fleet(environment, target_version)
+    try:
+        survey = survey_fleet(environment, target_version)
+    except Exception as exc:  # no catalogue, no secret: the fleet cannot start, and someone must know
+        why = redact(str(exc))
+        notify(environment, "fleet.failed", database=environment, error=why, flow_run_url=flow_run_url(),
+               message=f"fleet {environment}: could not list or read its databases: {why}; nothing was started")
+        raise
     latest = int(survey["latest"])
     states = [fleet.DatabaseState(**d) for d in survey["databases"]]
     outcomes: dict[str, fleet.Outcome] = {}
@@ -390,9 +397,11 @@ def migrate_fleet(
                         rollout_started)
     except Exception as exc:
         stopped = redact(str(exc))
-        notify(environment, "fleet.failed", database=environment, error=stopped, flow_run_url=flow_run_url(),
-               message=f"fleet {environment}: stopped before migrating: {stopped}",
-               counts=fleet.counts(outcomes.values()))
+        if not isinstance(exc, ApprovalRejected):  # a rejection has alerted approval.rejected already
+            started_any = any(o.run_id for o in outcomes.values())
+            notify(environment, "fleet.failed", database=environment, error=stopped, flow_run_url=flow_run_url(),
+                   message=f"fleet {environment}: stopped{'' if started_any else ' before migrating'}: {stopped}",
+                   counts=fleet.counts(outcomes.values()))
         raise
     finally:
         if not dry_run:

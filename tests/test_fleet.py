@@ -330,3 +330,16 @@ def test_one_approval_for_the_fleet(fleet_env: dict[str, Any], tmp_path: Path) -
             who = {r[0] for r in conn.execute("SELECT approved_by FROM schema_migrations_history")}
         assert who == {"alice@askfrank.example"}, n
     assert [e["event"] for e in events(fleet_env["hook"])] == ["approval.requested", "fleet.completed"]
+
+
+def test_unreadable_catalogue_stops_with_one_alert(fleet_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.fleet import migrate_fleet
+
+    monkeypatch.setenv("TEST_FLEET_CATALOGUE_URL",
+                       url_for(SERVER_URL, "no_such_catalogue_db").replace("postgres@", f"postgres:{PASSWORD}@"))
+    state_ = migrate_fleet(environment="tenants", children="subflow", return_state=True)
+    assert state_.is_failed() and "no_such_catalogue_db" in str(state_.message)
+    (ev,) = events(fleet_env["hook"])
+    assert ev["event"] == "fleet.failed" and "nothing was started" in ev["message"]
+    assert PASSWORD not in str(state_.message) and PASSWORD.encode() not in fleet_env["hook"].requests[0].body
+    assert all(state(n) is None for n in fleet_env["names"])
