@@ -18,6 +18,8 @@ import os
 import sys
 import warnings
 
+from migrator import argtypes
+
 # A HIPAA product's local runs phone nobody: no Prefect telemetry from the ephemeral server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -32,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("flow", choices=["migrate", "rollback", "status-monitor", "backup", "restore-drill",
                                     "migrate-fleet", "fleet-status"])
     p.add_argument("--env", default="local", help="environment (deployments/<env>.yaml)")
-    p.add_argument("--target", type=int, default=None, help="migrate: target version")
-    p.add_argument("--steps", type=int, default=1, help="rollback: migrations to revert")
+    p.add_argument("--target", type=argtypes.version, default=None, help="migrate: target version")
+    p.add_argument("--steps", type=argtypes.count, default=1, help="rollback: migrations to revert")
     p.add_argument("--dry-run", action="store_true", help="migrate: validate and plan only")
     p.add_argument("--canary", type=int, default=None, help="migrate-fleet: canary databases (fleet: canary)")
     p.add_argument("--max-parallel", type=int, default=None, help="migrate-fleet: databases at a time")

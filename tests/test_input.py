@@ -278,8 +278,7 @@ def test_bad_arguments_exit_2_at_parse_time(cli, db_url: str, two: Path, args: l
     r = cli(*args, "--path", str(two), "--database-url", db_url)
     assert r.code == 2, r.err
     assert "Traceback" not in r.err and "internal error" not in r.err
-    last = r.err.strip().splitlines()[-1]
-    assert "error" in last and named in last, r.err
+    assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("error: ") and named in r.err, r.err
     assert not _has_state_table(db_url)  # parse-time: nothing touched the database
 
 
@@ -317,8 +316,18 @@ def test_largest_values_still_accepted(cli, db_url: str, two: Path) -> None:  # 
     assert r.code == 0, r.err
     r = cli("history", "--limit", str(2**63 - 1), *g)
     assert r.code == 0, r.err
-    r = cli("force", "9223372036854775807", "--expect", "2", *g)
+    r = cli("force", "9223372036854775807", "--expect", "2", "--yes", *g)
     assert r.code == 0, r.err
     assert _version(db_url) == (2**63 - 1, False)
     r = cli("status", *g, "--database-url", url_for(db_url, db_url.rsplit("/", 1)[1]) + "?x-statement-timeout=2147483647")
     assert r.code == 0 and "9223372036854775807" in r.out, r.err
+
+
+@pytest.mark.parametrize("args", [["migrate", "--target", "9223372036854775808"], ["migrate", "--target", "-7"],
+                                  ["rollback", "--steps", "0"], ["rollback", "--steps", "-1"]])
+def test_python_m_flows_bad_numbers_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and args[-1] in capsys.readouterr().err

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from migrator.backup.errors import BackupError
-from migrator.backup.keys import configured_database_name, destination, group_prefix, parse_key
+from migrator.backup.keys import configured_database_name, group_prefix, open_destination, parse_key
 from migrator.backup.stores import S3Store, Store, StoredObject
 from migrator.config import Settings
 
@@ -130,12 +130,8 @@ def list_backups(
 ) -> list[BackupInfo]:
     """Backups of the configured environment and database (or all of them), newest first; incomplete
     ones are included with ``complete=False`` and the reason in ``problem``."""
-    store = _store(settings, destination)
+    store = open_destination(settings, destination)
     return list_in(store, group_prefix(store, settings, database, all_groups))
-
-
-def _store(settings: Settings, url: str | None) -> Store:
-    return destination(settings, url)
 
 
 def resolve_key(store: Store, key: str, settings: Settings, database: str | None) -> str:

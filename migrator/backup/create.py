@@ -25,8 +25,7 @@ from typing import IO, Any
 from migrator import __version__
 from migrator.backup import pgtools
 from migrator.backup.errors import BackupError
-from migrator.backup.keys import destination as open_destination
-from migrator.backup.keys import make_key
+from migrator.backup.keys import make_key, open_destination
 from migrator.backup.stores import READ_CHUNK, S3_MAX_PARTS, MiB, S3Store, Store, Upload, part_size_from_env
 from migrator.config import Connection, Settings, state_table_name
 from migrator.redact import redact

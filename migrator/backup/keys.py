@@ -20,7 +20,7 @@ _KEY_RE = re.compile(
 _SAFE_RE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def destination(settings: Settings, url: str | None) -> Store:
+def open_destination(settings: Settings, url: str | None) -> Store:
     """The store for ``--to``/``--from``, else BACKUP_URL, else ``./backups``."""
     return open_store(url or settings.backup_url or DEFAULT_BACKUP_URL)
 

@@ -21,7 +21,7 @@ from migrator.backup import pgtools
 from migrator.backup.archive import major_of, read_header
 from migrator.backup.catalog import metadata_int, resolve_key, tool_major
 from migrator.backup.errors import BackupError, BackupIntegrityError
-from migrator.backup.keys import destination as open_destination
+from migrator.backup.keys import open_destination
 from migrator.backup.stores import Store
 from migrator.config import Connection, Settings, prepare_url, state_table_name
 

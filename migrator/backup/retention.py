@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from migrator.backup.catalog import BackupInfo, list_in
-from migrator.backup.keys import destination, group_prefix
+from migrator.backup.keys import group_prefix, open_destination
 from migrator.backup.stores import Leftover, Store
 from migrator.config import Settings
 
@@ -103,7 +103,7 @@ def prune_backups(
         raise ConfigError("--keep-last and --keep-days must be >= 0")
     if not orphan_grace_hours >= 0 or orphan_grace_hours == float("inf"):
         raise ConfigError("--orphan-grace must be a number of hours >= 0")
-    store = _open(settings, destination)
+    store = open_destination(settings, destination)
     prefix = group_prefix(store, settings, database, all_groups)
     backups = list_in(store, prefix)
     kept, deleted = retention(backups, keep_last, keep_days, now)
@@ -125,12 +125,8 @@ def find_leftovers(
     settings: Settings, *, destination: str | None = None, database: str | None = None, all_groups: bool = False
 ) -> list[Leftover]:
     """Remains of interrupted backups in scope (what ``prune`` removes once older than the grace period)."""
-    store = _open(settings, destination)
+    store = open_destination(settings, destination)
     return list(store.leftovers(group_prefix(store, settings, database, all_groups)))
-
-
-def _open(settings: Settings, url: str | None) -> Store:
-    return destination(settings, url)
 
 
 def _age(when: datetime | None, now: datetime | None) -> float | None:

@@ -11,7 +11,7 @@ from typing import Any
 from migrator.backup import pgtools
 from migrator.backup.catalog import metadata_int, resolve_key, tool_major
 from migrator.backup.errors import BackupIntegrityError
-from migrator.backup.keys import destination as open_destination
+from migrator.backup.keys import open_destination
 from migrator.config import Settings
 
 

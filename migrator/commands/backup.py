@@ -254,7 +254,7 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
     if incomplete:
         info(
             f"{len(incomplete)} INCOMPLETE object(s) (no verified sha256): never used as latest, restored or "
-            "kept by retention; `migrator backups prune --yes` deletes them"
+            "kept by retention; `migrator backups prune --keep-last N --keep-days D --yes` deletes them"
         )
     _report_leftovers(ctx, args)
     return 0
@@ -277,7 +277,7 @@ def _report_leftovers(ctx: Context, args: argparse.Namespace) -> None:
         size = sum(x.size or 0 for x in found)
         info(
             f"{len(found)} unfinished upload(s) ({_human_size(size)}) left by interrupted backups; "
-            "`migrator backups prune --yes` removes those older than the grace period (--orphan-grace)"
+            "`migrator backups prune --keep-last N --keep-days D --yes` removes those older than --orphan-grace (24 h)"
         )
 
 
