@@ -235,6 +235,8 @@ def test_dry_run_and_fleet_status(fleet_env: dict[str, Any], cli: Any) -> None:
     lines = r.out.strip().splitlines()
     assert len(lines) == TENANTS and "DIRTY" in lines[3] and "pending 1" in lines[3]
     assert "version   none  clean  pending 2" in lines[0]
+    r2 = cli("status", "--env", "tenants")  # status on a fleet environment: the same lines
+    assert r2.code == 3 and r2.out == r.out
     assert PASSWORD not in r.out + r.err
     # a dirty database counts against the budget before anything starts
     state_ = migrate_fleet(environment="tenants", children="subflow", return_state=True)

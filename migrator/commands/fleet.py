@@ -55,6 +55,18 @@ def env_only_resolver(fleet_name: str) -> Any:
     return resolve
 
 
+def names_a_fleet(env: str | None) -> bool:
+    """True when deployments/<env>.yaml declares databases: or discover: (checked without parsing
+    YAML, so ``migrator status`` stays fast for ordinary environments)."""
+    if not env or "/" in env or env.startswith("."):
+        return False
+    try:
+        text = (deployments_dir() / f"{env}.yaml").read_text()
+    except OSError:
+        return False
+    return any(line.startswith(("databases:", "discover:")) for line in text.splitlines())
+
+
 def run_fleet_status(ctx: Context, args: argparse.Namespace) -> int:
     import yaml
 
