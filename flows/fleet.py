@@ -253,7 +253,7 @@ def summary_markdown(environment: str, outcomes: list[fleet.Outcome], latest: in
         ["database", "outcome", "version", "run", "wave", "duration (s)", "backup"],
         [(o.name, o.outcome, _span(o),
           f"[{o.run_id[:8]}]({o.run_url})" if o.run_url and o.run_id else (o.run_id or "-"),
-          "-" if o.wave is None else ("canary" if o.wave == 0 and o.outcome != "not started" else o.wave),
+          "-" if o.wave is None else ("canary" if o.wave == 0 else o.wave),
           "" if o.duration_seconds is None else o.duration_seconds,
           f"`{o.backup_key}`" if o.backup_key else "-")
          for o in outcomes],
@@ -297,7 +297,7 @@ def plan_markdown(environment: str, states: list[fleet.DatabaseState], to_run: l
         f"wave(s); canary {policy['canary']}, max_parallel {policy['max_parallel']}, wave_size "
         f"{policy['wave_size']}, max_failures {policy['max_failures']}.\n\n"
         + md_table(["database", "wave", "version", "pending"],
-                   [(n, "canary" if wave_of[n] == 0 and waves[0].canary else wave_of[n],
+                   [(n, "canary" if wave_of[n] == 0 else wave_of[n],
                      _version(by_name[n].version), by_name[n].pending) for n in to_run])
     )
 

@@ -340,14 +340,14 @@ class Wave:
 
 
 def plan_waves(names: Sequence[str], canary: int, wave_size: int) -> list[Wave]:
-    """Canary wave (the first ``canary`` names), then waves of ``wave_size``; order is kept."""
+    """Canary wave 0 (the first ``canary`` names), then waves 1, 2, ... of ``wave_size``; order is kept."""
     waves: list[Wave] = []
     head = list(names[:canary])
     if head:
         waves.append(Wave(0, True, head))
     rest = names[canary:]
-    for i in range(0, len(rest), wave_size):
-        waves.append(Wave(len(waves), False, list(rest[i:i + wave_size])))
+    for i in range(0, len(rest), wave_size):  # wave 0 is the canary wave, even when there is none
+        waves.append(Wave(1 + i // wave_size, False, list(rest[i:i + wave_size])))
     return waves
 
 

@@ -289,6 +289,9 @@ def test_databases_list_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db
     assert spec is not None and spec.canary == 0
     waves = fleet.plan_waves([f"d{i}" for i in range(10)], canary=2, wave_size=3)
     assert [w.databases for w in waves] == [["d0", "d1"], ["d2", "d3", "d4"], ["d5", "d6", "d7"], ["d8", "d9"]]
+    assert [w.number for w in waves] == [0, 1, 2, 3] and waves[0].canary
+    assert [(w.number, w.canary) for w in fleet.plan_waves(["a", "b"], canary=0, wave_size=1)] == [(1, False),
+                                                                                                     (2, False)]
     for bad, msg in [({"databases": [], "fleet": {}}, "non-empty"),
                      ({"databases": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}, "twice"),
                      ({"databases": [{"name": "a", "url": "x"}], "fleet": {"max_paralel": 2}}, "unknown keys"),
