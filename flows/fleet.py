@@ -17,6 +17,7 @@ its children send none (they run with ``fleet_run_id``).
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -75,6 +76,12 @@ class SubflowRunner:
     def __init__(self, max_parallel: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fleet")
         self.running: dict[Future[ChildResult], str] = {}
+        # Prefect warns once per task that a timeout cannot interrupt a task in a thread: say it
+        # once for the fleet instead of twice per database
+        run_logger().warning("in-process children run in threads: Prefect cannot interrupt their task timeouts; "
+                             "PostgreSQL's lock_timeout and statement_timeout still bound every statement")
+        self._filter = _ThreadTimeoutNotice()
+        logging.getLogger("prefect.task_runs").addFilter(self._filter)
 
     def start(self, name: str, parameters: dict[str, Any]) -> None:
         ctx = contextvars.copy_context()  # the fleet's flow run context: the child becomes its subflow
@@ -92,7 +99,15 @@ class SubflowRunner:
         return results
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        try:
+            self.pool.shutdown(wait=True)
+        finally:
+            logging.getLogger("prefect.task_runs").removeFilter(self._filter)
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread" not in str(record.msg)
 
 
 def _run_subflow(name: str, parameters: dict[str, Any]) -> ChildResult:
