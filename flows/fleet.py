@@ -402,9 +402,11 @@ def migrate_fleet(
             runner = choose_runner(children, environment, child_deployment, policy["max_parallel"])
             fleet_run = flow_run_id() or "local"
 
+            extra = _in_process_extras() if isinstance(runner, SubflowRunner) else {}
+
             def params_for(name: str) -> dict[str, Any]:
                 return {"environment": spec.member_environment(name), "target_version": target_version,
-                        "require_approval": False, "approved_by": approved_by, "fleet_run_id": fleet_run}
+                        "require_approval": False, "approved_by": approved_by, "fleet_run_id": fleet_run, **extra}
 
             rollout_started = time.time() - 1  # backup keys carry millisecond UTC timestamps
             stopped = roll_out(waves, runner, policy["max_parallel"], budget, params_for, outcomes)
@@ -434,6 +436,15 @@ def migrate_fleet(
         raise MigratorError(f"fleet {environment}: {len(failed)} of {len(outcomes)} databases failed ({names}); "
                             f"see the migrate-fleet artifact for each one's state and next step")
     return result
+
+
+def _in_process_extras() -> dict[str, Any]:
+    """An in-process child has no UI to be recovered in: when the migrate flow can pause for a
+    recovery form, it must not wait there (the fleet reports the dirty database and its next step)."""
+    from flows.migrate import migrate
+
+    properties = migrate.parameters.properties or {}
+    return {"recovery_timeout_seconds": 1} if "recovery_timeout_seconds" in properties else {}
 
 
 def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: list[str], since: float) -> None:
