@@ -76,8 +76,9 @@ def migrations_md(plan: dict[str, Any], report: dict[str, Any] | None) -> str:
     by_version = _findings_by_version(report)
     lines = []
     for i, step in enumerate(plan["steps"], 1):
-        tx = "transactional" if step.get("transactional") else (
-            f"NOT transactional ({step.get('why_not_transactional')}): a failure halfway leaves it dirty")
+        tx = "one transaction: all or nothing" if step.get("transactional") else (
+            f"**not in a transaction** ({step.get('why_not_transactional')}): a failure halfway leaves the "
+            "database dirty")
         lines.append(f"{i}. **{migration_label(step)}** ({step['direction']}): {tx}")
         findings = by_version.get(int(step["version"]), [])
         lines += [f"    - {_finding_line(f)}" for f in findings] or ["    - no lint findings"]
@@ -86,11 +87,12 @@ def migrations_md(plan: dict[str, Any], report: dict[str, Any] | None) -> str:
 
 def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
                   backup_key: str | None, preface_md: str | None = None) -> str:
-    """The plan as the approver and the plan artifact show it: preface, migrations, then the numbers."""
+    """The plan as the approver and the plan artifact show it: the preface (a rehearsal result) first,
+    then the version change, each migration by name with its lint findings, then the numbers."""
     n = len(plan["steps"])
-    md = f"# {n} migration{'s' if n != 1 else ''} to run on `{env.name}`\n\n"
-    if preface_md:
-        md += preface_md.rstrip() + "\n\n"
+    md = preface_md.rstrip() + "\n\n" if preface_md else ""  # first, as agreed (F's rehearsal result)
+    md += (f"# {n} migration{'s' if n != 1 else ''} for `{env.name}`: version {_version(plan['version'])} "
+           f"→ {_version(plan['target'])}\n\n")
     md += migrations_md(plan, report)
     md += (
         f"\nDatabase `{plan['database']}` is at version **{_version(plan['version'])}**; "
@@ -117,14 +119,6 @@ def _names(plan: dict[str, Any], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + more
 
 
-_ANSWER_MD = (
-    "\n## Your answer\n\n"
-    "- **Decision**: `approve` applies the migrations above, in order. `reject` stops the run: "
-    "nothing is applied and on-call is told it was rejected (not paged as a failure).\n"
-    "- **Your name**: recorded in the audit trail next to every migration applied.\n"
-)
-
-
 def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
                      backup_key: str | None, timeout_seconds: int, preface_md: str | None = None) -> str:
     """Pause until an engineer answers in the UI; returns who approved.
@@ -142,7 +136,7 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
            message=f"{env.name}: approval requested for {len(plan['steps'])} migration(s): {names}")
     try:
         answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=md + _ANSWER_MD),
+            wait_for_input=Approval.with_initial_data(description=md),
             timeout=timeout_seconds,
             poll_interval=max(1, min(10, timeout_seconds // 10)),
             key="approval",  # a waiting run names what the holder waits for: "paused for approval"

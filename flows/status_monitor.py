@@ -12,7 +12,6 @@ from typing import Any
 from prefect import flow
 from prefect.variables import Variable
 
-from tasks._common import deployment_run_url
 from tasks.environment import load_environment
 from tasks.notify import notify
 from tasks.status import read_status
@@ -37,10 +36,8 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
     result: dict[str, Any] = {"version": st["version"], "dirty": st["dirty"], "pending": len(st["pending"]),
                               "alerts": []}
     if st["dirty"]:
-        force_url = deployment_run_url(f"force/{environment}",
-                                       {"environment": environment, "expected_current": st["version"]})
         notify(environment, "database.dirty", database=st["database"], version_before=st["version"],
-               failing_version=st["version"], dirty=True, force_url=force_url)
+               failing_version=st["version"], dirty=True)
         result["alerts"].append("database.dirty")
     name = _variable(environment)
     if not st["pending"]:

@@ -66,7 +66,7 @@ def deployment_run_url(deployment: str, parameters: dict[str, Any]) -> str | Non
     try:
         with get_client(sync_client=True) as client:
             dep = client.read_deployment_by_name(deployment)
-        base = url_for(dep)
+        base = url_for("deployment", obj_id=dep.id)
     except Exception:
         return None
     if not base:

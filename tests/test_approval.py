@@ -83,3 +83,23 @@ def test_rejection_alerts_approval_rejected_not_a_failure(env: dict[str, Any]) -
     assert "bob" in rejected["message"] and "000003_require_n" in rejected["message"]
     assert rejected["details"]["approver"] == "bob"
     assert not _has_table(env["db_url"]) or db_state(env["db_url"]) == []
+
+
+def test_plan_shows_the_preface_first_then_each_migration_by_name() -> None:
+    from flows.approval import plan_markdown
+    from tasks.environment import load_environment
+
+    plan = {"database": "askfrank", "version": 4, "target": 6, "steps": [
+        {"version": 5, "name": "add_phone", "direction": "up", "transactional": True},
+        {"version": 6, "name": "index_phone", "direction": "up", "transactional": False,
+         "why_not_transactional": "CREATE INDEX CONCURRENTLY"}]}
+    report = {"findings": [
+        {"file": "migrations/000006_index_phone.up.sql", "line": 1, "severity": "warning", "rule": "MIG010",
+         "message": "index build"},
+        {"file": "migrations/000002_old.up.sql", "line": 3, "severity": "warning", "rule": "MIG002", "message": "old"}]}
+    md = plan_markdown(load_environment("local"), plan, report, "s3://b/k.dump", preface_md="## Rehearsal: passed")
+    assert md.startswith("## Rehearsal: passed\n\n# 2 migrations for `local`: version 4 → 6\n\n1. **000005_add_phone**")
+    pos = [md.index(s) for s in ("000005_add_phone", "000006_index_phone", "MIG010", "Database `askfrank`",
+                                 "Other lint findings", "MIG002")]
+    assert pos == sorted(pos)
+    assert "**not in a transaction** (CREATE INDEX CONCURRENTLY)" in md

@@ -41,7 +41,7 @@ def two_migrations(d: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["goto", "abc"], "error: argument V: invalid int value: 'abc'; see `migrator goto --help`"),
+        (["goto", "abc"], "error: argument V: 'abc' is not a whole number; see `migrator goto --help`"),
         (["force"], "error: the following arguments are required: V; see `migrator force --help`"),
         (["statsu"], "error: unknown command 'statsu' (did you mean 'status'?); see `migrator --help`"),
         (["status", "--limit", "3"], "error: unrecognized arguments: --limit 3; see `migrator status --help`"),

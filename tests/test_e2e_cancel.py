@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT, write_migration
 from prefect_server import PREFECT_BIN, PrefectServer, prefect_server, running_worker  # noqa: F401
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,7 +49,10 @@ def test_cancel_a_flow_run_cancels_the_migration(
     assert r.returncode == 0, r.stdout + r.stderr
     r = _run([PREFECT_BIN, "--no-prompt", "deploy", "--name", "migrate/dev"], env)
     assert r.returncode == 0, r.stdout + r.stderr
+    hook = WebhookReceiver().start()  # dev declares a webhook: a worker without one stops (fail closed)
     worker_env = {
+        "WEBHOOK_URL": hook.url,
+        "WEBHOOK_SECRET": "cancel-test-secret",
         "ASKFRANK_DEV_DATABASE_URL": db_url,
         "MIGRATIONS_PATH": str(migrations),
         "BACKUP_URL": f"file://{tmp_path / 'backups'}",
@@ -72,6 +76,7 @@ def test_cancel_a_flow_run_cancels_the_migration(
                 break
             time.sleep(0.5)
         logs = worker.log_tail(200)
+    hook.stop()
     assert not _sleeping(db_url)  # the statement was cancelled on the server, not left running
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(1, False)]

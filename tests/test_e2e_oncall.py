@@ -3,8 +3,10 @@ database, and deployment parameters that describe themselves in the UI's run for
 
 from __future__ import annotations
 
+import json
 import subprocess
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import psycopg
@@ -64,3 +66,29 @@ def test_deployment_parameters_are_described(prefect_server: PrefectServer) -> N
     props = force["parameter_openapi_schema"]["properties"]
     assert "records now" in props["expected_current"]["description"]
     assert force["parameters"] == {"environment": "prod"}
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from tasks._common import deployment_run_url
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_UI_URL: prefect_server.ui_url}):
+        link = deployment_run_url("force/prod", {"environment": "prod", "expected_current": 7})
+        assert deployment_run_url("force/nowhere", {}) is None
+    assert link is not None
+    base, _, query = link.partition("/run?parameters=")
+    assert base == f"{prefect_server.ui_url}/deployments/deployment/{force['id']}"
+    # the UI's router decodes once, then the run form JSON.parse(decodeURIComponent(...))s it
+    assert json.loads(unquote(unquote(query))) == {"environment": "prod", "expected_current": 7}
+
+
+def test_documented_automation_is_accepted_by_the_server(prefect_server: PrefectServer) -> None:  # noqa: F811
+    env = prefect_server.client_env()
+    r = subprocess.run([PREFECT_BIN, "automation", "create", "--from-file",
+                        str(ROOT / "automations" / "prod-failure-pauses-migrate.yaml")],
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    found = httpx.post(f"{prefect_server.api_url}/automations/filter", json={}, timeout=10).json()
+    (auto,) = [a for a in found if a["name"] == "askfrank prod failure pauses its deployment"]
+    assert set(auto["trigger"]["expect"]) == {"askfrank.migration.failed", "askfrank.database.dirty"}
+    assert auto["trigger"]["match"] == {"askfrank.environment": "prod"}
+    assert auto["actions"][0]["type"] == "pause-deployment"
