@@ -27,12 +27,14 @@ class RehearsalFailedError(MigratorError):
 def rehearse_before_approval(env: Environment, summary: dict[str, Any], target_version: int | None = None
                              ) -> str | None:
     """Rehearse when the environment asks for it; returns the Markdown to show the approver first."""
-    if not rehearsal_config(env).enabled:
+    conf = rehearsal_config(env)
+    if not conf.enabled:
         return None
     context = {"database": summary.get("database"), "version_before": summary.get("version_before"),
                "backup_key": summary.get("backup_key")}
     try:
-        result = rehearse_migrations(env.name, summary.get("backup_key") or "latest", target_version)
+        result = rehearse_migrations.with_options(timeout_seconds=conf.timeout_seconds)(
+            env.name, summary.get("backup_key") or "latest", target_version)
     except Exception as exc:
         notify(env.name, "rehearsal.failed", **context, **failure_fields(exc),
                message=f"rehearsal on {env.name} could not run: {exc}; nothing was applied")

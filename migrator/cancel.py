@@ -87,7 +87,6 @@ class CancelScope:
         self.request(signum)
 
 
-
 _active: list[CancelScope] = []
 _active_lock = threading.Lock()
 
@@ -124,7 +123,6 @@ def cancel_all(signum: int = int(signal.SIGTERM)) -> None:
         scopes = list(_active)
     for scope in scopes:
         scope.request(signum)
-
 
 
 def signal_name_of(exc: BaseException) -> str:

@@ -461,6 +461,8 @@ class Migrator:
         migrations: files.MigrationSet,
         scope: CancelScope,
     ) -> RunResult:
+        import psycopg
+
         version, dirty = read_state(s.conn, s.st)
         if dirty:
             raise DirtyDatabaseError(version)
@@ -469,7 +471,14 @@ class Migrator:
         for planned in plan:
             if scope.requested:
                 raise _cancelled_between(scope, command, s.st.database, result.version_after)
-            step = self._apply(s, planned, result.version_after, scope)
+            try:
+                step = self._apply(s, planned, result.version_after, scope)
+            except psycopg.errors.QueryCanceled:
+                # the cancel hit the engine's own bookkeeping before the file started (its transaction
+                # rolled back): nothing of this migration ran
+                if scope.requested:
+                    raise _cancelled_between(scope, command, s.st.database, result.version_after) from None
+                raise
             result.steps.append(step)
             result.version_after = planned.to_version
             self.progress(step.describe())
@@ -541,7 +550,7 @@ class _Attempt:
         return int((time.perf_counter() - self.t0) * 1000)
 
     def entry(self, success: bool, error: str | None = None, *, done: int | None = None,
-              failed: int | None = None, to_version: int | None = None) -> HistoryEntry:
+              failed: int | None = None) -> HistoryEntry:
         m = self.planned.migration
         return HistoryEntry(
             version=m.version,
@@ -550,7 +559,7 @@ class _Attempt:
             checksum=self.mf.sha256,
             success=success,
             from_version=self.before,
-            to_version=self.planned.to_version if to_version is None else to_version,
+            to_version=self.planned.to_version,
             started_at=self.started,
             finished_at=datetime.now(UTC),
             duration_ms=self.elapsed_ms(),
@@ -619,10 +628,12 @@ class _Attempt:
                 write_state(conn, st, self.planned.to_version, False)
                 complete_history(conn, st, row_id, self.entry(True))
         except Exception as exc:
+            # the statement that was running, if the exception came from it (not from the progress
+            # UPDATE after it, nor from the check before it)
             ran = current is not None and done < self.statements.index(current) + 1
             failed_stmt = current if ran and not isinstance(exc, _StoppedBefore) else None
-            raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id,
-                            next_stmt=current) from None
+            upcoming = self.statements[done] if failed_stmt is None and done < len(self.statements) else None
+            raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id, next_stmt=upcoming) from None
         except BaseException as exc:  # a host's signal handler raised inside a statement
             running = current if current is not None and done < self.statements.index(current) + 1 else None
             raise exc from self.interrupted(exc, dirty=True, done=done, row_id=row_id, stmt=running)
@@ -655,8 +666,7 @@ class _Attempt:
             stopped_before=stmt is None and next_stmt is not None,
         )
         failed = self.statements.index(stmt) + 1 if stmt is not None else None
-        entry = self.entry(False, failure.pg_message, done=done, failed=failed,
-                           to_version=self.planned.to_version if dirty else self.before)
+        entry = self.entry(False, failure.pg_message, done=done, failed=failed)
         try:
             with conn.transaction():
                 if row_id is None:

@@ -113,6 +113,16 @@ class MigrationCancelledError(MigrationFailedError):
         return {**super().to_dict(), "cancelled": True, "signal_name": self.signal_name}
 
 
+def migration_failure(exc: BaseException | None) -> MigrationFailedError | None:
+    """The MigrationFailedError behind ``exc``: itself, or the cause a host's cancel exception carries
+    (the engine re-raises Prefect's TerminationSignal ``from`` its MigrationCancelledError)."""
+    while exc is not None:
+        if isinstance(exc, MigrationFailedError):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
 def _rebuild_failure(d: dict[str, object]) -> MigrationFailedError:
     kwargs = {k: v for k, v in d.items() if k not in ("error", "cancelled")}
     if d.get("cancelled"):

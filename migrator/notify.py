@@ -272,10 +272,12 @@ def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]
 
 def failure_fields(exc: BaseException) -> dict[str, Any]:
     """Event fields for a failure: a MigrationFailedError's version, file, line and PostgreSQL error."""
-    from migrator.errors import MigrationFailedError
+    from migrator.errors import migration_failure
 
-    if not isinstance(exc, MigrationFailedError):
+    failure = migration_failure(exc)  # a Prefect cancel's TerminationSignal carries it as its cause
+    if failure is None:
         return {"error": str(exc)}
+    exc = failure
     return {
         "failing_version": exc.version,
         "direction": exc.direction,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migrator import db, files
-from migrator.config import Connection, Settings, parse_interval_ms, prepare_url, state_table_name
+from migrator.config import Connection, Settings, prepare_url, state_table_name
 from migrator.errors import ConfigError, MigratorError
 from migrator.redact import redact
 
@@ -58,17 +57,17 @@ MODES = {
     "ExclusiveLock": "EXCLUSIVE",
     "AccessExclusiveLock": "ACCESS EXCLUSIVE",
 }
-_STRENGTH = {name: i for i, name in enumerate(MODES.values())}
+STRENGTH = {name: i for i, name in enumerate(MODES.values())}
 # What each mode blocks for the application (plain SELECT / INSERT-UPDATE-DELETE).
-_BLOCKS = {
+BLOCKS = {
     "SHARE": "writes",
     "SHARE ROW EXCLUSIVE": "writes",
     "EXCLUSIVE": "writes",
     "ACCESS EXCLUSIVE": "reads and writes",
 }
-_KINDS = {"r": "table", "p": "table", "m": "materialized view", "i": "index", "I": "index", "S": "sequence",
+KINDS = {"r": "table", "p": "table", "m": "materialized view", "i": "index", "I": "index", "S": "sequence",
           "v": "view", "f": "foreign table", "t": "toast", "c": "type"}
-_TABLE_KINDS = ("table", "materialized view")
+TABLE_KINDS = ("table", "materialized view")
 
 # validate's rules that predict a blocking lock, and what they predict.
 LOCK_RULES = {
@@ -81,28 +80,6 @@ LOCK_RULES = {
     "MIG014": "ACCESS EXCLUSIVE while the unique index is built",
     "MIG016": "ACCESS EXCLUSIVE on the index's table",
 }
-
-_USER_RELATIONS = """
-SELECT c.oid::bigint, n.nspname, c.relname, c.relkind::text, c.relfilenode::bigint,
-       CASE WHEN c.relkind IN ('r', 'm', 't') THEN pg_total_relation_size(c.oid)
-            WHEN c.relkind IN ('i', 'S') THEN pg_relation_size(c.oid) END
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid >= 16384 AND c.relkind IN ('r', 'p', 'm', 'i', 'I', 'S')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-  AND n.nspname NOT LIKE 'pg_temp%'
-"""
-_FILENODES = """
-SELECT c.oid::bigint, c.relfilenode::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid >= 16384 AND c.relkind IN ('r', 'm', 'i')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-"""
-_LOCKS = """
-SELECT c.oid::bigint, l.mode, n.nspname, c.relname, c.relkind::text
-FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE l.pid = {pid} AND l.locktype = 'relation' AND l.granted AND c.oid >= 16384
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-"""
-
 
 # --------------------------------------------------------------------------------------------- report
 
@@ -344,7 +321,13 @@ def check_not_source(
             f"refusing to rehearse: the rehearsal server URL {scratch.display} is the source database itself "
             f"({src_ep[0]}:{src_ep[1]}/{src_ep[2]}); set --scratch-url / rehearsal.server_url to another server"
         )
-    with db.connect(scratch) as conn:
+    try:
+        conn = db.connect(scratch)
+    except ConfigError as exc:
+        reason = str(exc).split("; check ")[0]
+        raise ConfigError(f"rehearsal server: {reason}; check --scratch-url / MIGRATOR_REHEARSAL_URL / "
+                          "rehearsal.server_url and that the server is reachable") from None
+    with conn:
         scr_id, scr_db, scr_version = _identity(conn)
     try:
         with db.connect(source) as conn:
@@ -410,131 +393,6 @@ def _scratch_database(server: Connection, name: str, keep: bool) -> Iterator[str
                 log.warning("could not drop the scratch database %s on %s: %s", name, server.display, redact(exc))
 
 
-# ---------------------------------------------------------------------------------------- observing
-
-
-@dataclass
-class _Rel:
-    name: str
-    kind: str
-    filenode: int | None
-    size: int | None
-
-
-def _mode(mode: str) -> str:
-    return MODES.get(str(mode), str(mode))
-
-
-def _kind(kind: str) -> str:
-    return _KINDS.get(str(kind), str(kind))
-
-
-def _relations(conn: psycopg.Connection) -> dict[int, _Rel]:
-    return {
-        int(oid): _Rel(f"{nsp}.{rel}", _kind(kind), int(node) if node else None,
-                       int(size) if size is not None else None)
-        for oid, nsp, rel, kind, node, size in conn.execute(_USER_RELATIONS).fetchall()
-    }
-
-
-def _filenodes(conn: psycopg.Connection) -> dict[int, int]:
-    return {int(oid): int(node) for oid, node in conn.execute(_FILENODES).fetchall()}
-
-
-def _own_locks(conn: psycopg.Connection) -> dict[tuple[int, str], tuple[str, str]]:
-    rows = conn.execute(_LOCKS.format(pid="pg_backend_pid()")).fetchall()
-    return {(int(oid), _mode(mode)): (f"{nsp}.{rel}", _kind(kind))
-            for oid, mode, nsp, rel, kind in rows}
-
-
-class _LockSampler(threading.Thread):
-    """Polls pg_locks of the migration's backend from a second connection, for statements that
-    commit by themselves (their locks are gone by the time the statement returns)."""
-
-    def __init__(self, conninfo: Connection, pid: int, interval: float = SAMPLE_INTERVAL_SECONDS) -> None:
-        super().__init__(name="rehearsal-lock-sampler", daemon=True)
-        self.conn = db.connect(conninfo)
-        self.query = _LOCKS.format(pid=int(pid))
-        self.interval = interval
-        self.active = threading.Event()
-        self.stopped = threading.Event()
-        self.mutex = threading.Lock()
-        self.seen: dict[tuple[int, str], tuple[str, str]] = {}
-        self.window = 0  # a sample that started in an earlier statement's window is discarded
-
-    def run(self) -> None:
-        import psycopg
-
-        try:
-            while not self.stopped.is_set():
-                if self.active.wait(0.05) and not self.stopped.is_set():
-                    window = self.window
-                    rows = self.conn.execute(self.query).fetchall()
-                    with self.mutex:
-                        if window == self.window and self.active.is_set():
-                            for oid, mode, nsp, rel, kind in rows:
-                                self.seen.setdefault((int(oid), _mode(mode)), (f"{nsp}.{rel}", _kind(kind)))
-                    self.stopped.wait(self.interval)
-        except psycopg.Error as exc:  # the report then says less, never something false
-            log.warning("lock sampler stopped: %s", redact(exc))
-
-    def start_window(self) -> None:
-        with self.mutex:
-            self.seen = {}
-            self.window += 1
-            self.active.set()
-
-    def end_window(self) -> dict[tuple[int, str], tuple[str, str]]:
-        with self.mutex:
-            self.active.clear()
-            self.window += 1
-            seen, self.seen = self.seen, {}
-        return seen
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.active.set()
-        self.join(timeout=5)
-        with contextlib.suppress(Exception):
-            self.conn.close()
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def _statements(sql: str) -> list[tuple[int, int, str]]:
-    """The engine's statement split (``migrator.sql``), as (start, end, text)."""
-    from migrator.sql import split_statements
-
-    return [(st.start, st.end, st.text) for st in split_statements(sql)] or [(0, len(sql), sql)]
-
-
-def _non_transactional_reason(sql: str) -> str | None:
-    from migrator.sql import non_transactional_reason
-
-    return non_transactional_reason(sql)
-
-
-def _line_col(sql: str, offset: int) -> tuple[int, int]:
-    from migrator.sql import line_col
-
-    return line_col(sql, offset)
-
-
-def _timeouts(settings: Settings) -> tuple[int, int]:
-    """lock_timeout and statement_timeout in ms, as the engine computes them for ``up``."""
-    lock_ms = parse_interval_ms(settings.lock_timeout, "lock_timeout")
-    url_ms = prepare_url(settings.database_url).statement_timeout_ms if settings.database_url else None
-    if url_ms is not None and settings.statement_timeout == Settings.statement_timeout:
-        return lock_ms, url_ms
-    return lock_ms, parse_interval_ms(settings.statement_timeout, "statement_timeout")
-
-
-def _short(text: str, limit: int = 120) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 3] + "..."
-
-
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "new"
@@ -554,219 +412,6 @@ def human_ms(ms: float) -> str:
     return f"{ms / 60000:.1f} min"
 
 
-def _predictions(mset: files.MigrationSet, versions: set[int]) -> dict[int, list[Any]]:
-    """validate's lock-predicting findings per pending version (``migrator:allow`` ignored: a
-    justified lock is still a lock the approver wants measured)."""
-    from migrator.lint import rules
-    from migrator.lint.parse import parse_file
-
-    state = rules.LintState()
-    out: dict[int, list[Any]] = {}
-    for m in mset:
-        if m.up is None:
-            continue
-        pf = parse_file(str(m.up.path), m.up.sql)
-        if pf.error is not None:
-            continue
-        found = rules.lint_up(pf, state)
-        if m.version in versions:
-            out[m.version] = [f for f in found if f.rule in LOCK_RULES]
-    return out
-
-
-def _measured(stmt: StatementReport | None, rewrites: list[Rewrite]) -> str:
-    if stmt is None:
-        return "statement not reached"
-    blocking = [lk for lk in stmt.locks if lk.blocks and lk.kind in _TABLE_KINDS]
-    rewritten = [r for r in rewrites if r.statement == stmt.index and r.kind in _TABLE_KINDS]
-    parts = []
-    if blocking:
-        lk = max(blocking, key=lambda x: (_STRENGTH.get(x.mode, 0), x.held_ms))
-        parts.append(f"{lk.mode} on {lk.relation} held {human_ms(lk.held_ms)}")
-    else:
-        strongest = max(stmt.locks, key=lambda x: _STRENGTH.get(x.mode, 0), default=None)
-        parts.append(f"no blocking lock (strongest: {strongest.mode} on {strongest.relation})" if strongest
-                     else "no relation lock measured")
-    for r in rewritten:
-        parts.append(f"{r.relation} rewritten ({human_bytes(r.size_before)} -> {human_bytes(r.size_after)})")
-    if stmt.error:
-        parts.append("failed")
-    return "; ".join(parts)
-
-
-# -------------------------------------------------------------------------------------------- apply
-
-
-class _Applier:
-    """Runs one migration on the scratch database the way ``up`` does, observing as it goes."""
-
-    def __init__(self, conn: psycopg.Connection, scratch: Connection, settings: Settings, st: Any,
-                 large_table_bytes: int, run_id: str | None) -> None:
-        self.conn = conn
-        self.scratch = scratch
-        self.settings = settings
-        self.st = st
-        self.large = large_table_bytes
-        self.run_id = run_id
-        self.lock_ms, self.stmt_ms = _timeouts(settings)
-
-    def _hold(self, key: tuple[int, str], names: tuple[str, str], stmt: int, held_ms: float,
-              before: dict[int, _Rel], observed: str) -> LockHold:
-        oid, mode = key
-        rel = before.get(oid)
-        size = rel.size if rel else None
-        blocks = _BLOCKS.get(mode)
-        large = bool(blocks and names[1] in _TABLE_KINDS and size is not None and size >= self.large)
-        return LockHold(names[0], names[1], mode, stmt, round(held_ms), size, blocks, large, observed)
-
-    def run(self, migration: files.Migration, direction: str, target: int, version_before: int,
-            predictions: list[Any]) -> MigrationReport:
-        import psycopg
-
-        from migrator.state import (
-            HistoryEntry,
-            history_statement,
-            state_statements,
-            statement_hash,
-            write_history,
-            write_state,
-        )
-
-        mf = migration.up if direction == "up" else migration.down
-        assert mf is not None  # plan() only returns migrations with the file for the direction
-        reason = _non_transactional_reason(mf.sql)
-        report = MigrationReport(migration.version, migration.name, direction, str(mf.path), reason is None, reason)
-        stmts = _statements(mf.sql)
-        conn = self.conn
-        before = _relations(conn)
-        filenodes = {oid: r.filenode for oid, r in before.items() if r.filenode}
-        changed: dict[int, int] = {}  # oid -> statement that first changed its relfilenode
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
-        # lock key -> (statement index, statement start, names)
-        acquired: dict[tuple[int, str], tuple[int, float, tuple[str, str]]] = {}
-        sampler: _LockSampler | None = None
-        current: tuple[int, int, str] | None = None
-
-        def entry(success: bool, error: str | None = None) -> Any:
-            return HistoryEntry(
-                version=migration.version, name=migration.name, direction=direction, checksum=mf.sha256,
-                success=success, from_version=version_before, to_version=target, started_at=started,
-                finished_at=datetime.now(UTC), duration_ms=int((time.perf_counter() - t0) * 1000),
-                run_id=self.run_id, environment=f"rehearsal:{self.settings.environment}", error=error,
-                statements_total=len(stmts), statements_done=len(stmts) if success else None,
-                statement_hashes=[statement_hash(text) for _, _, text in stmts],
-            )
-
-        def note_rewrites(index: int) -> None:
-            for oid, node in _filenodes(conn).items():
-                if oid in filenodes and node != filenodes[oid] and oid not in changed:
-                    changed[oid] = index
-
-        try:
-            if reason is None:
-                conn.execute(b"BEGIN")
-                conn.execute(f"SET LOCAL lock_timeout = '{self.lock_ms}ms'".encode())
-                conn.execute(f"SET LOCAL statement_timeout = '{self.stmt_ms}ms'".encode())
-                for i, current in enumerate(stmts, 1):
-                    s0 = time.perf_counter()
-                    sr = StatementReport(i, _line_col(mf.sql, current[0])[0], _short(current[2]), 0.0)
-                    report.statements.append(sr)
-                    conn.execute(current[2].encode())
-                    sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
-                    for key, names in _own_locks(conn).items():
-                        acquired.setdefault(key, (i, s0, names))
-                    note_rewrites(i)
-                current = None
-                for query in state_statements(self.st, target, False):
-                    conn.execute(query)
-                conn.execute(history_statement(conn, self.st, entry(True)).encode())
-                conn.execute(b"COMMIT")
-                end = time.perf_counter()
-                for key, (i, s0, names) in acquired.items():
-                    report.statements[i - 1].locks.append(
-                        self._hold(key, names, i, (end - s0) * 1000, before, "pg_locks after the statement"))
-            else:
-                write_state(conn, self.st, target, True)
-                conn.execute(f"SET lock_timeout = '{self.lock_ms}ms'; SET statement_timeout = '{self.stmt_ms}ms'"
-                             .encode())
-                pid = int(conn.info.backend_pid)
-                sampler = _LockSampler(self.scratch, pid)
-                sampler.start()
-                for i, current in enumerate(stmts, 1):
-                    sr = StatementReport(i, _line_col(mf.sql, current[0])[0], _short(current[2]), 0.0)
-                    report.statements.append(sr)
-                    sampler.start_window()
-                    s0 = time.perf_counter()
-                    try:
-                        conn.execute(current[2].encode())
-                    finally:
-                        sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
-                        seen = sampler.end_window()
-                        for key, names in seen.items():
-                            sr.locks.append(self._hold(key, names, i, sr.duration_ms, before, "sampled while it ran"))
-                    if conn.info.transaction_status != 0:  # BEGIN in the file: its locks are still held
-                        for key, names in _own_locks(conn).items():
-                            acquired.setdefault(key, (i, s0, names))
-                    note_rewrites(i)
-                current = None
-                if conn.info.transaction_status != 0:
-                    raise MigratorError(f"{mf.path}: the file opens a transaction (BEGIN) that it never commits")
-                conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-                with conn.transaction():
-                    write_state(conn, self.st, target, False)
-                    write_history(conn, self.st, entry(True))
-        except (psycopg.Error, MigratorError) as exc:
-            end = time.perf_counter()
-            with contextlib.suppress(psycopg.Error):
-                if conn.info.transaction_status != 0:
-                    conn.execute(b"ROLLBACK")
-            for key, (i, s0, names) in acquired.items():
-                if not any(lk.relation == names[0] and lk.mode == key[1] for lk in report.statements[i - 1].locks):
-                    report.statements[i - 1].locks.append(
-                        self._hold(key, names, i, (end - s0) * 1000, before, "pg_locks after the statement"))
-            self._fail(report, mf, current, exc)
-        finally:
-            if sampler is not None:
-                sampler.close()
-        report.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
-        after = _relations(conn)
-        for oid, index in sorted(changed.items(), key=lambda x: x[1]):
-            rel = before[oid]
-            now = after.get(oid)
-            if report.failed and reason is None:
-                now = rel  # rolled back: the rewrite happened, its result was discarded
-            report.rewrites.append(Rewrite(rel.name, rel.kind, index, rel.size, now.size if now else None))
-        by_index = {s.index: s for s in report.statements}
-        for f in predictions:
-            k = next((s.index for s in reversed(report.statements) if f.line and s.line <= f.line), None)
-            report.predictions.append(Prediction(
-                f.rule, f.name, f.line, k, LOCK_RULES[f.rule], redact(f.message),
-                _measured(by_index.get(k) if k else None, report.rewrites)))
-        return report
-
-    @staticmethod
-    def _fail(report: MigrationReport, mf: files.MigrationFile, current: tuple[int, int, str] | None,
-              exc: Exception) -> None:
-        diag = getattr(exc, "diag", None)
-        message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
-        detail = getattr(diag, "message_detail", None)
-        if detail:
-            message += f" ({redact(detail)})"
-        report.failed = True
-        report.error = message
-        if current is not None:
-            pos = getattr(diag, "statement_position", None)
-            text = current[2]
-            offset = current[0] + (int(pos) - 1 if pos else len(text) - len(text.lstrip()))
-            line, col = _line_col(mf.sql, offset)
-            report.location = f"{mf.path}:{line}:{col}"
-            if report.statements:
-                report.statements[-1].error = message
-        else:
-            report.location = str(mf.path)
-
-
 # ----------------------------------------------------------------------------------------- rehearse
 
 
@@ -775,10 +420,14 @@ def resolve_backup(settings: Settings, key: str, destination: str | None) -> tup
     from migrator.backup import BackupError, list_backups
 
     if key.strip() != "latest":
-        infos = list_backups(settings, destination=destination, all_groups=True)
-        size = next((b.size for b in infos if b.key == key.strip() or b.url == key.strip()), None)
-        return key.strip(), size
-    infos = [b for b in list_backups(settings, destination=destination) if getattr(b, "complete", True)]
+        wanted = key.strip()
+        for every in (False, True):  # the database's own group first: listing a whole bucket is slow
+            infos = list_backups(settings, destination=destination, all_groups=every)
+            size = next((b.size for b in infos if wanted in (b.key, b.url)), None)
+            if size is not None:
+                break
+        return wanted, size
+    infos = [b for b in list_backups(settings, destination=destination) if b.complete]
     infos = [b for b in infos if b.created_at is not None]
     if not infos:
         raise BackupError(
@@ -786,6 +435,43 @@ def resolve_backup(settings: Settings, key: str, destination: str | None) -> tup
             "--backup KEY (see `migrator backups list`)"
         )
     return infos[0].key, infos[0].size
+
+
+class RehearsalStoppedError(MigratorError):
+    """SIGTERM during a rehearsal (CLI): the scratch database is dropped on the way out."""
+
+    exit_code = 143
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """In a plain process (SIGTERM at its default, i.e. the CLI), turn SIGTERM into an exception so
+    that the scratch database is dropped instead of left behind. Raising mid-statement abandons the
+    scratch connection, which the DROP DATABASE ... WITH (FORCE) on the way out then terminates;
+    nothing of value runs there. Hosts with their own handler (Prefect) keep it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    fired: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if fired:  # already stopping: let the cleanup finish
+            return
+        fired.append(signum)
+        raise RehearsalStoppedError(
+            "rehearsal stopped by SIGTERM: its scratch database was dropped and nothing was applied to the "
+            "source database"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def rehearse(
@@ -800,6 +486,12 @@ def rehearse(
     A migration that would fail is reported (``report.ok`` False), not raised: the caller decides
     (the CLI exits 1, the migrate flow fails before approval). Refusals and unusable backups raise.
     """
+    with _stop_on_sigterm():
+        return _rehearse(settings, options, progress=progress, run_id=run_id)
+
+
+def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progress | None,
+              run_id: str | None) -> RehearsalReport:
     say = progress or (lambda msg: log.info("%s", msg))
     started = time.perf_counter()
     migrations = files.load(settings.migrations_path)
@@ -817,7 +509,7 @@ def rehearse(
         database=_endpoint(source.conninfo)[2],
         backup_key=key,
         backup_size=size,
-        scratch_server=server.display,
+        scratch_server=":".join(_endpoint(server.conninfo)[:2]),  # where, never the URL (or who)
         scratch_database=None,
         kept=options.keep,
         large_table_bytes=options.large_table_bytes,
@@ -841,13 +533,13 @@ def rehearse(
     settings = Settings(**{**settings.__dict__, "table": _table_spec(settings, source)})
     with _scratch_database(server, name, options.keep) as scratch_conninfo:
         scratch = prepare_url(scratch_conninfo)
-        say(f"restoring {key} into scratch database {name} on {server.display}")
+        say(f"restoring {key} into scratch database {name} on {report.scratch_server}")
         _restore(settings, key, scratch_conninfo, options.backup_destination, report)
         say(f"restored in {report.restore_seconds:.1f} s")
         _apply_all(settings, scratch, migrations, options, report, say, run_id)
     report.total_seconds = round(time.perf_counter() - started, 3)
     if options.keep:
-        report.warnings.append(f"scratch database {name} kept on {server.display} (--keep); drop it when done")
+        report.warnings.append(f"scratch database {name} kept on {report.scratch_server} (--keep); drop it when done")
     return report
 
 
@@ -896,35 +588,36 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
             f"backup {report.backup_key} records a dirty database at version {plan.version}: `up` would refuse it; "
             "fix the source's state first (`migrator status`)"
         )
-    found = _predictions(migrations, {s.version for s in plan.steps})
+    from migrator.rehearse_apply import lock_predictions
+
+    found = lock_predictions(migrations, {s.version for s in plan.steps})
     t0 = time.perf_counter()
     conn = db.connect(scratch)
     try:
         st = resolve_table(conn, state_table_name(settings, None))
         acquire_lock(conn, st, settings.lock_wait_seconds)
-        try:
-            ensure_tables(conn, st)
-            applier = _Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
-            for step in plan.steps:
-                m = migrations.get(step.version)
-                if m is None:
-                    raise MigratorError(f"migration {step.version} vanished from {migrations.directory}")
-                preds = found.get(m.version, []) if step.direction == "up" else []
-                before = report.version_after if report.version_after is not None else -1
-                mr = applier.run(m, step.direction, step.to_version, before, preds)
-                report.migrations.append(mr)
-                say(f"{m.version}/{step.direction[0]} {m.name} ({human_ms(mr.duration_ms)})"
-                    + (f": WOULD FAIL at {mr.location}: {mr.error}" if mr.failed else ""))
-                if mr.failed:
-                    break
-                report.version_after = step.to_version
-        finally:
-            with contextlib.suppress(Exception):
-                if conn.info.transaction_status != 0:
-                    conn.execute("ROLLBACK")
-            with contextlib.suppress(Exception):
-                release_lock(conn, st.lock_ids)
-    finally:
+        ensure_tables(conn, st)
+        from migrator.rehearse_apply import Applier
+
+        applier = Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
+        for step in plan.steps:
+            m = migrations.get(step.version)
+            if m is None:
+                raise MigratorError(f"migration {step.version} vanished from {migrations.directory}")
+            preds = found.get(m.version, []) if step.direction == "up" else []
+            before = report.version_after if report.version_after is not None else -1
+            mr = applier.run(m, step.direction, step.to_version, before, preds)
+            report.migrations.append(mr)
+            say(f"{m.version}/{step.direction[0]} {m.name} ({human_ms(mr.duration_ms)})"
+                + (f": WOULD FAIL at {mr.location}: {mr.error}" if mr.failed else ""))
+            if mr.failed:
+                break
+            report.version_after = step.to_version
+        with contextlib.suppress(Exception):
+            if conn.info.transaction_status != 0:
+                conn.execute("ROLLBACK")
+            release_lock(conn, st.lock_ids)
+    finally:  # after an error or a stop mid-statement, closing ends the session and its locks
         conn.close()
     report.apply_seconds = round(time.perf_counter() - t0, 3)
     report.estimate_seconds = round(sum(m.duration_ms for m in report.migrations) / 1000, 3)

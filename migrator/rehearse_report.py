@@ -9,7 +9,6 @@ from migrator.redact import redact
 from migrator.rehearse import LockHold, MigrationReport, RehearsalReport, human_bytes, human_ms
 
 TABLE_KINDS = ("table", "materialized view")
-LOCK_COLUMNS = ["migration", "statement", "time", "lock", "relation", "held", "size", "blocks"]
 
 
 def strongest(locks: list[LockHold]) -> list[LockHold]:
@@ -30,6 +29,16 @@ def _shown(lk: LockHold) -> bool:
     return lk.kind in TABLE_KINDS or lk.blocks is not None
 
 
+def held_text(lk: LockHold, markdown: bool = False) -> str:
+    """How long, and until what: COMMIT, the statement's own commit, or the failure."""
+    held = human_ms(lk.held_ms)
+    if "released at the failure" in lk.observed:
+        return f"{held} (until the failure)"
+    if lk.observed.startswith("sampled"):
+        return f"≤ {held} (own commit)" if markdown else f"<= {held} (the statement commits by itself)"
+    return held if markdown else f"{held} until commit"
+
+
 def _note(lk: LockHold) -> str:
     if not lk.blocks:
         return "-"
@@ -37,50 +46,6 @@ def _note(lk: LockHold) -> str:
     if lk.large:
         text = f"{text} ⚠ LARGE TABLE"
     return text
-
-
-def lock_rows(report: RehearsalReport) -> list[list[str]]:
-    """One row per lock a statement took: the approver's question, answered per table."""
-    rows: list[list[str]] = []
-    for m in report.migrations:
-        label = f"{m.version} {m.name}"
-        for s in m.statements:
-            shown = [lk for lk in strongest(s.locks) if _shown(lk)]
-            stmt = f"#{s.index} line {s.line}: {s.text}"
-            if not shown:
-                rows.append([label, stmt, human_ms(s.duration_ms), "-", "-", "-", "-",
-                             "FAILED" if s.error else "-"])
-                continue
-            for lk in shown:
-                held = human_ms(lk.held_ms)
-                if lk.observed.startswith("sampled"):
-                    held = f"≤ {held} (own commit)"
-                rows.append([label, stmt, human_ms(s.duration_ms), lk.mode, f"{lk.relation} ({lk.kind})", held,
-                             human_bytes(lk.size_bytes), _note(lk) + (" · FAILED" if s.error else "")])
-    return rows
-
-
-def rewrite_rows(report: RehearsalReport) -> list[list[str]]:
-    return [
-        [f"{m.version} {m.name}", f"{r.relation} ({r.kind})", f"#{r.statement}", human_bytes(r.size_before),
-         human_bytes(r.size_after) if not m.failed else "rolled back"]
-        for m in report.migrations for r in m.rewrites
-    ]
-
-
-def prediction_rows(report: RehearsalReport) -> list[list[str]]:
-    return [
-        [f"{m.version} {m.name}", f"{p.rule} {p.name}", str(p.line or "-"), p.predicted, p.measured]
-        for m in report.migrations for p in m.predictions
-    ]
-
-
-def migration_rows(report: RehearsalReport) -> list[list[str]]:
-    return [
-        [str(m.version), m.name, "yes" if m.transactional else "no", human_ms(m.duration_ms),
-         f"WOULD FAIL at {m.location}: {m.error}" if m.failed else "ok"]
-        for m in report.migrations
-    ]
 
 
 def headline(report: RehearsalReport) -> str:
@@ -98,39 +63,57 @@ def headline(report: RehearsalReport) -> str:
             f"{rewrites} rewrite(s)")
 
 
-def _md_table(columns: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return "_none_\n"
-    esc = [[str(v).replace("|", "\\|").replace("\n", " ") for v in r] for r in rows]
-    return ("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-            + "".join("| " + " | ".join(r) + " |\n" for r in esc))
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(report: RehearsalReport) -> str:
-    """The rehearsal section shown first in the approval form and the plan artifact."""
+    """The rehearsal section shown first in the approval form and the plan artifact.
+
+    Bullets, not wide tables: the Prefect UI's resume dialog is narrow, and a table there hides its
+    right-hand columns (the lock mode and its hold) behind a horizontal scroll. The answer to "what
+    will this block, and for how long" comes first; where the numbers come from comes last.
+    """
     md = f"## {headline(report)}\n\n"
     if report.skipped:
         md += f"> ⚠ **Warning:** {report.skipped}. The approver decides without a measurement.\n"
         return redact(md)
-    md += (f"Backup `{report.backup_key}` ({human_bytes(report.backup_size)}) restored into scratch database "
-           f"`{report.scratch_database}` on `{report.scratch_server}` (PostgreSQL {report.server_version}) in "
-           f"{report.restore_seconds:.1f} s; version {report.version_before} → {report.version_after}.\n\n")
-    if report.migrations:
-        md += (f"**Production estimate: {human_ms(report.estimate_seconds * 1000)}** — {report.estimate_label}.\n\n")
     if not report.ok:
-        md += f"**{report.failure_message()}**\n\n"
-    md += "### Migrations\n\n" + _md_table(["version", "name", "transactional", "time", "outcome"],
-                                          migration_rows(report))
-    md += (f"\n### Locks (held until commit; ⚠ = blocking lock on a table of at least "
-           f"{human_bytes(report.large_table_bytes)})\n\n" + _md_table(LOCK_COLUMNS, lock_rows(report)))
-    md += "\n### Table rewrites (relfilenode changed)\n\n" + _md_table(
-        ["migration", "relation", "statement", "size before", "size after"], rewrite_rows(report))
-    preds = prediction_rows(report)
-    if preds:
-        md += "\n### validate predicted a lock: measured\n\n" + _md_table(
-            ["migration", "rule", "line", "predicted", "measured"], preds)
+        md += f"**{_md(report.failure_message())}**\n\n"
+    if report.migrations:
+        md += f"**Production estimate: {human_ms(report.estimate_seconds * 1000)}** ({report.estimate_label}).\n\n"
+    for m in report.migrations:
+        kind = "one transaction" if m.transactional else "not in a transaction"
+        outcome = f" — **WOULD FAIL** at `{m.location}`: {_md(m.error)}" if m.failed else ""
+        md += f"### {m.version} {m.name}: {human_ms(m.duration_ms)} ({kind}){outcome}\n\n"
+        for s in m.statements:
+            for lk in strongest(s.locks):
+                if not _shown(lk):
+                    continue
+                mark = "⚠ " if lk.large else ""
+                size = f", {human_bytes(lk.size_bytes)}" if lk.size_bytes is not None else ""
+                blocks = f" — blocks {lk.blocks}" if lk.blocks else " — blocks neither reads nor writes"
+                md += (f"- {mark}**{lk.mode}** on `{lk.relation}` ({lk.kind}{size}) held **{held_text(lk, True)}**"
+                       f"{blocks}; statement #{s.index} (line {s.line})\n")
+            if s.error:
+                md += f"- statement #{s.index} (line {s.line}) failed: {_md(s.error)}\n"
+        for r in m.rewrites:
+            after = "rolled back" if m.failed else human_bytes(r.size_after)
+            md += (f"- rewritten: `{r.relation}` ({r.kind}) {human_bytes(r.size_before)} → {after} "
+                   f"(statement #{r.statement})\n")
+        for p in m.predictions:
+            md += f"- validate {p.rule} {p.name} (line {p.line}) predicted {p.predicted}; measured: {_md(p.measured)}\n"
+        if not any(_shown(lk) for lk in m.locks) and not m.rewrites and not m.failed:
+            md += "- no table lock and no rewrite measured\n"
+        md += "\n"
     if report.warnings:
-        md += "\n" + "".join(f"> ⚠ {w}\n" for w in report.warnings)
+        md += "".join(f"> ⚠ {_md(w)}\n" for w in report.warnings) + "\n"
+    md += (f"_⚠ = a lock that blocks the application on a table of at least "
+           f"{human_bytes(report.large_table_bytes)}. Backup `{report.backup_key}` "
+           f"({human_bytes(report.backup_size)}) restored into scratch database `{report.scratch_database}` on "
+           f"{report.scratch_server} (PostgreSQL {report.server_version}) in {report.restore_seconds:.1f} s; "
+           f"version {report.version_before} → {report.version_after}; locks read from pg_locks after each "
+           f"statement, held until commit._\n")
     return redact(md)
 
 
@@ -154,9 +137,7 @@ def print_human(report: RehearsalReport) -> None:
         for s in m.statements:
             line(f"  #{s.index} line {s.line} ({human_ms(s.duration_ms)}): {s.text}", style="red" if s.error else None)
             for lk in strongest(s.locks):
-                held = human_ms(lk.held_ms)
-                held = f"held <= {held} (the statement commits by itself)" if lk.observed.startswith("sampled") \
-                    else f"held {held} until commit"
+                held = "held " + held_text(lk)
                 size = "" if lk.size_bytes is None else f", {human_bytes(lk.size_bytes)}"
                 note = f"  blocks {_note(lk)}" if lk.blocks else ""
                 line(f"      {lk.mode:<22} {lk.relation} ({lk.kind}{size})  {held}{note}",

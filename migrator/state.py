@@ -179,6 +179,11 @@ def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
     Runs under the migration lock. ALTERs run only when something is missing: even a no-op
     ``ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock on the history table.
     """
+    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (st.schema,)).fetchone():
+        raise ConfigError(
+            f"schema {st.schema!r} of the migrations table {st.schema}.{st.table} does not exist; create it "
+            f"(CREATE SCHEMA {sql.Identifier(st.schema).as_string(conn)}) or choose another with {_TABLE_OPTION}"
+        )
     if not table_exists(conn, st):
         conn.execute(
             sql.SQL(
@@ -214,15 +219,17 @@ def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
     _upgrade_history(conn, st)
 
 
+def _history_columns(conn: psycopg.Connection, st: StateTable) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+        (st.schema, st.table + "_history"),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def _upgrade_history(conn: psycopg.Connection, st: StateTable) -> None:
     """Add the audit columns and the direction CHECK (with 'recover') where an older table lacks them."""
-    have = {
-        r[0]
-        for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-            (st.schema, st.table + "_history"),
-        ).fetchall()
-    }
+    have = _history_columns(conn, st)
     missing = [(c, t) for c, t in _AUDIT_COLUMNS.items() if c not in have]
     checks = conn.execute(
         """SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c
@@ -454,13 +461,7 @@ def last_attempt(conn: psycopg.Connection, st: StateTable, version: int | None =
     """
     if not table_exists(conn, st, history=True):
         return None
-    have = {
-        r[0]
-        for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-            (st.schema, st.table + "_history"),
-        ).fetchall()
-    }
+    have = _history_columns(conn, st)
     select = sql.SQL(", ").join(
         sql.Identifier(f) if f in have else sql.SQL("NULL AS {}").format(sql.Identifier(f)) for f in _ATTEMPT_FIELDS
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_lock_wait import wait_for_query
 
 from conftest import ROOT, write_migration
 from migrator.config import Settings, TableName
@@ -35,17 +36,6 @@ def make(url: str, path: Path, **kw: object) -> Migrator:
 def rows(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return list(conn.execute(query, params).fetchall())
-
-
-def wait_for_query(url: str, fragment: str, timeout: float = 30.0) -> None:
-    """Until a backend is running a statement containing ``fragment``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rows(url, "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> "
-                "pg_backend_pid()", f"%{fragment}%"):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no backend ran {fragment!r} within {timeout}s")
 
 
 def test_old_history_table_upgrades_in_place(db_url: str, migrations_dir: Path) -> None:
@@ -173,3 +163,26 @@ def test_started_row_survives_kill_9_mid_non_transactional_file(db_url: str, mig
     with psycopg.connect(db_url) as conn:
         a = last_attempt(conn, resolve_table(conn, TableName()), 1)
     assert a is not None and a.statements_done == 2 and a.error == STARTED_ERROR
+
+
+def test_forced_version_counts_as_applied_for_drift(db_url: str, migrations_dir: Path) -> None:
+    """Issue 10.7: after a dirty CIC finished by hand and `force 2`, version 2's checksum is recorded,
+    so a later `up` does not make drift call version 2 "never applied" (MIG303)."""
+    from migrator.lint import drift
+
+    write_migration(migrations_dir, 1, "t", "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1), (1);", "DROP TABLE t;")
+    write_migration(migrations_dir, 2, "uniq", "CREATE UNIQUE INDEX CONCURRENTLY t_x ON t (x);",
+                    "DROP INDEX IF EXISTS t_x;")
+    write_migration(migrations_dir, 3, "c", "CREATE TABLE c (id int);", "DROP TABLE c;")
+    settings = Settings(database_url=db_url, migrations_path=migrations_dir)
+    m = Migrator(settings)
+    m.up(1)
+    with pytest.raises(MigrationFailedError):
+        m.up(1)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the operator finishes it by hand
+        conn.execute("DROP INDEX t_x; DELETE FROM t WHERE ctid <> (SELECT min(ctid) FROM t);")
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY t_x ON t (x)")
+    m.force(2)
+    m.up()
+    findings = drift.check(settings, m.load_files())
+    assert [f.rule for f in findings] == [], [f.message for f in findings]

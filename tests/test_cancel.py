@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_lock_wait import wait_for_query
 
 from conftest import ROOT, write_migration
 from migrator.config import Settings
@@ -23,19 +24,6 @@ from migrator.errors import MigrationCancelledError
 def rows(url: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return list(conn.execute(query).fetchall())
-
-
-def wait_for_query(url: str, fragment: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with psycopg.connect(url) as conn:
-            if conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
-                (f"%{fragment}%",),
-            ).fetchone():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no backend ran {fragment!r} within {timeout}s")
 
 
 def run_and_signal(db_url: str, migrations_dir: Path, sig: int, fragment: str) -> tuple[int, str, float]:
@@ -135,6 +123,9 @@ def test_a_host_handler_raising_mid_statement_is_cancelled_cleaned_up_and_re_rai
         signal.signal(signal.SIGTERM, previous)
     cause = exc.value.__cause__
     assert isinstance(cause, MigrationCancelledError) and cause.signal_name == "SIGTERM" and cause.dirty is dirty
+    from migrator.notify import failure_fields  # what a flow's alert reads from the host's exception
+
+    assert failure_fields(exc.value)["dirty"] is dirty and failure_fields(exc.value)["failing_version"] == 1
     assert rows(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
                         "AND state = 'active'") == [(0,)]
     assert rows(db_url, "SELECT success, error FROM schema_migrations_history") == [
@@ -167,3 +158,30 @@ def test_kill_9_mid_transaction_commits_nothing(db_url: str, migrations_dir: Pat
     time.sleep(6)  # past the sleep: a batch left running would have committed by now
     assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
     assert rows(db_url, "SELECT to_regclass('b')") == [(None,)]
+
+
+def test_cancelled_non_transactional_file_is_alerted_as_dirty(db_url: str, migrations_dir: Path) -> None:
+    from webhook_receiver import WebhookReceiver
+
+    write_migration(
+        migrations_dir, 1, "cic",
+        "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY t_x ON t (x);\nSELECT pg_sleep(30);",
+        "DROP TABLE IF EXISTS t;",
+    )
+    with WebhookReceiver() as rx:
+        env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(migrations_dir), "WEBHOOK_URL": rx.url,
+               "WEBHOOK_SECRET": "s3cret", "WEBHOOK_BACKOFF_BASE": "0.01", "WEBHOOK_MAX_ATTEMPTS": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", "migrator", "up"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_query(db_url, "pg_sleep(30)")
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        (req,) = rx.wait_for(1)
+    assert proc.returncode == 143, err
+    body = req.json()
+    assert body["event"] == "migration.failed" and body["dirty"] is True and body["failing_version"] == 1
+    assert "cancelled by SIGTERM" in body["error"]

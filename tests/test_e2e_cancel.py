@@ -8,7 +8,9 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -33,6 +35,10 @@ def _sleeping(db_url: str) -> bool:
         ).fetchone())
 
 
+def _state(server: PrefectServer, run_id: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10).json()["state"])
+
+
 def test_cancel_a_flow_run_cancels_the_migration(
     prefect_server: PrefectServer, db_url: str, tmp_path: Path  # noqa: F811
 ) -> None:
@@ -49,34 +55,35 @@ def test_cancel_a_flow_run_cancels_the_migration(
     assert r.returncode == 0, r.stdout + r.stderr
     r = _run([PREFECT_BIN, "--no-prompt", "deploy", "--name", "migrate/dev"], env)
     assert r.returncode == 0, r.stdout + r.stderr
-    hook = WebhookReceiver().start()  # dev declares a webhook: a worker without one stops (fail closed)
+    hook = WebhookReceiver().start()  # alerts must resolve for a non-local environment (fail closed)
     worker_env = {
-        "WEBHOOK_URL": hook.url,
-        "WEBHOOK_SECRET": "cancel-test-secret",
         "ASKFRANK_DEV_DATABASE_URL": db_url,
         "MIGRATIONS_PATH": str(migrations),
         "BACKUP_URL": f"file://{tmp_path / 'backups'}",
+        "WEBHOOK_URL": hook.url,
+        "WEBHOOK_SECRET": "e2e-cancel-hook-secret",
         "MIGRATOR_PROJECT_DIR": str(ROOT),
     }
-    with running_worker(prefect_server, "migrations", cwd=ROOT, env=worker_env) as worker:
+    with running_worker(prefect_server, "migrations", cwd=ROOT, env=worker_env) as worker, ExitStack() as cleanup:
+        cleanup.callback(hook.stop)
         r = _run([sys.executable, "-m", "migrator", "trigger", "migrate/dev", "--json"], env)
         assert r.returncode == 0, r.stdout + r.stderr
         run_id = json.loads(r.stdout)["flow_run_id"]
         deadline = time.monotonic() + 180
         while not _sleeping(db_url):
-            assert time.monotonic() < deadline, worker.log_tail(60)
+            ended = _state(prefect_server, run_id)["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
+            assert time.monotonic() < deadline and not ended, worker.log_tail(60)
             time.sleep(0.5)
         r = _run([PREFECT_BIN, "flow-run", "cancel", run_id], env)
         assert r.returncode == 0, r.stdout + r.stderr
         t0 = time.monotonic()
         state = None
         while time.monotonic() - t0 < 60:
-            state = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}", timeout=10).json()["state"]
+            state = _state(prefect_server, run_id)
             if state["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED"):
                 break
             time.sleep(0.5)
         logs = worker.log_tail(200)
-    hook.stop()
     assert not _sleeping(db_url)  # the statement was cancelled on the server, not left running
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(1, False)]

@@ -10,6 +10,7 @@ database dropped (or kept with --keep), the same-server refusals, and the size-l
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,6 +145,9 @@ def test_failure_on_real_data_caught_nothing_reaches_source(cli: Any, source: di
     assert "000002_unique_mrn.up.sql:3:1" in err and "is duplicated" in err
     assert "nothing was applied to the source database" in err
     assert "MIG014" in r.out  # validate predicted the lock; the measurement says it failed
+    # the aborted transaction's locks are gone at the error: the sampler saw what the statement held
+    held = next(ln for ln in r.out.splitlines() if "ACCESS EXCLUSIVE" in ln and "public.patients (table" in ln)
+    assert "(until the failure)" in held and "LARGE TABLE" in held
     assert snapshot(source["url"]) == before
     kept = [d for d in databases() if d in r.out]
     assert len(kept) == 1, "--keep keeps the scratch database and names it"
@@ -197,5 +201,123 @@ def test_bad_settings_are_one_line_errors(cli: Any, env: dict[str, str], migrati
     assert no_server.code == 2 and "no rehearsal server for environment 'prod'" in no_server.err
     bad_size = cli("rehearse", "--scratch-url", SERVER_URL, "--max-backup-bytes", "lots", env=env)
     assert bad_size.code == 2 and "--max-backup-bytes='lots' is not a size" in bad_size.err
-    for res in (no_server, bad_size):
+    unreachable = cli("rehearse", "--scratch-url", "postgresql://postgres@127.0.0.1:1/postgres", env=env)
+    assert unreachable.code == 2 and "error: rehearsal server: cannot connect" in unreachable.err
+    assert "--scratch-url" in unreachable.err and "DATABASE_URL" not in unreachable.err
+    for res in (no_server, bad_size, unreachable):
         assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
+
+
+def test_local_rehearses_on_the_embedded_server(cli: Any, embedded_server_url: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DATABASE_URL, environment local: the source is the embedded server's askfrank database and
+    the rehearsal runs in a scratch database beside it, with no --scratch-url."""
+    from migrator import embedded
+
+    with psycopg.connect(embedded_server_url) as conn:
+        data_dir = str(conn.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write_migration(migrations, 1, "create_patients",
+                    JUST + "CREATE TABLE patients (id int PRIMARY KEY, mrn int NOT NULL, name text NOT NULL);",
+                    JUST + "DROP TABLE IF EXISTS patients;")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    env = {"MIGRATOR_EMBEDDED_DIR": data_dir, "MIGRATOR_ENV": "local", "MIGRATIONS_PATH": str(migrations),
+           "BACKUP_URL": f"file://{tmp_path / 'backups'}", "MIGRATOR_DEPLOYMENTS_DIR": str(tmp_path)}
+    source_url = embedded.server_url(Path(data_dir), database=embedded.DEFAULT_DATABASE)
+    try:
+        assert cli("up", env=env).code == 0
+        with psycopg.connect(source_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO patients SELECT i, i, 'p' || i FROM generate_series(1, 20000) i")
+        assert cli("backup", env=env).code == 0
+        write_migration(migrations, 2, "widen_patient_id", JUST + "ALTER TABLE patients ALTER COLUMN id TYPE bigint;",
+                        JUST + "ALTER TABLE patients ALTER COLUMN id TYPE int;")
+        import json
+
+        r = cli("rehearse", "--json", env=env)
+        assert r.code == 0, r.err
+        report = json.loads(r.out)
+        assert report["ok"] and report["version_after"] == 2 and report["server_version"].startswith("18")
+        assert any("own server" in w for w in report["warnings"])
+        assert any(lk["mode"] == "ACCESS EXCLUSIVE" and lk["relation"] == "public.patients"
+                   for lk in report["migrations"][0]["locks"])
+        with psycopg.connect(source_url) as conn:
+            assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(1, False)]
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert report["scratch_database"] not in names
+    finally:
+        drop_database(embedded_server_url, embedded.DEFAULT_DATABASE)
+
+
+@pytest.mark.parametrize(("signame", "code", "line"), [
+    ("SIGTERM", 143, "error: rehearsal stopped by SIGTERM"),
+    ("SIGINT", 130, "error: rehearsal interrupted: its scratch database was dropped"),
+])
+def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], migrations: Path, env: dict[str, str],
+                                                       signame: str, code: int, line: str) -> None:
+    """Stopping means stopping: SIGTERM (or Ctrl-C) while a migration runs on the copy ends the
+    command (exit 143 / 130, one line) and leaves no scratch database behind; the source is untouched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_migration(migrations, 2, "slow_backfill", JUST + "SELECT pg_sleep(600);\nALTER TABLE patients ADD COLUMN x int;",
+                    JUST + "ALTER TABLE patients DROP COLUMN IF EXISTS x;")
+    before, dbs_before = snapshot(source["url"]), databases()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrator", "rehearse", "--scratch-url", SERVER_URL, "--allow-same-server"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell may ignore SIGINT
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with psycopg.connect(SERVER_URL) as conn:
+                if conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%' "
+                                "AND datname LIKE 'rehearsal_%'").fetchone():
+                    break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the migration never started on the copy")
+        stopped = time.monotonic()
+        proc.send_signal(getattr(signal, signame))
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert time.monotonic() - stopped < 60  # not the 600 s the statement would have taken
+    assert err.strip().splitlines()[-1].startswith(line)
+    assert "Traceback" not in err
+    assert databases() == dbs_before  # the scratch database was dropped
+    assert snapshot(source["url"]) == before
+
+
+def test_rehearsal_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deployments/<env>.yaml rehearsal keys: sizes parsed, prod on by default, mistakes named."""
+    from migrator.errors import ConfigError
+    from migrator.rehearse import parse_bytes
+    from tasks.environment import load_environment
+    from tasks.rehearse import rehearsal_config
+
+    assert parse_bytes("500MB", "x") == 500 * 1024**2 and parse_bytes("1.5GiB", "x") == int(1.5 * 1024**3)
+    assert parse_bytes(4096, "x") == 4096 and parse_bytes("10 kB", "x") == 10240
+    monkeypatch.setenv("MIGRATOR_DEPLOYMENTS_DIR", str(tmp_path))
+    monkeypatch.setenv("REHEARSAL_URL_FOR_TEST", "postgresql://rehearser@rehearsal.example:5432/postgres")
+    monkeypatch.setenv("DB_URL_FOR_TEST", "postgresql://app@db.example:5432/askfrank")
+    db = "database_url: {env: DB_URL_FOR_TEST}\n"
+    (tmp_path / "prod.yaml").write_text("environment: prod\n" + db +
+                                        "rehearsal: {server_url: {env: REHEARSAL_URL_FOR_TEST}, max_backup_bytes: 2GB}\n")
+    conf = rehearsal_config(load_environment("prod"))
+    assert conf.enabled and conf.max_backup_bytes == 2 * 1024**3 and conf.server_url and "rehearsal.example" in conf.server_url
+    (tmp_path / "dev.yaml").write_text("environment: dev\n" + db)
+    assert not rehearsal_config(load_environment("dev")).enabled
+    for bad, message in (("{enabled: yes please}", "rehearsal.enabled must be true or false"),
+                         ("{enabled: true, max_backup_bytes: huge}", "rehearsal.max_backup_bytes='huge' is not a size"),
+                         ("{enabeld: true}", "unknown rehearsal key(s) enabeld"),
+                         ("[1, 2]", "rehearsal must be a mapping")):
+        (tmp_path / "staging.yaml").write_text(f"environment: staging\n{db}rehearsal: {bad}\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            rehearsal_config(load_environment("staging"))

@@ -131,9 +131,9 @@ def test_rehearsal_table_first_in_the_approval_form(env: dict[str, Any]) -> None
     sections = [ln for ln in md.splitlines() if ln.startswith("## ")]
     assert sections[0].startswith("## Rehearsal: 1 migration(s) succeeded on the restored copy")  # shown first
     assert md.index("## Rehearsal") < md.index("widen_patient_id") < md.index("Backup taken before")
-    row = next(ln for ln in md.splitlines() if "ACCESS EXCLUSIVE" in ln and "public.patients (table)" in ln)
-    assert "LARGE TABLE" in row and "reads and writes" in row
-    assert "Table rewrites" in md and "MIG005" in md and "Production estimate" in md
+    row = next(ln for ln in md.splitlines() if "ACCESS EXCLUSIVE" in ln and "`public.patients` (table" in ln)
+    assert row.startswith("- ⚠ ") and "blocks reads and writes" in row and "held **" in row
+    assert "- rewritten: `public.patients` (table)" in md and "MIG005" in md and "Production estimate" in md
     assert PASSWORD not in md
     assert "ACCESS EXCLUSIVE" in artifact("rehearsal-test")
     with get_client(sync_client=True) as client:  # the same table, first, in the resume form's description
@@ -141,7 +141,7 @@ def test_rehearsal_table_first_in_the_approval_form(env: dict[str, Any]) -> None
     assert paused is not None and paused.is_paused()
     description = str(read_flow_run_input(keyset_from_paused_state(paused)["description"], flow_run_id=run_id))
     assert description.index("## Rehearsal") < description.index("widen_patient_id")
-    assert "ACCESS EXCLUSIVE" in description and "LARGE TABLE" in description
+    assert "ACCESS EXCLUSIVE" in description and "- ⚠ " in description
     assert [e["event"] for e in events(env["hook"])] == ["approval.requested"]
     resume_flow_run(run_id, run_input=approve("alice@askfrank.example"))
     t.join(120)
@@ -187,3 +187,21 @@ def test_size_limit_skips_with_warning_in_the_form(env: dict[str, Any]) -> None:
     resume_flow_run(run_id, run_input=approve("bob@askfrank.example"))
     t.join(120)
     assert out and out[0].is_completed() and state(env["db_url"]) == [(2, False)]
+
+
+def test_unresolvable_rehearsal_server_fails_closed(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rehearsal enabled but its server's secret does not resolve: the run stops before approval
+    with one rehearsal.failed alert; it never falls back to the production server."""
+    from flows.migrate import migrate
+
+    monkeypatch.delenv("TEST_REHEARSAL_SERVER_URL")
+    write_migration(env["dir"], 2, "widen_patient_id", JUST + "ALTER TABLE patients ALTER COLUMN id TYPE bigint;",
+                    JUST + "ALTER TABLE patients ALTER COLUMN id TYPE int;")
+    result = migrate(environment="test", return_state=True)
+    assert result.is_failed()
+    assert state(env["db_url"]) == [(1, False)]
+    evs = events(env["hook"])
+    assert [e["event"] for e in evs] == ["rehearsal.failed"]
+    assert "rehearsal.server_url does not resolve" in evs[0]["error"] and "nothing was applied" in evs[0]["message"]
+    with psycopg.connect(SERVER_URL) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'rehearsal_test_%'").fetchone()

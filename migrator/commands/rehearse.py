@@ -77,7 +77,12 @@ def run_rehearse(ctx: Context, args: argparse.Namespace) -> int:
     from migrator.rehearse_report import print_human
 
     options = options_from(ctx, args)
-    report = rehearse(ctx.settings, options, progress=None if ctx.json else info)
+    try:
+        report = rehearse(ctx.settings, options, progress=None if ctx.json else info)
+    except KeyboardInterrupt:  # the scratch database was dropped on the way out; the source never touched
+        error("rehearsal interrupted: its scratch database was dropped and nothing was applied to the source "
+              "database")
+        return 130
     if ctx.json:
         print_json(report.to_dict())
     else:

@@ -31,15 +31,20 @@ def check(settings: Settings, mset: MigrationSet, display: Callable[[Any], str] 
 def applied_from_history(rows: list[dict[str, Any]]) -> dict[int, str]:
     """{version: sha256} of the up files currently applied according to the audit rows (newest first).
 
-    A successful up records the file's checksum; a successful down removes the version again, so a
-    migration that was reverted and later deleted or renumbered is not reported as missing.
+    A successful up records the file's checksum; so does a ``force`` (or a resume / mark_applied recovery) to a version
+    with a file, which declares that version applied as the file is; a successful down removes the
+    version again, so a migration that was reverted and later deleted or renumbered is not reported
+    as missing.
     """
     applied: dict[int, str] = {}
     for row in reversed(rows):
         if not row.get("success"):
             continue
         v = int(row["version"])
-        if row.get("direction") == "up" and row.get("checksum"):
+        declares_applied = row.get("direction") in ("up", "force") or (
+            row.get("direction") == "recover" and row.get("action") in ("resume", "mark_applied")
+        )
+        if declares_applied and row.get("checksum"):
             applied[v] = str(row["checksum"])
         elif row.get("direction") == "down":
             applied.pop(v, None)
