@@ -1,47 +1,303 @@
-"""Pieces every flow shares: the per-environment concurrency slot, artifacts and failure alerts."""
+"""What every migrate/rollback/force/recover run shares: the concurrency slot and ONE failure mechanism.
+
+``flow_report(kind, env)`` wraps a flow's steps. Whatever way the run ends, it reads the database's
+real state afterwards (version, dirty flag, the failed migration and its statements), sends at most
+one alert (a dirty database is paged once per incident, see ``migrator.incident``), writes the run's
+artifact (and the ``incident-<env>`` artifact when there is a new incident or a recovery), and gives
+the flow run a one-line state message that says the truth and the next step as a UI link. A flow
+body is its steps, in order; the report is filled in by the step helpers below.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed
 
 from flows.slot import migration_slot as migration_slot  # re-exported: flows import it from here
-from migrator.errors import DirtyDatabaseError
+from migrator.errors import DirtyDatabaseError, ForceRefusedError, MigrationFailedError, MigratorError
+from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, recovery_md, statements_md
+from migrator.recovery import Incident, RecoveryResult, inspect, version_text, yes_no
 from migrator.redact import redact
+from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.backup import backup_task
 from tasks.environment import Environment
 from tasks.notify import notify
-from tasks.status import read_status
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 
-def new_summary(environment: str) -> dict[str, Any]:
-    """The run summary every flow fills in; it becomes the run's artifact."""
-    return {"environment": environment, "outcome": "running", "steps": []}
+class RunFailed(MigratorError):
+    """The run failed; the message is the whole truth in one line (state, failure, next step)."""
 
 
-def record_status(environment: str, summary: dict[str, Any], *, refuse_dirty: bool = True) -> dict[str, Any]:
-    """Read the database's state into ``summary``; a dirty database stops migrate and rollback."""
-    before = read_status(environment)
-    summary.update(database=before["database"], version_before=before["version"], version_after=before["version"])
+# ------------------------------------------------------------------------------------------- the report
+
+
+@dataclass
+class RunReport:
+    """The typed summary of one run; ``to_dict()`` is what the flow returns."""
+
+    kind: str
+    env: Environment
+    outcome: str = "running"
+    database: str | None = None
+    version_before: int | None = None
+    dirty_before: bool | None = None
+    version_after: int | None = None
+    dirty_after: bool | None = None
+    backup_key: str | None = None
+    backup_url: str | None = None
+    approved_by: str | None = None
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    lint: dict[str, Any] | None = None
+    error: str | None = None
+    incident: Incident | None = None
+    incident_page: str | None = None  # "first" | "reminder" | "duplicate" once the incident was claimed
+    recoveries: list[RecoveryResult] = field(default_factory=list)
+    next_step: str | None = None
+    message: str = ""
+    alerted: list[str] = field(default_factory=list)
+    success_alert: tuple[str, dict[str, Any]] | None = None
+    pausing_for_recovery: bool = False
+    started: float = field(default_factory=time.monotonic)
+    duration_seconds: float = 0.0
+
+    @property
+    def environment(self) -> str:
+        return self.env.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "environment": self.env.name, "outcome": self.outcome, "database": self.database,
+            "version_before": self.version_before, "dirty_before": self.dirty_before,
+            "version_after": self.version_after, "dirty_after": self.dirty_after,
+            "backup_key": self.backup_key, "backup_url": self.backup_url, "approved_by": self.approved_by,
+            "plan": self.plan, "steps": self.steps, "error": self.error,
+            "incident": self.incident.to_dict() if self.incident else None,
+            "recoveries": [r.to_dict() for r in self.recoveries], "next_step": self.next_step,
+            "message": self.message, "alerts": list(self.alerted), "duration_seconds": self.duration_seconds,
+        }
+
+    def final_state(self) -> State[Any] | dict[str, Any]:
+        """The flow's return value: Completed with the truthful one-line message.
+
+        Only on a run's first attempt: after an in-process retry Prefect 3.9 hands the caller the
+        first attempt's exception when a flow returns a State (FlowRunEngine.result prefers
+        ``_raised``), so a retried run returns the plain summary (its message is in the log and the
+        artifact).
+        """
+        from prefect import runtime
+
+        if (runtime.flow_run.run_count or 1) > 1:
+            return self.to_dict()
+        return Completed(message=self.message[:1900], data=self.to_dict())
+
+    # -- truth -----------------------------------------------------------------------------------
+
+    def read_truth(self) -> None:
+        """Read the database's real state now (best effort: a dead database is said so)."""
+        try:
+            inc = inspect(self.env.settings)
+        except Exception as exc:
+            self.next_step = self.next_step or "check that the database is reachable, then look at its state"
+            run_logger().warning("could not read the database state after the run: %s", redact(str(exc)))
+            return
+        self.database, self.version_after, self.dirty_after = inc.database, inc.version, inc.dirty
+        self.incident = inc if inc.dirty else None
+
+    def state_line(self) -> str:
+        if self.incident is not None:
+            return self.incident.headline()
+        if self.version_after is None:
+            return "database state unknown (could not read it)"
+        return (f"database {self.database} at version {version_text(self.version_after)}, "
+                f"dirty: {yes_no(self.dirty_after)}")
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    def alert(self, event: str, **fields: Any) -> None:
+        fields.setdefault("database", self.database)
+        fields.setdefault("version_before", self.version_before)
+        fields.setdefault("backup_key", self.backup_url or self.backup_key)
+        notify.with_options(task_run_name=f"notify {event}")(self.env.name, event, **fields)
+        self.alerted.append(event)
+
+    def page_incident(self, error: str | None = None) -> None:
+        """database.dirty, once per incident (a reminder after the configured interval)."""
+        inc = self.incident
+        assert inc is not None
+        remind = self.env.raw.get("monitor", {}).get("dirty_reminder_minutes", DEFAULT_REMIND_MINUTES)
+        decision = claim(self.env.settings, inc, "database.dirty", None if remind is None else float(remind))
+        self.incident_page = decision.kind
+        self.next_step, link = next_step_for(self.env, inc, paused_here=self.pausing_for_recovery)
+        if not decision.send:
+            run_logger().info(
+                "database.dirty not paged again: the same incident (%s) was paged at %s (%s page(s))",
+                inc.fingerprint, decision.first_sent, decision.sent,
+            )
+            return
+        prefix = "Reminder: " if decision.kind == "reminder" else ""
+        self.alert(
+            "database.dirty", version_after=inc.version, failing_version=inc.file_version or inc.version,
+            dirty=True, file=inc.where, error=inc.pg_error or error, direction=inc.direction,
+            statement=inc.statement, flow_run_url=link, next_step=self.next_step,
+            reminder=decision.kind == "reminder", incident=inc.fingerprint,
+            message=f"{prefix}{inc.headline()}. Next: {self.next_step}",
+        )
+        self.write_incident_artifact()
+
+    def alert_failure(self, exc: Exception) -> None:
+        if self.alerted:  # backup.failed, or the incident, was already reported by this run
+            return
+        if self.incident is not None and self.kind != "force":  # a refused force is its own alert
+            self.page_incident(str(exc))
+            return
+        from flows.approval import ApprovalRejected  # here: flows.approval imports this module
+
+        if isinstance(exc, ApprovalRejected):  # request_approval sent approval.rejected: not a failure page
+            return
+        fields = failure_fields(exc)
+        fields.setdefault("version_after", self.version_after)
+        if isinstance(exc, ForceRefusedError):
+            fields["direction"] = "force"
+        fields.setdefault("dirty", self.dirty_after)
+        fields.update(next_step=self.next_step, duration_ms=int((time.monotonic() - self.started) * 1000))
+        self.alert("migration.failed", **fields)
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        self.outcome = "refused" if isinstance(exc, DirtyDatabaseError | ForceRefusedError) else "failed"
+        if not isinstance(exc, Exception):
+            self.outcome = "cancelled"
+        self.error = redact(str(exc)) or type(exc).__name__
+        self.pausing_for_recovery = False  # whatever it was waiting for, this run is ending
+        self.read_truth()
+        if self.incident is not None:
+            self.next_step, _ = next_step_for(self.env, self.incident)
+        if isinstance(exc, Exception):
+            self.alert_failure(exc)
+        elif self.incident is not None and not self.alerted:
+            # a cancel (Prefect's TerminationSignal) that left the database dirty pages like any failure
+            self.page_incident(self.error)
+        what = self.error if not isinstance(exc, DirtyDatabaseError) else "refused: the database is dirty"
+        self.message = f"{self.kind} {self.env.name} {self.outcome}: {what}. Now: {self.state_line()}"
+        if self.next_step:
+            self.message += f". Next: {self.next_step}"
+
+    def succeed(self) -> None:
+        self.read_truth()
+        if self.outcome == "running":
+            self.outcome = "succeeded"
+        if self.success_alert is not None:
+            event, fields = self.success_alert
+            self.alert(event, version_after=self.version_after, dirty=self.dirty_after,
+                       duration_ms=int((time.monotonic() - self.started) * 1000), **fields)
+        self.message = f"{self.kind} {self.env.name} {self.outcome}. Now: {self.state_line()}"
+        if self.incident is not None:
+            self.next_step, _ = next_step_for(self.env, self.incident)
+        if self.next_step:
+            self.message += f". Next: {self.next_step}"
+
+    # -- artifacts ---------------------------------------------------------------------------------
+
+    def write_artifacts(self) -> None:
+        self.duration_seconds = round(time.monotonic() - self.started, 1)
+        create_markdown_artifact(markdown=redact(run_md(self)), key=artifact_key(self.kind, self.env.name),
+                                 description=f"{self.kind} {self.env.name}: {self.outcome}")
+        if self.recoveries and self.incident_page != "duplicate":
+            self.write_incident_artifact()
+
+    def write_incident_artifact(self) -> None:
+        """``incident-<env>``: written for a new incident (or a reminder) and after a recovery; a later
+        run refused on the same incident leaves it alone."""
+        inc = self.incident
+        if inc is None and not self.recoveries:
+            return
+        if inc is not None:
+            md = incident_md(inc, run_url=flow_run_url() if self.pausing_for_recovery else None,
+                             backup_url=self.backup_url, next_step=self.next_step)
+        else:
+            last = self.recoveries[-1]
+            md = (f"# {self.env.name}: incident resolved by `{last.action}` ({last.engineer})\n\n"
+                  f"{last.message}\n")
+        md += recovery_md(self.recoveries)
+        create_markdown_artifact(markdown=redact(md), key=artifact_key("incident", self.env.name),
+                                 description=f"incident {self.env.name}")
+
+
+@contextlib.contextmanager
+def flow_report(kind: str, env: Environment) -> Iterator[RunReport]:
+    """The one failure mechanism of migrate, rollback, force and recover (see the module docstring)."""
+    run = RunReport(kind, env)
+    try:
+        yield run
+    except BaseException as exc:
+        run.fail(exc)
+        if isinstance(exc, Exception):
+            run_logger().error("%s", run.message)
+            raise RunFailed(run.message) from exc
+        raise
+    else:
+        run.succeed()
+        run_logger().info("%s", run.message)
+    finally:
+        run.write_artifacts()
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> dict[str, Any]:
+    """Read the database's state into the report; a dirty database stops migrate and rollback."""
+    from tasks.status import read_status
+
+    before = read_status(run.env.name)
+    run.database, run.version_before, run.dirty_before = before["database"], before["version"], before["dirty"]
+    run.version_after, run.dirty_after = before["version"], before["dirty"]
     if refuse_dirty and before["dirty"]:
         raise DirtyDatabaseError(before["version"])
-    return before
+    return dict(before)
 
 
-def take_backup(env: Environment, summary: dict[str, Any]) -> dict[str, Any]:
+def take_backup(run: RunReport) -> dict[str, Any]:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
+    env = run.env
     try:
         backup = backup_task(env)(env.name)
     except Exception as exc:
-        notify(env.name, "backup.failed", database=summary.get("database"),
-               version_before=summary.get("version_before"), **failure_fields(exc))
-        summary["alerted"] = True
+        run.alert("backup.failed", **failure_fields(exc))
         raise
-    summary["backup_key"] = backup["key"]
+    run.backup_key, run.backup_url = backup["key"], backup.get("url") or backup["key"]
     return dict(backup)
+
+
+def apply_step(run: RunReport, task: Any, *args: Any) -> bool:
+    """Run the apply (or rollback) task; a failure that leaves the database dirty becomes an
+    incident of this run (paged once, with this run's URL) and returns False instead of raising."""
+    try:
+        result = task(run.env.name, *args)
+    except MigrationFailedError as exc:
+        if not exc.dirty:
+            raise
+        run.read_truth()
+        if run.incident is None:  # cleaned up in the meantime by someone else: report the failure
+            raise
+        run.pausing_for_recovery = True
+        run.error = redact(str(exc))
+        run.page_incident(exc.pg_message)
+        return False
+    run.steps, run.version_after = result["steps"], result["version_after"]
+    return True
 
 
 def failure_fields(exc: BaseException) -> dict[str, Any]:
@@ -50,6 +306,53 @@ def failure_fields(exc: BaseException) -> dict[str, Any]:
     fields = core_fields(exc)
     fields["error"] = redact(fields.get("error") or str(exc))
     return fields
+
+
+# ------------------------------------------------------------------------------------------- links
+
+
+def ui_url(kind: str, obj_id: Any) -> str | None:
+    from prefect.utilities.urls import url_for
+
+    with contextlib.suppress(Exception):
+        return url_for(kind, obj_id=str(obj_id))
+    return None
+
+
+def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False) -> tuple[str, str | None]:
+    """What on-call does next, where they are (the Prefect UI), with a link: the paused run that
+    holds the recovery form, or the ``recover/<env>`` deployment."""
+    if paused_here:
+        url = flow_run_url()
+        return (f"open {url or 'this flow run'} and click Resume: choose revert, resume, mark_applied or "
+                "leave_dirty in the recovery form, then Submit", url)
+    paused = _paused_run_url(inc.run_id)
+    if paused:
+        return (f"the run that failed waits for a decision: open {paused} and click Resume, choose an action "
+                "in the recovery form, then Submit", paused)
+    from tasks._common import deployment_run_url
+
+    url = deployment_run_url(f"recover/{env.name}", {"environment": env.name})
+    where = url or f"Deployments > recover/{env.name} > Run > Custom run"
+    return (f"open {where} and submit it (leave action empty: the run reads the incident and pauses with the "
+            f"recovery form), or fill action=revert|resume|mark_applied and engineer to act at once; "
+            f"CLI: migrator recover --resume|--revert|--mark-applied", url)
+
+
+def _paused_run_url(run_id: str | None) -> str | None:
+    if not run_id or run_id == flow_run_id():
+        return None
+    from prefect.client.orchestration import get_client
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        fr = client.read_flow_run(run_id)  # type: ignore[arg-type]
+        if fr.state is not None and fr.state.is_paused():
+            return ui_url("flow-run", fr.id)
+    return None
+
+
+
+# ----------------------------------------------------------------------------------------- markdown
 
 
 def md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -72,30 +375,38 @@ def findings_md(report: dict[str, Any] | None, limit: int = 50) -> str:
     return text + md_table(["severity", "rule", "where", "message"], rows)
 
 
-def run_artifact(kind: str, env: Environment, summary: dict[str, Any], report: dict[str, Any] | None = None) -> None:
-    """The markdown artifact every run leaves: what happened, to which versions, with what backup."""
-    steps = summary.get("steps") or []
+def run_md(run: RunReport) -> str:
+    """The run's artifact: what happened, the database's real state now, and the next step."""
     md = (
-        f"# {kind} on `{env.name}`: {summary.get('outcome', '?')}\n\n"
-        f"| | |\n|---|---|\n"
-        f"| environment | `{env.name}` |\n"
-        f"| database | `{summary.get('database', '?')}` |\n"
-        f"| version before | {summary.get('version_before', '?')} |\n"
-        f"| version after | {summary.get('version_after', '?')} |\n"
-        f"| backup | `{summary.get('backup_key') or 'none'}` |\n"
-        f"| approved by | {summary.get('approved_by') or '-'} |\n"
-        f"| duration | {summary.get('duration_seconds', '?')} s |\n\n"
+        f"# {run.kind} on `{run.env.name}`: {run.outcome}\n\n"
+        "| | |\n|---|---|\n"
+        f"| environment | `{run.env.name}` |\n"
+        f"| database | `{run.database or '?'}` |\n"
+        f"| version before | {version_text(run.version_before) if run.version_before is not None else '?'} |\n"
+        f"| version now | {version_text(run.version_after) if run.version_after is not None else '?'} |\n"
+        f"| dirty now | {yes_no(run.dirty_after) if run.dirty_after is not None else '?'} |\n"
+        f"| backup | `{run.backup_url or 'none'}` |\n"
+        f"| approved by | {run.approved_by or 'nobody (no approval asked)'} |\n"
+        f"| duration | {run.duration_seconds} s |\n\n"
     )
-    if summary.get("error"):
-        md += f"**Error:** {redact(summary['error'])}\n\n"
-    md += "## Migrations\n\n" + md_table(
+    if run.message:
+        md += f"**What happened:** {run.message}\n\n"
+    if run.next_step:
+        md += f"**Next step:** {run.next_step}\n\n"
+    if run.incident is not None:
+        md += (f"## Failed migration `{run.incident.migration or '?'}`\n\n"
+               f"`{run.incident.where or '?'}`: {run.incident.pg_error or 'no error recorded'}\n\n"
+               + statements_md(run.incident)
+               + f"\nThe incident, with the actions, is the artifact `incident-{run.env.name}`.\n")
+    md += recovery_md(run.recoveries)
+    md += "\n## Migrations\n\n" + md_table(
         ["version", "name", "direction", "duration (ms)", "transactional"],
-        [(s["version"], s["name"], s["direction"], s.get("duration_ms", ""), s.get("transactional", ""))
-         for s in steps],
+        [(s["version"], s["name"], s["direction"], s.get("duration_ms", ""), yes_no(s.get("transactional")))
+         for s in run.steps],
     )
-    if report is not None:
-        md += "\n## Lint findings\n\n" + findings_md(report)
-    create_markdown_artifact(markdown=redact(md), key=artifact_key(kind, env.name), description=f"{kind} {env.name}")
+    if run.lint is not None:
+        md += "\n## Lint findings\n\n" + findings_md(run.lint)
+    return md
 
 
 def artifact_key(kind: str, environment: str) -> str:

@@ -1,24 +1,25 @@
 """``force`` flow: clear a dirty state, only when the operator says which version is recorded now.
 
 No blind forcing: ``expected_current`` must equal the version in ``schema_migrations`` (read
-under the migration lock), else the run fails and nothing changes. The force is in the audit trail.
+under the migration lock), else the run fails (``ForceRefusedError``), alerts, and nothing
+changes. The force is in the audit trail. For a dirty database left by a failed migration,
+``recover/<env>`` is the better tool: it knows which statements ran.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
 
-from flows._common import migration_slot, new_summary, record_status, run_artifact
+from flows._common import flow_report, migration_slot, read_status_before
+from migrator.recovery import version_text
 from tasks.environment import load_environment
 from tasks.force import force_version
-from tasks.notify import notify
 
 
 @flow(name="force")
-def force(environment: str, version: int, expected_current: int) -> dict[str, Any]:
+def force(environment: str, version: int, expected_current: int) -> Any:
     """Set ``version`` (clean) when the database records ``expected_current``.
 
     Args:
@@ -29,21 +30,14 @@ def force(environment: str, version: int, expected_current: int) -> dict[str, An
             alert and the failed run); the force is refused when it differs.
     """
     env = load_environment(environment)
-    started = time.monotonic()
-    summary = new_summary(environment)
-    try:
+    with flow_report("force", env) as run:
         with migration_slot(env):
-            before = record_status(environment, summary, refuse_dirty=False)
-            result = force_version(environment, version, expected_current)
-            summary.update(version_after=result["version_after"], outcome="forced")
-        notify(environment, "migration.succeeded", database=summary["database"], direction="force",
-               version_before=before["version"], version_after=version, dirty=False,
-               message=f"{environment}: version forced from {before['version']}"
-                       f"{' (dirty)' if before['dirty'] else ''} to {version}")
-        return summary
-    except Exception as exc:
-        summary.update(outcome="refused" if "refusing to force" in str(exc) else "failed", error=str(exc))
-        raise
-    finally:
-        summary["duration_seconds"] = round(time.monotonic() - started, 1)
-        run_artifact("force", env, summary)
+            before = read_status_before(run, refuse_dirty=False)
+            force_version(environment, version, expected_current)
+        run.outcome = "forced"
+        run.success_alert = ("migration.succeeded", {
+            "direction": "force",
+            "message": f"{environment}: version forced from {version_text(before['version'])}"
+                       f"{' (dirty)' if before['dirty'] else ''} to {version_text(version)}",
+        })
+    return run.final_state()

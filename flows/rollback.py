@@ -1,18 +1,21 @@
-"""``rollback`` flow: backup, then revert N migrations (or down to a version), verify, notify."""
+"""``rollback`` flow: backup, then revert N migrations (or down to a version), verify, notify.
+
+A down file that fails half-way outside a transaction leaves the database dirty: the run pages
+once and pauses with the recovery form, as ``migrate`` does.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
 
-from flows._common import failure_fields, migration_slot, new_summary, record_status, run_artifact, take_backup
-from flows.approval import ApprovalRejected, request_approval
+from flows._common import apply_step, flow_report, migration_slot, read_status_before, take_backup
+from flows.approval import request_approval
+from flows.recovery_form import recover_in_run
 from migrator.errors import MigratorError
 from tasks.apply import rollback_migrations
 from tasks.environment import load_environment
-from tasks.notify import notify
 from tasks.status import plan_migrations
 from tasks.verify import verify_status
 
@@ -24,7 +27,8 @@ def rollback(
     to_version: int | None = None,
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
-) -> dict[str, Any]:
+    recovery_timeout_seconds: int | None = None,
+) -> Any:
     """Revert the last ``steps`` migrations, or everything above ``to_version``; backup first.
 
     Args:
@@ -35,43 +39,29 @@ def rollback(
             environment's settings say).
         approval_timeout_seconds: How long to wait for the approval before giving up, nothing
             reverted (empty: the environment's setting).
+        recovery_timeout_seconds: When a down file leaves the database dirty, how long the recovery
+            form waits before the run ends and leaves the database as it is (empty: the approval timeout).
     """
     if to_version is None and steps < 1:
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
     env = load_environment(environment)
-    started = time.monotonic()
-    summary = new_summary(environment)
-    try:
+    with flow_report("rollback", env) as run:
         with migration_slot(env):
-            record_status(environment, summary)
+            read_status_before(run)
             plan = plan_migrations(environment, to_version, direction="down", steps=steps)
+            run.plan = plan["steps"]
             if not plan["steps"]:
-                summary["outcome"] = "no change"
-                return summary
-            backup = take_backup(env, summary)
-            approve = env.approval_required if require_approval is None else require_approval
-            if approve:
-                summary["approved_by"] = request_approval(
-                    env, plan, None, backup["key"], approval_timeout_seconds or env.approval_timeout_seconds
-                )
-            result = rollback_migrations.with_options(timeout_seconds=env.apply_task_seconds)(
-                environment, steps, to_version, summary.get("approved_by")
-            )
-            summary.update(steps=result["steps"], version_after=result["version_after"])
+                run.outcome = "no change"
+            else:
+                take_backup(run)
+                if env.approval_required if require_approval is None else require_approval:
+                    run.approved_by = request_approval(env, plan, None, run.backup_url,
+                                                       approval_timeout_seconds or env.approval_timeout_seconds)
+                revert = rollback_migrations.with_options(timeout_seconds=env.apply_task_seconds)
+                apply_step(run, revert, steps, to_version, run.approved_by)
+        if run.incident is not None:
+            recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
+        elif plan["steps"]:
             verify_status(environment, plan["target"], check_drift=False)
-        summary["outcome"] = "succeeded"
-        summary["duration_seconds"] = round(time.monotonic() - started, 1)
-        notify(environment, "migration.succeeded", database=summary["database"], direction="down",
-               version_before=summary["version_before"], version_after=summary["version_after"],
-               backup_key=summary.get("backup_key"), duration_ms=int(summary["duration_seconds"] * 1000))
-        return summary
-    except Exception as exc:
-        summary.update(outcome="failed", error=str(exc))
-        if not summary.get("alerted") and not isinstance(exc, ApprovalRejected):
-            notify(environment, "migration.failed", database=summary.get("database"),
-                   version_before=summary.get("version_before"), backup_key=summary.get("backup_key"),
-                   **failure_fields(exc))
-        raise
-    finally:
-        summary.setdefault("duration_seconds", round(time.monotonic() - started, 1))
-        run_artifact("rollback", env, summary)
+            run.success_alert = ("migration.succeeded", {"direction": "down"})
+    return run.final_state()

@@ -1,5 +1,8 @@
 """``status-monitor`` flow (scheduled): alert on a dirty database, or on migrations pending too long.
 
+A dirty database is paged once per incident (``migrator.incident``): every 15 minutes the monitor
+finds the same dirty version and stays quiet, except for a reminder after the configured interval.
+
 "Pending since" is remembered per environment in a Prefect Variable, so the threshold counts from
 the first check that saw the oldest pending version, whatever the schedule.
 """
@@ -12,13 +15,24 @@ from typing import Any
 from prefect import flow
 from prefect.variables import Variable
 
-from tasks.environment import load_environment
+from flows._common import RunReport
+from tasks.environment import Environment, load_environment
 from tasks.notify import notify
 from tasks.status import read_status
 
 
 def _variable(environment: str) -> str:
     return f"askfrank_pending_since_{environment}".replace("-", "_")
+
+
+def page_dirty(env: Environment) -> list[str]:
+    """database.dirty with the incident and the next step (recover/<env>), unless already paged."""
+    run = RunReport("status-monitor", env)
+    run.read_truth()
+    if run.incident is None:
+        return []
+    run.page_incident()
+    return list(run.alerted)
 
 
 @flow(name="status-monitor")
@@ -35,10 +49,8 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
     st = read_status(environment)
     result: dict[str, Any] = {"version": st["version"], "dirty": st["dirty"], "pending": len(st["pending"]),
                               "alerts": []}
-    if st["dirty"]:
-        notify(environment, "database.dirty", database=st["database"], version_before=st["version"],
-               failing_version=st["version"], dirty=True)
-        result["alerts"].append("database.dirty")
+    if st["dirty"]:  # paged once per incident (a reminder after monitor.dirty_reminder_minutes)
+        result["alerts"] += page_dirty(env)
     name = _variable(environment)
     if not st["pending"]:
         Variable.set(name, {}, overwrite=True)

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "migrator.commands.trigger",
     "migrator.commands.embedded",
     "migrator.commands.rehearse",
+    "migrator.commands.recover",
     "migrator.commands.fleet",
 )
 

@@ -26,6 +26,7 @@ from migrator.cancel import CancelScope, cancel_scope, signal_name_of
 from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
 from migrator.errors import (
     DirtyDatabaseError,
+    ForceRefusedError,
     MigrationCancelledError,
     MigrationFailedError,
     MigrationFileError,
@@ -394,7 +395,7 @@ class Migrator:
         with self.session(lock=True) as s:
             before, dirty = read_state(s.conn, s.st)
             if expected_current is not None and expected_current != before:
-                raise MigratorError(
+                raise ForceRefusedError(
                     f"refusing to force: the database records version {before}{' (dirty)' if dirty else ''}, "
                     f"not the expected {expected_current}; re-check `migrator status` and retry"
                 )

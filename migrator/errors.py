@@ -41,6 +41,10 @@ class DirtyDatabaseError(MigratorError):
         super().__init__(msg + (f" ({detail})" if detail else ""))
 
 
+class ForceRefusedError(MigratorError):
+    """``force`` with an expected current version refused: the database records another one."""
+
+
 class LockTimeoutError(MigratorError):
     """Another migrator or golang-migrate process holds the migration lock for too long."""
 

@@ -39,18 +39,19 @@ def _state(server: PrefectServer, run_id: str) -> dict[str, Any]:
     return dict(httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10).json()["state"])
 
 
-def test_cancel_a_flow_run_cancels_the_migration(
-    prefect_server: PrefectServer, db_url: str, tmp_path: Path  # noqa: F811
-) -> None:
+def _cancel_mid_migration(
+    server: PrefectServer, db_url: str, tmp_path: Path, slow_up: str, slow_down: str = "DROP TABLE IF EXISTS tbl_b;\n"
+) -> tuple[str, dict[str, Any] | None, str, list[str]]:
+    """Deploy migrate/dev, start it on a real worker, cancel it while migration 2 sleeps on the
+    server; returns (run id, final state, worker log, alert events delivered)."""
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     header = "-- Migration: {}\n-- Business justification: cancel test.\n\n"
     write_migration(migrations, 1, "a", header.format("000001_a") + "CREATE TABLE tbl_a (id int PRIMARY KEY);\n",
                     header.format("000001_a (rollback)") + "DROP TABLE IF EXISTS tbl_a;\n")
-    write_migration(migrations, 2, "slow",
-                    header.format("000002_slow") + "CREATE TABLE tbl_b (id int PRIMARY KEY);\nSELECT pg_sleep(120);\n",
-                    header.format("000002_slow (rollback)") + "DROP TABLE IF EXISTS tbl_b;\n")
-    env = prefect_server.client_env(MIGRATOR_PROJECT_DIR=str(ROOT))
+    write_migration(migrations, 2, "slow", header.format("000002_slow") + slow_up,
+                    header.format("000002_slow (rollback)") + slow_down)
+    env = server.client_env(MIGRATOR_PROJECT_DIR=str(ROOT))
     r = _run([PREFECT_BIN, "work-pool", "create", "migrations", "--type", "process", "--overwrite"], env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = _run([PREFECT_BIN, "--no-prompt", "deploy", "--name", "migrate/dev"], env)
@@ -64,14 +65,14 @@ def test_cancel_a_flow_run_cancels_the_migration(
         "WEBHOOK_SECRET": "e2e-cancel-hook-secret",
         "MIGRATOR_PROJECT_DIR": str(ROOT),
     }
-    with running_worker(prefect_server, "migrations", cwd=ROOT, env=worker_env) as worker, ExitStack() as cleanup:
+    with running_worker(server, "migrations", cwd=ROOT, env=worker_env) as worker, ExitStack() as cleanup:
         cleanup.callback(hook.stop)
         r = _run([sys.executable, "-m", "migrator", "trigger", "migrate/dev", "--json"], env)
         assert r.returncode == 0, r.stdout + r.stderr
         run_id = json.loads(r.stdout)["flow_run_id"]
         deadline = time.monotonic() + 180
         while not _sleeping(db_url):
-            ended = _state(prefect_server, run_id)["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
+            ended = _state(server, run_id)["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
             assert time.monotonic() < deadline and not ended, worker.log_tail(60)
             time.sleep(0.5)
         r = _run([PREFECT_BIN, "flow-run", "cancel", run_id], env)
@@ -79,11 +80,22 @@ def test_cancel_a_flow_run_cancels_the_migration(
         t0 = time.monotonic()
         state = None
         while time.monotonic() - t0 < 60:
-            state = _state(prefect_server, run_id)
+            state = _state(server, run_id)
             if state["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED"):
                 break
             time.sleep(0.5)
+        time.sleep(1)  # an alert sent while the run ends is still being delivered
         logs = worker.log_tail(200)
+        events = [req.json()["event"] for req in hook.requests]
+    return run_id, state, logs, events
+
+
+def test_cancel_a_flow_run_cancels_the_migration(
+    prefect_server: PrefectServer, db_url: str, tmp_path: Path  # noqa: F811
+) -> None:
+    run_id, state, logs, _events = _cancel_mid_migration(
+        prefect_server, db_url, tmp_path, "CREATE TABLE tbl_b (id int PRIMARY KEY);\nSELECT pg_sleep(120);\n"
+    )
     assert not _sleeping(db_url)  # the statement was cancelled on the server, not left running
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(1, False)]
@@ -97,3 +109,25 @@ def test_cancel_a_flow_run_cancels_the_migration(
     ]
     assert state is not None and state["type"] == "CANCELLED", (state, logs)
     assert "migration 2 (up) cancelled by SIGTERM" in logs and "stays at version 1, clean" in logs
+
+
+def test_cancel_mid_non_transactional_file_ends_dirty_and_paged(
+    prefect_server: PrefectServer, db_url: str, tmp_path: Path  # noqa: F811
+) -> None:
+    """A cancelled non-transactional file ends dirty and alerted, like any failure (issue 10.2)."""
+    run_id, state, logs, events = _cancel_mid_migration(
+        prefect_server, db_url, tmp_path,
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_a_id ON tbl_a (id);\nSELECT pg_sleep(120);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_a_id;\n",
+    )
+    assert not _sleeping(db_url)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(2, True)]
+        hist = conn.execute(
+            "SELECT version, success, error, statements_done, run_id FROM schema_migrations_history ORDER BY id"
+        ).fetchall()
+    assert hist[0][:2] == (1, True) and hist[-1][4] == run_id
+    assert hist[-1][0] == 2 and hist[-1][1] is False and "cancelled by SIGTERM" in (hist[-1][2] or "")
+    assert hist[-1][3] == 1  # the index was built; the sleep was cancelled
+    assert state is not None and state["type"] == "CANCELLED", (state, logs)
+    assert events.count("database.dirty") == 1, (events, logs)

@@ -32,7 +32,7 @@ def test_prefect_yaml_declares_every_flow_per_environment() -> None:
         assert d["parameters"]["environment"] == d["name"] and d["work_pool"]["name"] == "migrations"
         assert d["name"] in d["tags"]
         assert (ROOT / "deployments" / f"{d['name']}.yaml").exists()
-    flows = ["migrate", "rollback", "force", "status-monitor", "backup", "restore-drill"]
+    flows = ["migrate", "rollback", "force", "recover", "status-monitor", "backup", "restore-drill"]
     fleets = {"migrate/tenants", "migrate-fleet/tenants", "fleet-status/tenants"}
     assert names == {f"{f}/{e}" for f in flows for e in ("dev", "staging", "prod")} | fleets
     schedules = {f"{d['entrypoint']}:{d['name']}": d.get("schedules") for d in deployments}

@@ -327,17 +327,10 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                                None)
         _print_status(st, args.all, last_failed)
     if st.dirty:
-        if args.alert:
-            from migrator.notify import send_event
+        if args.alert:  # once per incident: see migrator.incident
+            from migrator.commands.recover import alert_dirty
 
-            send_event(
-                ctx.settings,
-                "database.dirty",
-                database=st.database,
-                version_before=st.version,
-                failing_version=st.version,
-                dirty=True,
-            )
+            alert_dirty(ctx)
         return EXIT_DIRTY
     if args.check and st.pending:
         if not ctx.json:

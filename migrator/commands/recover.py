@@ -1,0 +1,126 @@
+"""``migrator recover``: show a dirty database's incident, or end it with --revert, --resume or --mark-applied.
+
+The same core as the Prefect recovery form (``migrator.recovery``): every action is checked first
+(a down file that is not safe on a partial state, a resumed file whose already-run statements
+changed), audited with the engineer's name, and alerted once when a webhook is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from typing import Any
+
+from migrator import output
+from migrator.commands import Context
+
+EXIT_DIRTY = 3
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    help_ = "show why the database is dirty, or recover it: --revert, --resume or --mark-applied"
+    p: argparse.ArgumentParser = sub.add_parser("recover", parents=[common], help=help_, description=help_)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--revert", dest="action", action="store_const", const="revert",
+                   help="run the failed migration's down file, then record the previous version, clean")
+    g.add_argument("--resume", dest="action", action="store_const", const="resume",
+                   help="run only the statements that did not run (fix the file first), then record it clean")
+    g.add_argument("--mark-applied", dest="action", action="store_const", const="mark_applied",
+                   help="you finished the change by hand: record the version, clean")
+    p.add_argument("--engineer", default=None,
+                   help="your name for the audit trail (env MIGRATOR_ENGINEER; default: your login name)")
+    p.add_argument("--comment", default="", help="ticket or reason, kept in the audit trail")
+    p.set_defaults(func=cmd_recover, action=None)
+
+
+def _engineer(args: argparse.Namespace) -> str:
+    given = args.engineer or os.environ.get("MIGRATOR_ENGINEER")
+    if given:
+        return str(given)
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers): the core asks for one
+        return ""
+
+
+def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
+    from migrator.recovery import RecoveryError, inspect, recover
+
+    if args.action is None:
+        inc = inspect(ctx.settings)
+        if ctx.json:
+            output.print_json(inc.to_dict())
+        else:
+            _print_incident(inc)
+        return EXIT_DIRTY if inc.dirty else 0
+    result = recover(ctx.settings, args.action, _engineer(args), args.comment, progress=output.info)
+    _alert(ctx, result)
+    if ctx.json:
+        output.print_json({"ok": result.ok, **result.to_dict()})
+    if not result.ok:
+        raise RecoveryError(result)
+    if not ctx.json:
+        output.info(result.message)
+    return 0
+
+
+def _print_incident(inc: Any) -> None:
+    from migrator.recovery import version_text
+
+    output.line(inc.headline())
+    if not inc.dirty:
+        return
+    output.table(
+        f"{inc.migration or 'unknown migration'}: statements",
+        ["#", "line", "statement", "state"],
+        [(r.index, r.line, r.text[:100], r.state + (f": {r.error}" if r.error else "")) for r in inc.statements],
+    )
+    output.table(
+        "what each action does now",
+        ["command", "does", "allowed"],
+        [(f"migrator recover --{o.action.replace('_', '-')}", o.does, "yes" if o.available else f"no: {o.why_not}")
+         for o in inc.options if o.action != "leave_dirty"],
+        caption=f"database {inc.database}: version {version_text(inc.version)}, dirty: yes",
+    )
+
+
+def _alert(ctx: Context, result: Any) -> None:
+    """recovery.completed / recovery.failed when a webhook is configured; never changes the outcome."""
+    if not ctx.settings.webhook_url:
+        return
+    from migrator.notify import send_event
+
+    send_event(
+        ctx.settings, "recovery.completed" if result.ok else "recovery.failed",
+        database=result.database, version_before=result.version_before, version_after=result.version_after,
+        dirty=result.dirty_after, error=result.error, message=result.message, action=result.action,
+        engineer=result.engineer, outcome=result.outcome,
+    )
+
+
+def alert_dirty(ctx: Context) -> None:
+    """``status --alert``: page database.dirty once per incident (reminder after
+    MIGRATOR_ALERT_REMIND_MINUTES, default 240), with what to run next."""
+    from migrator.incident import DEFAULT_REMIND_MINUTES, claim
+    from migrator.notify import send_event
+    from migrator.recovery import inspect
+
+    inc = inspect(ctx.settings)
+    if not inc.dirty:
+        return
+    raw = os.environ.get("MIGRATOR_ALERT_REMIND_MINUTES", "").strip()
+    remind = float(raw) if raw else DEFAULT_REMIND_MINUTES
+    decision = claim(ctx.settings, inc, "database.dirty", remind)
+    if not decision.send:
+        output.info(f"database.dirty not sent again: this incident was paged at {decision.first_sent}")
+        return
+    env = f" --env {ctx.settings.environment}" if ctx.settings.environment else ""
+    next_step = f"run `migrator recover{env}` to see what ran and the choices (--revert, --resume, --mark-applied)"
+    prefix = "Reminder: " if decision.kind == "reminder" else ""
+    send_event(
+        ctx.settings, "database.dirty", database=inc.database, version_before=inc.version,
+        version_after=inc.version, failing_version=inc.file_version or inc.version, dirty=True, file=inc.where,
+        error=inc.pg_error, statement=inc.statement, next_step=next_step, reminder=decision.kind == "reminder",
+        incident=inc.fingerprint, message=f"{prefix}{inc.headline()}. Next: {next_step}",
+    )

@@ -1,0 +1,203 @@
+"""One page per incident, and the incident as people read it (markdown for the Prefect UI).
+
+Where the dedupe state lives: in the database the incident is about, next to its audit trail, in
+``{table}_alerts`` (one row per incident fingerprint and event). Every run of every flow, the
+status monitor and the CLI's ``status --alert`` already connect to that database, so they all see
+the same record without Prefect (the CLI never imports it) and without a second store to keep
+alive; a Prefect server rebuilt from scratch does not re-page a known incident, and a database
+restored from a backup taken before the incident has no record of it (it has no incident either).
+Claiming a page is one ``INSERT ... ON CONFLICT ... WHERE`` statement, so a UI retry and the
+monitor racing each other still send one page. A reminder is sent when the last page for the same
+fingerprint is older than the configured interval, and is marked as a reminder.
+
+The fingerprint is environment + database + version + the failed audit row (``Incident.fingerprint``):
+a retry or a monitor run that finds the same dirty version is the same incident; the same migration
+failing again after a revert is a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from psycopg import sql
+
+from migrator.recovery import ACTIONS, Incident, RecoveryResult, version_text, yes_no
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from migrator.config import Settings
+    from migrator.state import StateTable
+
+PageKind = Literal["first", "reminder", "duplicate"]
+DEFAULT_REMIND_MINUTES = 240.0
+
+
+@dataclass
+class PageDecision:
+    """Whether to send a page for an incident now: the first one, a reminder, or not (duplicate)."""
+
+    kind: PageKind
+    first_sent: datetime | None = None
+    sent: int = 0
+
+    @property
+    def send(self) -> bool:
+        return self.kind != "duplicate"
+
+
+def _alerts_table(st: StateTable) -> sql.Identifier:
+    return sql.Identifier(st.schema, st.table + "_alerts")
+
+
+def claim_page(
+    conn: psycopg.Connection, st: StateTable, fingerprint: str, event: str, remind_after_minutes: float | None
+) -> PageDecision:
+    """Record that ``event`` is paged for ``fingerprint`` unless it already was (less than
+    ``remind_after_minutes`` ago; None: never remind). Atomic: concurrent runs get one "first"."""
+    import psycopg
+
+    table = _alerts_table(st)
+    for _ in range(2):  # two first runs may race on CREATE TABLE IF NOT EXISTS
+        try:
+            conn.execute(
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {} (
+                        fingerprint text NOT NULL, event text NOT NULL,
+                        first_sent timestamptz NOT NULL DEFAULT now(), last_sent timestamptz NOT NULL DEFAULT now(),
+                        sent integer NOT NULL DEFAULT 1, run_id text, PRIMARY KEY (fingerprint, event))"""
+                ).format(table)
+            )
+            break
+        except psycopg.errors.UniqueViolation:
+            continue
+    remind = sql.SQL("false" if remind_after_minutes is None else "a.last_sent <= now() - make_interval(secs => %s)")
+    params: tuple[object, ...] = (fingerprint, event)
+    if remind_after_minutes is not None:
+        params += (float(remind_after_minutes) * 60,)
+    row = conn.execute(
+        sql.SQL(
+            """INSERT INTO {t} AS a (fingerprint, event) VALUES (%s, %s)
+               ON CONFLICT (fingerprint, event) DO UPDATE SET last_sent = now(), sent = a.sent + 1
+               WHERE {remind}
+               RETURNING sent, first_sent"""
+        ).format(t=table, remind=remind),
+        params,
+    ).fetchone()
+    if row is None:
+        first = conn.execute(
+            sql.SQL("SELECT sent, first_sent FROM {} WHERE fingerprint = %s AND event = %s").format(table),
+            (fingerprint, event),
+        ).fetchone()
+        return PageDecision("duplicate", first[1] if first else None, int(first[0]) if first else 0)
+    return PageDecision("first" if int(row[0]) == 1 else "reminder", row[1], int(row[0]))
+
+
+def claim(settings: Settings, incident: Incident, event: str = "database.dirty",
+          remind_after_minutes: float | None = DEFAULT_REMIND_MINUTES) -> PageDecision:
+    """``claim_page`` on the incident's own database (a connection of its own, no migration lock).
+
+    When the record cannot be written (read-only user, database unreachable) the page is sent:
+    a duplicate page is better than a lost one.
+    """
+    import logging
+
+    from migrator.engine import Migrator
+
+    try:
+        with Migrator(settings).session(lock=False) as s:
+            return claim_page(s.conn, s.st, incident.fingerprint, event, remind_after_minutes)
+    except Exception as exc:
+        logging.getLogger("migrator.incident").warning(
+            "could not record the page for %s (%s); sending it anyway", incident.fingerprint, exc)
+        return PageDecision("first")
+
+
+# ------------------------------------------------------------------------------------------- markdown
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def statements_md(inc: Incident) -> str:
+    """Each statement of the failed file, state first (the form is narrow)."""
+    if not inc.statements:
+        return "_the failed file is not on the worker, or no audit row says what ran_\n"
+    rows = ["| # | state | line | statement |", "|---|---|---|---|"]
+    for r in inc.statements:
+        text = r.text if len(r.text) <= 70 else r.text[:67] + "..."
+        state = {"done": "done", "not run": "not run", "unknown": "unknown (no audit row)"}.get(r.state, "**FAILED**")
+        rows.append(f"| {r.index} | {state} | {r.line} | `{_cell(text)}` |")
+    failed = next((r for r in inc.statements if r.state == "failed"), None)
+    tail = f"\nStatement {failed.index} failed: **{_cell(failed.error)}**\n" if failed and failed.error else ""
+    return "\n".join(rows) + "\n" + tail
+
+
+def options_md(inc: Incident) -> str:
+    """The four actions as a list (wraps in a narrow form): what each does now, or why it is refused."""
+    lines = []
+    for o in inc.options:
+        if o.available:
+            lines.append(f"- **`{o.action}`**: {o.does}")
+        else:
+            lines.append(f"- ~~`{o.action}`~~ **refused**: {o.why_not}")
+    return "\n".join(lines) + "\n"
+
+
+def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None = None,
+                backup_url: str | None = None, note: str | None = None, next_step: str | None = None) -> str:
+    """The incident for the recovery form's description and the ``incident-<env>`` artifact: what
+    failed and how far it got first, then the choices, then the details."""
+    env = inc.environment or "?"
+    head = title or f"{env}: database is dirty at version {version_text(inc.version)}"
+    md = f"# {head}\n\n"
+    if note:
+        md += f"> **Last recovery attempt:** {_cell(note)}\n\n"
+    if inc.migration and inc.attempt_id is not None:
+        md += f"Migration **`{inc.migration}`** ({inc.direction}) failed"
+        md += f" at `{Path(inc.file).name}:{inc.line}`" if inc.file and inc.line else ""
+        md += f": **{_cell(inc.pg_error)}**.\n\n" if inc.pg_error else ".\n\n"
+    else:
+        md += f"{_cell(inc.headline())}.\n\n"
+    md += "## Statements\n\n" + statements_md(inc)
+    if inc.file_changed:
+        md += "\n_The file on the worker changed since the failed run: the statements above are the current file's._\n"
+    md += "\n## Choose an action\n\n" + options_md(inc)
+    if next_step:
+        md += f"\n**Next step:** {next_step}\n"
+    md += (
+        "\n## Details\n\n| field | value |\n|---|---|\n"
+        f"| environment | `{env}` |\n"
+        f"| database | `{inc.database}` |\n"
+        f"| version | {version_text(inc.version)} |\n"
+        f"| dirty | {yes_no(inc.dirty)} |\n"
+        f"| version before the migration | {version_text(inc.previous_version)} |\n"
+    )
+    if inc.where:
+        md += f"| file | `{inc.where}` |\n"
+    if inc.failed_at:
+        md += f"| failed at | {inc.failed_at} |\n"
+    if run_url:
+        md += f"| run | [{run_url}]({run_url}) |\n"
+    if backup_url:
+        md += f"| backup before the run | `{backup_url}` |\n"
+    return md
+
+
+def recovery_md(results: list[RecoveryResult]) -> str:
+    if not results:
+        return ""
+    rows = ["| action | engineer | outcome | version after | dirty after | what happened |", "|---|" * 6]
+    for r in results:
+        rows.append(
+            f"| `{r.action}` | {_cell(r.engineer)} | {r.outcome} | {version_text(r.version_after)} | "
+            f"{yes_no(r.dirty_after)} | {_cell(r.message)} |"
+        )
+    return "\n## Recovery\n\n" + "\n".join(rows) + "\n"
+
+
+__all__ = ["ACTIONS", "PageDecision", "claim", "claim_page", "incident_md", "recovery_md", "statements_md"]

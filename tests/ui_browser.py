@@ -1,0 +1,57 @@
+"""Headless Debian Chromium driven by playwright, for looking at the Prefect UI for real.
+
+Never ``playwright install``: the machine's ``/usr/bin/chromium`` is used, offline, loopback only.
+``chromium()`` is None when it is absent (tests then skip their browser part).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str | None:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        return None
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return None
+    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+
+@dataclass
+class Actions:
+    """Counts what a person does in the UI: each navigation, click, choice and typed field is one."""
+
+    done: list[str] = field(default_factory=list)
+
+    def __call__(self, what: str) -> None:
+        self.done.append(what)
+
+    @property
+    def count(self) -> int:
+        return len(self.done)
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium()
+    assert exe is not None
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=ARGS)
+        try:
+            page = b.new_page(viewport={"width": width, "height": height})
+            yield page
+        finally:
+            b.close()
