@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +59,10 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subproces
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_fleet_children_spread_over_two_workers(prefect_server: PrefectServer, tenants: dict[str, Any],  # noqa: F811
-                                                tmp_path: Path) -> None:
+def run_fleet(prefect_server: PrefectServer, tenants: dict[str, Any],  # noqa: F811
+              tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str], list[Any], Path]:
+    """Deploy migrate/tenants + migrate-fleet/tenants, start two workers (3 runs each at most),
+    trigger the fleet and wait; returns the trigger's result, the worker logs, the alerts, the backups."""
     ddir = tmp_path / "deployments"
     ddir.mkdir()
     backups = tmp_path / "backups"
@@ -90,9 +93,17 @@ def test_fleet_children_spread_over_two_workers(prefect_server: PrefectServer, t
             r = _run([sys.executable, "-m", "migrator", "trigger", "migrate-fleet/tenants", "--wait", "--poll", "1",
                       "--timeout", "360", "--json"], env, timeout=400)
             logs = {w.pool + name: w.log_tail(5000) for name, w in (("1", w1), ("2", w2))}
-            assert r.returncode == 0, r.stdout + r.stderr + "\n".join(logs.values())
-            fleet_run = json.loads(r.stdout)["flow_run_id"]
-            (ev,) = hook.wait_for(1, timeout=30)
+            hook.wait_for(1, timeout=30)
+            time.sleep(1)  # a second alert would arrive now
+            return r, logs, list(hook.requests), backups
+
+
+def test_fleet_children_spread_over_two_workers(prefect_server: PrefectServer, tenants: dict[str, Any],  # noqa: F811
+                                                tmp_path: Path) -> None:
+    r, logs, requests, backups = run_fleet(prefect_server, tenants, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr + "\n".join(logs.values())
+    fleet_run = json.loads(r.stdout)["flow_run_id"]
+    (ev,) = requests
     submitted = {k: set(re.findall(r"submitting flow run '([0-9a-f-]{36})'", v)) - {fleet_run}
                  for k, v in logs.items()}
     children = set().union(*submitted.values())
@@ -105,6 +116,28 @@ def test_fleet_children_spread_over_two_workers(prefect_server: PrefectServer, t
         assert len(run_ids) == 1 and run_ids <= children  # audited by its own child run
     dumps = list(backups.rglob("*.dump"))
     assert {d.parent.name for d in dumps} == set(tenants["names"])
-    assert len(hook.requests) == 1 and ev.json()["event"] == "fleet.completed"
+    assert ev.json()["event"] == "fleet.completed"
     assert ev.json()["details"]["counts"] == {"succeeded": TENANTS}
+    assert PASSWORD not in "".join(logs.values()) and PASSWORD.encode() not in ev.body
+
+
+def test_failed_child_run_stops_later_waves(prefect_server: PrefectServer, tenants: dict[str, Any],  # noqa: F811
+                                            tmp_path: Path) -> None:
+    """Deployment children: a tenant whose first migration conflicts fails its own run; with
+    max_failures 0 the next wave never starts; ONE fleet.failed alert names it with its run link."""
+    names = tenants["names"]
+    bad = names[2]  # wave 1 (canary, then waves of 4)
+    with psycopg.connect(url_for(SERVER_URL, bad), autocommit=True) as conn:
+        conn.execute("CREATE TABLE tbl_user (legacy text)")
+    r, logs, requests, _ = run_fleet(prefect_server, tenants, tmp_path)
+    assert r.returncode != 0 and bad in r.stderr
+    (ev,) = requests
+    e = ev.json()
+    assert e["event"] == "fleet.failed" and e["details"]["counts"] == {"succeeded": 4, "failed": 1, "not started": 3}
+    (failed,) = e["details"]["failed_databases"]
+    assert failed["database"] == bad and "already exists" in failed["error"] and failed["dirty"] is False
+    assert "/runs/flow-run/" in failed["run_url"]
+    for name in names[5:]:
+        with psycopg.connect(url_for(SERVER_URL, name)) as conn:
+            assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
     assert PASSWORD not in "".join(logs.values()) and PASSWORD.encode() not in ev.body
