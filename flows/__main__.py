@@ -29,7 +29,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows", description=__doc__,
+    from migrator.cli import Parser  # one-line argument errors, as the migrator CLI
+
+    p = Parser(prog="python -m flows", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("flow", choices=["migrate", "rollback", "status-monitor", "backup", "restore-drill",
                                     "migrate-fleet", "fleet-status"])
@@ -49,11 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     from migrator.errors import MigratorError
     from migrator.output import error
 
+    # With Prefect's ephemeral API (no PREFECT_API_URL) there is no UI to answer the recovery form a
+    # dirty failure pauses for: don't wait an hour for nobody; the run ends dirty and says so, and
+    # `migrator status` / `migrator recover` take it from there.
+    recovery_wait = None if os.environ.get("PREFECT_API_URL") else 1
     try:
         if args.flow == "migrate":
             from flows.migrate import migrate
 
-            result = migrate(environment=args.env, target_version=args.target, dry_run=args.dry_run)
+            result = migrate(environment=args.env, target_version=args.target, dry_run=args.dry_run,
+                             recovery_timeout_seconds=recovery_wait)
         elif args.flow == "migrate-fleet":
             from flows.fleet import migrate_fleet
 
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.flow == "rollback":
             from flows.rollback import rollback
 
-            result = rollback(environment=args.env, steps=args.steps)
+            result = rollback(environment=args.env, steps=args.steps, recovery_timeout_seconds=recovery_wait)
         elif args.flow == "status-monitor":
             from flows.status_monitor import status_monitor
 
@@ -81,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
             result = restore_drill(environment=args.env)
     except MigratorError as exc:
-        error(str(exc))
+        message = str(exc)
+        if recovery_wait is not None:  # the 1 s "wait" above was not a person's silence
+            message = message.replace(f"no recovery action chosen within {recovery_wait}s",
+                                      "no Prefect UI to pause in (local run)")
+        error(message)
         return 1
     except Exception as exc:  # the flow run failed: Prefect has logged the details above
         error(f"{args.flow} flow run failed ({type(exc).__name__}): {exc}")

@@ -67,7 +67,10 @@ def _shorter_choice_error(message: str) -> str:
     import difflib
 
     close = difflib.get_close_matches(given, choices, n=1)
-    label = "unknown command" if what in ("COMMAND", "ACTION", "SUBCOMMAND") else f"argument {what}: invalid choice"
+    if what in ("COMMAND", "ACTION", "SUBCOMMAND"):
+        label = "unknown command"
+    else:
+        label = f"unknown {what}" if not what.startswith("-") else f"argument {what}: invalid choice"
     return f"{label} {given!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (one of: {', '.join(choices)})")
 
 

@@ -19,7 +19,7 @@ from migrator import db, files
 from migrator.config import Connection, Settings, parse_interval_ms, prepare_url
 from migrator.errors import MigratorError
 from migrator.redact import redact
-from migrator.rehearse import (
+from migrator.rehearse_model import (
     BLOCKS,
     KINDS,
     LOCK_RULES,

@@ -61,6 +61,7 @@ def test_status_on_a_dirty_database_shows_the_failure_the_statements_and_both_wa
     assert "undo by hand:   revert the statements that ran, then `migrator force 1 --expect 2` " \
            "(records 1: migration 2 stays pending" in text
     assert "INVALID index" in text
+    assert "`migrator recover` shows what each action would do now; `migrator recover --resume` runs" in text
 
     st = json.loads(migrator("status", "--json", cwd=tmp_path, env=env).stdout)
     assert st["dirty"] is True and st["failure"]["version"] == 2

@@ -28,6 +28,16 @@ def test_summary_line_says_what_happened_in_a_line_or_two() -> None:
     assert summary_line("migrate", "local", nothing).splitlines()[0] == "migrate local: no change; askfrank version 9"
 
 
+def test_flow_cli_argument_errors_are_one_line() -> None:
+    for argv, expected in (
+        (["migrate", "--target", "abc"], "error: argument --target: 'abc' is not a whole number; "
+                                         "see `python -m flows --help`"),
+        (["migrat"], "error: unknown flow 'migrat' (did you mean 'migrate'?); see `python -m flows --help`"),
+    ):
+        r = subprocess.run([sys.executable, "-m", "flows", *argv], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.splitlines() == [expected]
+
+
 @pytest.mark.timeout(240)
 def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_path: Path, db_url: str) -> None:
     d = tmp_path / "migrations"
@@ -59,4 +69,5 @@ def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_pa
     assert failed.stdout == ""
     errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and 'column "emial" does not exist' in errors[0] and "DIRTY at version 2" in errors[0]
+    assert "migrator recover" in errors[0]  # no UI behind the ephemeral API: it did not wait for a form
     assert "Traceback" not in failed.stderr

@@ -285,9 +285,10 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
     ]
     if _recover_available():
         lines.append(
-            "  or let migrator do it, audited: `migrator recover --resume` runs the statements that did not run (fix "
-            "the file first); `migrator recover --revert` runs the down file and records the previous version; "
-            "`migrator recover --mark-applied` records the version after you finished by hand"
+            "  or let migrator do it, audited: `migrator recover` shows what each action would do now; "
+            "`migrator recover --resume` runs the statements that did not run (fix the file first), "
+            "`--revert` runs the down file and records the previous version, "
+            "`--mark-applied` records the version after you finished by hand"
         )
     return lines
 
