@@ -2,6 +2,8 @@
 
     uv run python -m flows migrate [--env local] [--target N] [--dry-run] [--json]
     uv run python -m flows status-monitor --env dev
+    uv run python -m flows migrate-fleet --env tenants [--dry-run] [--max-parallel 8] [--max-failures 2]
+    uv run python -m flows fleet-status --env tenants
 
 Prints a short summary (the run's result as JSON with --json); a failed run ends with one
 ``error:`` line (Prefect's own log lines stay on stderr, without tracebacks unless MIGRATOR_DEBUG=1;
@@ -31,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = Parser(prog="python -m flows", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("flow", choices=["migrate", "rollback", "status-monitor", "backup", "restore-drill"])
+    p.add_argument("flow", choices=["migrate", "rollback", "status-monitor", "backup", "restore-drill",
+                                    "migrate-fleet", "fleet-status"])
     p.add_argument("--env", default="local", help="environment (deployments/<env>.yaml)")
     p.add_argument("--target", type=argtypes.version, default=None, help="migrate: target version")
     p.add_argument("--steps", type=argtypes.count, default=1, help="rollback: migrations to revert")
     p.add_argument("--dry-run", action="store_true", help="migrate: validate and plan only")
+    p.add_argument("--canary", type=int, default=None, help="migrate-fleet: canary databases (fleet: canary)")
+    p.add_argument("--max-parallel", type=int, default=None, help="migrate-fleet: databases at a time")
+    p.add_argument("--max-failures", type=int, default=None, help="migrate-fleet: failure budget")
     p.add_argument("--json", action="store_true", help="print the run's result as JSON on stdout")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", module="platformdirs")
@@ -55,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
             result = migrate(environment=args.env, target_version=args.target, dry_run=args.dry_run,
                              recovery_timeout_seconds=recovery_wait)
+        elif args.flow == "migrate-fleet":
+            from flows.fleet import migrate_fleet
+
+            result = migrate_fleet(environment=args.env, target_version=args.target, dry_run=args.dry_run,
+                                   canary=args.canary, max_parallel=args.max_parallel,
+                                   max_failures=args.max_failures, children="subflow")
+        elif args.flow == "fleet-status":
+            from flows.fleet import fleet_status
+
+            result = fleet_status(environment=args.env)
         elif args.flow == "rollback":
             from flows.rollback import rollback
 
@@ -110,6 +126,9 @@ def summary_line(flow: str, env: str, result: object) -> str:
     plan = r.get("plan")
     if r.get("outcome") == "dry run" and isinstance(plan, list):
         parts.append(f"{len(plan)} migration(s) would run")
+    counts = r.get("counts")
+    if isinstance(counts, dict):  # migrate-fleet: how many databases ended how
+        parts.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + " databases")
     if r.get("duration_seconds") is not None:
         parts.append(f"{r['duration_seconds']} s")
     text = "; ".join(parts)

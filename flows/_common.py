@@ -11,6 +11,7 @@ body is its steps, in order; the report is filled in by the step helpers below.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -211,7 +212,7 @@ class RunReport:
 
     def write_artifacts(self) -> None:
         self.duration_seconds = round(time.monotonic() - self.started, 1)
-        create_markdown_artifact(markdown=redact(run_md(self)), key=f"{self.kind}-{self.env.name}",
+        create_markdown_artifact(markdown=redact(run_md(self)), key=artifact_key(self.kind, self.env.name),
                                  description=f"{self.kind} {self.env.name}: {self.outcome}")
         if self.recoveries and self.incident_page != "duplicate":
             self.write_incident_artifact()
@@ -230,7 +231,7 @@ class RunReport:
             md = (f"# {self.env.name}: incident resolved by `{last.action}` ({last.engineer})\n\n"
                   f"{last.message}\n")
         md += recovery_md(self.recoveries)
-        create_markdown_artifact(markdown=redact(md), key=f"incident-{self.env.name}",
+        create_markdown_artifact(markdown=redact(md), key=artifact_key("incident", self.env.name),
                                  description=f"incident {self.env.name}")
 
 
@@ -406,3 +407,8 @@ def run_md(run: RunReport) -> str:
     if run.lint is not None:
         md += "\n## Lint findings\n\n" + findings_md(run.lint)
     return md
+
+
+def artifact_key(kind: str, environment: str) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes (``tenants:clinic_1``)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{environment}".lower()).strip("-")

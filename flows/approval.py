@@ -17,7 +17,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from flows._common import md_table
+from flows._common import artifact_key, md_table
 from migrator.errors import MigratorError
 from tasks.environment import Environment
 from tasks.notify import notify
@@ -127,7 +127,8 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
     on a timeout; either way nothing was applied.
     """
     md = plan_markdown(env, plan, report, backup_key, preface_md)
-    create_markdown_artifact(markdown=md, key=f"approval-{env.name}", description=f"approval needed: {env.name}")
+    create_markdown_artifact(markdown=md, key=artifact_key("approval", env.name),
+                             description=f"approval needed: {env.name}")
     names = _names(plan)
     notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
            version_after=plan["target"], backup_key=backup_key,

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows._common import (
     RunReport,
     apply_step,
+    artifact_key,
     flow_report,
     migration_slot,
     read_status_before,
@@ -41,6 +42,8 @@ def migrate(
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
     recovery_timeout_seconds: int | None = None,
+    approved_by: str | None = None,
+    fleet_run_id: str | None = None,
 ) -> Any:
     """Bring ``environment``'s database to ``target_version`` (default: the latest migration).
 
@@ -55,6 +58,9 @@ def migrate(
             applied (empty: the environment's setting).
         recovery_timeout_seconds: When apply leaves the database dirty, how long the recovery form waits
             before the run ends and leaves the database as it is (empty: the approval timeout).
+        approved_by: Set by migrate-fleet, whose one approval covers this database: no approval pause.
+        fleet_run_id: Set by migrate-fleet: the fleet sends ONE alert for all its databases, so this
+            run sends none.
     """
     env = load_environment(environment)
     with flow_report("migrate", env) as run:
@@ -71,7 +77,9 @@ def migrate(
                 run.outcome = "no change"
             else:
                 preface = rehearse(run, target_version)  # rehearsal.enabled environments
-                if env.approval_required if require_approval is None else require_approval:
+                if approved_by:  # migrate-fleet's one approval covers this database
+                    run.approved_by = approved_by
+                elif env.approval_required if require_approval is None else require_approval:
                     run.approved_by = request_approval(env, plan, run.lint, run.backup_url,
                                                        approval_timeout_seconds or env.approval_timeout_seconds,
                                                        preface_md=preface)
@@ -106,6 +114,6 @@ def validate(environment: str) -> dict[str, Any]:
 
 
 def show_dry_run(run: RunReport, plan: dict[str, Any]) -> None:
-    create_markdown_artifact(markdown=plan_markdown(run.env, plan, run.lint, None), key=f"plan-{run.env.name}",
-                             description=f"dry run {run.env.name}")
+    create_markdown_artifact(markdown=plan_markdown(run.env, plan, run.lint, None),
+                             key=artifact_key("plan", run.env.name), description=f"dry run {run.env.name}")
     run.outcome = "dry run"

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
-from flows._common import failure_fields
+from flows._common import artifact_key, failure_fields
 from migrator.errors import MigratorError
 from tasks.environment import Environment
 from tasks.notify import notify
@@ -41,7 +41,7 @@ def rehearse_before_approval(env: Environment, summary: dict[str, Any], target_v
         summary["alerted"] = True
         raise
     summary["rehearsal"] = result["summary"]
-    create_markdown_artifact(markdown=result["markdown"], key=f"rehearsal-{env.name}",
+    create_markdown_artifact(markdown=result["markdown"], key=artifact_key("rehearsal", env.name),
                              description=f"rehearsal {env.name}: locks, hold times, rewrites")
     if not result["ok"]:
         failed = next(m for m in result["report"]["migrations"] if m["failed"])

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "migrator.commands.embedded",
     "migrator.commands.rehearse",
     "migrator.commands.recover",
+    "migrator.commands.fleet",
 )
 
 

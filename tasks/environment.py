@@ -129,8 +129,13 @@ def _api_url() -> str:
 
 
 def load_environment(name: str, **overrides: Any) -> Environment:
-    """Read ``deployments/<name>.yaml`` and build the Environment; ``overrides`` win (tests, flows)."""
-    path = deployments_dir() / f"{name}.yaml"
+    """Read ``deployments/<name>.yaml`` and build the Environment; ``overrides`` win (tests, flows).
+
+    ``<fleet>:<database>`` is one database of a fleet environment (migrator.fleet)."""
+    from migrator import fleet
+
+    fleet_name, member = fleet.split_member(name)
+    path = deployments_dir() / f"{fleet_name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in deployments_dir().glob("*.yaml"))
         raise ConfigError(f"no settings for environment {name!r} ({path} missing); known: {', '.join(known)}")
@@ -145,8 +150,14 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     approval = raw.get("approval") or {}
     timeouts = raw.get("timeouts") or {}
     monitor = raw.get("monitor") or {}
-    strict = not is_local(name, raw)
+    strict = not is_local(fleet_name, raw)
+    spec = fleet.parse_fleet(raw, fleet_name)
+    if spec is None and member is not None:
+        raise ConfigError(f"environment {fleet_name!r} is not a fleet (no databases: or discover:); use {fleet_name!r}")
     database_url = overrides.get("database_url")
+    if database_url is None and spec is not None:  # a fleet's database, or the fleet itself (no database)
+        database_url = fleet.NO_DATABASE_URL if member is None else fleet.member_url(
+            spec, member, lambda ref, what: _secret(ref, what, fleet_name, required=True))
     if database_url is None:
         if strict and raw.get("database_url") is None:
             raise ConfigError(
@@ -158,16 +169,17 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     if not migrations.is_absolute() and not os.environ.get("MIGRATIONS_PATH"):
         migrations = ROOT / migrations
     values: dict[str, Any] = {
-        "environment": raw.get("environment") or name,
+        "environment": (raw.get("environment") or fleet_name) + (f"{fleet.MEMBER_SEP}{member}" if member else ""),
         "database_url": database_url,
         "migrations_path": None if os.environ.get("MIGRATIONS_PATH") else migrations,
         "table": raw.get("table"),
         "lock_timeout": timeouts.get("lock_timeout"),
         "statement_timeout": timeouts.get("statement_timeout"),
         "lock_wait_seconds": timeouts.get("lock_wait_seconds"),
-        "backup_url": os.environ.get("BACKUP_URL") or _secret(backup.get("url"), "backup.url", name, required=strict),
-        "webhook_url": _secret(webhook.get("url"), "webhook.url", name, required=strict),
-        "webhook_secret": _secret(webhook.get("secret"), "webhook.secret", name, required=strict),
+        "backup_url": os.environ.get("BACKUP_URL")
+        or _secret(backup.get("url"), "backup.url", fleet_name, required=strict),
+        "webhook_url": _secret(webhook.get("url"), "webhook.url", fleet_name, required=strict),
+        "webhook_secret": _secret(webhook.get("secret"), "webhook.secret", fleet_name, required=strict),
         "allow_embedded": not strict,
         "webhook_format": webhook.get("format"),
     }

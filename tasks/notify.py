@@ -21,6 +21,11 @@ from tasks.events import emit_alert_event
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     from migrator.notify import build_event, send_event
 
+    fleet_run = _fleet_run()
+    if fleet_run:
+        run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
+                          "its databases", event, fleet_run)
+        return {"event": event, "delivered": False, "muted_by_fleet_run": fleet_run}
     env = load_environment(environment)
     settings = env.settings
     settings.flow_run_url = flow_run_url()
@@ -34,3 +39,14 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     if prefect_event is None:
         log.warning("Prefect event askfrank.%s not emitted (the webhook alert is unaffected)", event)
     return {**result.to_dict(), "prefect_event_id": prefect_event}
+
+
+def _fleet_run() -> str | None:
+    """The migrate-fleet run this flow run belongs to (its ``fleet_run_id`` parameter), if any."""
+    from prefect import runtime
+
+    try:
+        value = runtime.flow_run.parameters.get("fleet_run_id")
+    except Exception:
+        return None
+    return str(value) if value else None

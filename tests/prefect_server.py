@@ -216,13 +216,16 @@ def running_worker(
     env: dict[str, str] | None = None,
     query_seconds: float = 1.0,
     wait_ready: bool = True,
+    limit: int | None = None,
+    name: str | None = None,
 ) -> Iterator[PrefectWorker]:
     """Start a process worker polling ``pool`` (created when missing) every ``query_seconds``.
 
+    ``limit`` caps the flow runs it runs at once; ``name`` names it (and its log file).
     ``env`` is added to the worker's environment, which flow-run processes inherit (e.g.
     DATABASE_URL, WEBHOOK_URL for end-to-end tests).
     """
-    log = server.home / f"worker-{pool}.log"
+    log = server.home / f"worker-{name or pool}.log"
     worker_env = server.client_env(
         PREFECT_WORKER_QUERY_SECONDS=str(query_seconds),
         PREFECT_WORKER_PREFETCH_SECONDS="5",
@@ -231,7 +234,8 @@ def running_worker(
     worker_env.update(env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [PREFECT_BIN, "worker", "start", "--pool", pool, "--type", "process", "--install-policy", "never"],
+            [PREFECT_BIN, "worker", "start", "--pool", pool, "--type", "process", "--install-policy", "never"]
+            + (["--limit", str(limit)] if limit else []) + (["--name", name] if name else []),
             env=worker_env,
             cwd=cwd,
             stdout=out,

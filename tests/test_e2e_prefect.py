@@ -33,7 +33,8 @@ def test_prefect_yaml_declares_every_flow_per_environment() -> None:
         assert d["name"] in d["tags"]
         assert (ROOT / "deployments" / f"{d['name']}.yaml").exists()
     flows = ["migrate", "rollback", "force", "recover", "status-monitor", "backup", "restore-drill"]
-    assert names == {f"{f}/{e}" for f in flows for e in ("dev", "staging", "prod")}
+    fleets = {"migrate/tenants", "migrate-fleet/tenants", "fleet-status/tenants"}
+    assert names == {f"{f}/{e}" for f in flows for e in ("dev", "staging", "prod")} | fleets
     schedules = {f"{d['entrypoint']}:{d['name']}": d.get("schedules") for d in deployments}
     assert schedules["flows/status_monitor.py:status_monitor:prod"][0]["interval"] == 900
     assert schedules["flows/restore_drill.py:restore_drill:prod"][0]["cron"] == "0 3 * * 1"

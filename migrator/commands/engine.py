@@ -313,6 +313,10 @@ def _recover_available() -> bool:
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    from migrator.commands import fleet
+
+    if fleet.names_a_fleet(getattr(args, "env", None)):  # a fleet: one line per database (issue 14)
+        return fleet.run_fleet_status(ctx, args)
     m = _migrator(ctx)
     st = m.status()
     if ctx.json:
