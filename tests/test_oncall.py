@@ -88,9 +88,13 @@ def test_expected_failure_is_one_line_without_traceback(env: dict[str, Any]) -> 
     assert state.is_failed()
     logs = run_logs(state.state_details.flow_run_id)
     assert not [m for m in logs if "Traceback" in m or "\n" in m], logs
-    failed = [m for m in logs if "MigrationFailedError: " in m]
+    failed = [m for m in logs if "MigrationFailedError: " in m or "RunFailed: " in m]
     assert any(m.startswith("Task run failed with exception: MigrationFailedError: ") for m in failed), logs
-    assert any(m.startswith("Encountered exception during execution: MigrationFailedError: ") for m in failed)
+    # the flow ends through flow_report's typed RunFailed: one line with the failure and the real state
+    assert any(
+        m.startswith("Encountered exception during execution: RunFailed: migrate test failed: migration 3 (up) failed")
+        for m in failed
+    ), logs
     assert all("000003_broken.up.sql" in m for m in failed)
 
 
