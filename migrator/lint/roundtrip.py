@@ -184,25 +184,26 @@ def _walk(result: RoundtripResult, migrations: list[Any], engine: Any, dump: Any
             return
         current = dump()
         after[m.version] = current
-    for m in reversed(migrations):
-        if not _step(result, engine.down, m, "down", say):
-            return
-        current = dump()
-        if current != before[m.version]:
-            _fail(result, m, "down", f"the down of {m.label} does not restore the schema before its up",
-                  _diff(before[m.version], current, f"schema before {m.label}.up", f"after {m.label}.down"))
-            return
-        result.checked.append(f"{m.label} down")
-    for m in migrations:
-        if not _step(result, engine.up, m, "up", say):
-            result.message = f"re-applying {m.label} after its down failed: {result.message}"
-            return
-        current = dump()
-        if current != after[m.version]:
-            _fail(result, m, "up", f"re-applying {m.label} after its down gives a different schema",
-                  _diff(after[m.version], current, f"after first {m.label}.up", f"after {m.label}.up again"))
-            return
-        result.checked.append(f"{m.label} up again")
+    # the walk back down (each down against the schema before its up), then up again (each up
+    # against the schema its first up gave): one loop, the phase says which
+    checks = (
+        ("down", list(reversed(migrations)), before, "the down of {} does not restore the schema before its up",
+         "schema before {}.up", "after {}.down", "{} down"),
+        ("up", migrations, after, "re-applying {} after its down gives a different schema",
+         "after first {}.up", "after {}.up again", "{} up again"),
+    )
+    for phase, order, expected, problem, was, now, passed in checks:
+        for m in order:
+            if not _step(result, getattr(engine, phase), m, phase, say):
+                if phase == "up":
+                    result.message = f"re-applying {m.label} after its down failed: {result.message}"
+                return
+            current = dump()
+            if current != expected[m.version]:
+                _fail(result, m, phase, problem.format(m.label),
+                      _diff(expected[m.version], current, was.format(m.label), now.format(m.label)))
+                return
+            result.checked.append(passed.format(m.label))
     result.ok = True
     result.message = f"all {len(migrations)} migration(s) round-trip: every down restores the schema before its up"
 
