@@ -235,6 +235,30 @@ def _measured(stmt: StatementReport | None, rewrites: list[Rewrite]) -> str:
 # -------------------------------------------------------------------------------------------- apply
 
 
+class _Run:
+    """What one ``Applier.run`` observes while it goes (shared by its helpers)."""
+
+    def __init__(self, migration: files.Migration, direction: str, target: int, version_before: int,
+                 mf: files.MigrationFile, report: MigrationReport, stmts: list[tuple[int, int, str]],
+                 before: dict[int, _Rel], filenodes: dict[int, int], sampler: _LockSampler) -> None:
+        self.migration = migration
+        self.direction = direction
+        self.target = target
+        self.version_before = version_before
+        self.mf = mf
+        self.report = report
+        self.stmts = stmts
+        self.before = before
+        self.filenodes = filenodes
+        self.sampler = sampler
+        self.changed: dict[int, int] = {}  # oid -> statement that first changed its relfilenode
+        # lock key -> (statement index, statement start, names)
+        self.acquired: dict[tuple[int, str], tuple[int, float, tuple[str, str]]] = {}
+        self.current: tuple[int, int, str] | None = None  # the statement running (for the error location)
+        self.started = datetime.now(UTC)
+        self.t0 = time.perf_counter()
+
+
 class Applier:
     """Runs one migration on the scratch database the way ``up`` does, observing as it goes."""
 
@@ -261,140 +285,164 @@ class Applier:
             predictions: list[Any]) -> MigrationReport:
         import psycopg
 
-        from migrator.state import (
-            HistoryEntry,
-            history_statement,
-            state_statements,
-            statement_hash,
-            write_history,
-            write_state,
-        )
-
         mf = migration.up if direction == "up" else migration.down
         assert mf is not None  # plan() only returns migrations with the file for the direction
         reason = _non_transactional_reason(mf.sql)
         report = MigrationReport(migration.version, migration.name, direction, str(mf.path), reason is None, reason)
-        stmts = _statements(mf.sql)
-        conn = self.conn
-        before = _relations(conn)
-        filenodes = {oid: r.filenode for oid, r in before.items() if r.filenode}
-        changed: dict[int, int] = {}  # oid -> statement that first changed its relfilenode
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
-        # lock key -> (statement index, statement start, names)
-        acquired: dict[tuple[int, str], tuple[int, float, tuple[str, str]]] = {}
-        sampler = _LockSampler(self.scratch, int(conn.info.backend_pid))
+        before = _relations(self.conn)
+        sampler = _LockSampler(self.scratch, int(self.conn.info.backend_pid))
+        run = _Run(migration, direction, target, version_before, mf, report, _statements(mf.sql), before,
+                   {oid: r.filenode for oid, r in before.items() if r.filenode}, sampler)
         sampler.start()
-        current: tuple[int, int, str] | None = None
-
-        def entry(success: bool, error: str | None = None) -> Any:
-            return HistoryEntry(
-                version=migration.version, name=migration.name, direction=direction, checksum=mf.sha256,
-                success=success, from_version=version_before, to_version=target, started_at=started,
-                finished_at=datetime.now(UTC), duration_ms=int((time.perf_counter() - t0) * 1000),
-                run_id=self.run_id, environment=f"rehearsal:{self.settings.environment}", error=error,
-                statements_total=len(stmts), statements_done=len(stmts) if success else None,
-                statement_hashes=[statement_hash(text) for _, _, text in stmts],
-            )
-
-        def note_rewrites(index: int, nodes: dict[int, int] | None = None) -> None:
-            for oid, node in (_filenodes(conn) if nodes is None else nodes).items():
-                if oid in filenodes and node != filenodes[oid] and oid not in changed:
-                    changed[oid] = index
-
         try:
             if reason is None:
-                conn.execute(b"BEGIN")
-                conn.execute(f"SET LOCAL lock_timeout = '{self.lock_ms}ms'".encode())
-                conn.execute(f"SET LOCAL statement_timeout = '{self.stmt_ms}ms'".encode())
-                for i, current in enumerate(stmts, 1):
-                    s0 = time.perf_counter()
-                    sr = StatementReport(i, _line_col(mf.sql, current[0])[0], _short(current[2]), 0.0)
-                    report.statements.append(sr)
-                    sampler.start_window()
-                    try:
-                        conn.execute(current[2].encode())
-                    except psycopg.Error:
-                        # PostgreSQL releases an aborted transaction's locks at the error: what the
-                        # failing statement held is what the sampler saw while it ran
-                        for key, names in sampler.end_window().items():
-                            if key in acquired:  # taken by an earlier statement, reported there
-                                continue
-                            sr.locks.append(self._hold(key, names, i, (time.perf_counter() - s0) * 1000, before,
-                                                       "sampled while it ran (released at the failure)"))
-                        raise
-                    finally:
-                        sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
-                        sampler.end_window()
-                    held, nodes = _own_locks(conn)
-                    for key, names in held.items():
-                        acquired.setdefault(key, (i, s0, names))
-                    note_rewrites(i, nodes)
-                current = None
-                for query in state_statements(self.st, target, False):
-                    conn.execute(query)
-                conn.execute(history_statement(conn, self.st, entry(True)).encode())
-                conn.execute(b"COMMIT")
-                end = time.perf_counter()
-                for key, (i, s0, names) in acquired.items():
-                    report.statements[i - 1].locks.append(
-                        self._hold(key, names, i, (end - s0) * 1000, before, "pg_locks after the statement"))
+                self._apply_in_transaction(run)
             else:
-                write_state(conn, self.st, target, True)
-                conn.execute(f"SET lock_timeout = '{self.lock_ms}ms'; SET statement_timeout = '{self.stmt_ms}ms'"
-                             .encode())
-                for i, current in enumerate(stmts, 1):
-                    sr = StatementReport(i, _line_col(mf.sql, current[0])[0], _short(current[2]), 0.0)
-                    report.statements.append(sr)
-                    sampler.start_window()
-                    s0 = time.perf_counter()
-                    try:
-                        conn.execute(current[2].encode())
-                    finally:
-                        sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
-                        seen = sampler.end_window()
-                        for key, names in seen.items():
-                            sr.locks.append(self._hold(key, names, i, sr.duration_ms, before, "sampled while it ran"))
-                    if conn.info.transaction_status != 0:  # BEGIN in the file: its locks are still held
-                        for key, names in _own_locks(conn)[0].items():
-                            acquired.setdefault(key, (i, s0, names))
-                    note_rewrites(i)
-                current = None
-                if conn.info.transaction_status != 0:
-                    raise MigratorError(f"{mf.path}: the file opens a transaction (BEGIN) that it never commits")
-                conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-                with conn.transaction():
-                    write_state(conn, self.st, target, False)
-                    write_history(conn, self.st, entry(True))
+                self._apply_outside_transaction(run)
         except RehearsalStoppedError:
             raise
         except (psycopg.Error, MigratorError) as exc:
-            end = time.perf_counter()
-            with contextlib.suppress(psycopg.Error):
-                if conn.info.transaction_status != 0:
-                    conn.execute(b"ROLLBACK")
-            for key, (i, s0, names) in acquired.items():
-                if not any(lk.relation == names[0] and lk.mode == key[1] for lk in report.statements[i - 1].locks):
-                    report.statements[i - 1].locks.append(
-                        self._hold(key, names, i, (end - s0) * 1000, before, "pg_locks after the statement"))
-            self._fail(report, mf, current, exc)
+            self._record_failure(run, exc)
         finally:
             sampler.close()
-        report.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
-        after = _relations(conn)
-        for oid, index in sorted(changed.items(), key=lambda x: x[1]):
-            rel = before[oid]
+        report.duration_ms = round((time.perf_counter() - run.t0) * 1000, 1)
+        self._report_rewrites(run, rolled_back=report.failed and reason is None)
+        self._report_predictions(report, predictions)
+        return report
+
+    def _entry(self, run: _Run, success: bool) -> Any:
+        """The schema_migrations_history row for this run (written in the same transaction as the state)."""
+        from migrator.state import HistoryEntry, statement_hash
+
+        return HistoryEntry(
+            version=run.migration.version, name=run.migration.name, direction=run.direction,
+            checksum=run.mf.sha256, success=success, from_version=run.version_before, to_version=run.target,
+            started_at=run.started, finished_at=datetime.now(UTC),
+            duration_ms=int((time.perf_counter() - run.t0) * 1000),
+            run_id=self.run_id, environment=f"rehearsal:{self.settings.environment}", error=None,
+            statements_total=len(run.stmts), statements_done=len(run.stmts) if success else None,
+            statement_hashes=[statement_hash(text) for _, _, text in run.stmts],
+        )
+
+    def _note_rewrites(self, run: _Run, index: int, nodes: dict[int, int] | None = None) -> None:
+        """Remember the first statement that gave each pre-existing relation a new relfilenode."""
+        for oid, node in (_filenodes(self.conn) if nodes is None else nodes).items():
+            if oid in run.filenodes and node != run.filenodes[oid] and oid not in run.changed:
+                run.changed[oid] = index
+
+    def _begin_statement(self, run: _Run, i: int, stmt: tuple[int, int, str]) -> StatementReport:
+        run.current = stmt
+        sr = StatementReport(i, _line_col(run.mf.sql, stmt[0])[0], _short(stmt[2]), 0.0)
+        run.report.statements.append(sr)
+        return sr
+
+    def _apply_in_transaction(self, run: _Run) -> None:
+        """The whole file, the state and the history row in one transaction, as ``up`` does."""
+        import psycopg
+
+        from migrator.state import history_statement, state_statements
+
+        conn = self.conn
+        conn.execute(b"BEGIN")
+        conn.execute(f"SET LOCAL lock_timeout = '{self.lock_ms}ms'".encode())
+        conn.execute(f"SET LOCAL statement_timeout = '{self.stmt_ms}ms'".encode())
+        for i, stmt in enumerate(run.stmts, 1):
+            s0 = time.perf_counter()
+            sr = self._begin_statement(run, i, stmt)
+            run.sampler.start_window()
+            try:
+                conn.execute(stmt[2].encode())
+            except psycopg.Error:
+                # PostgreSQL releases an aborted transaction's locks at the error: what the
+                # failing statement held is what the sampler saw while it ran
+                for key, names in run.sampler.end_window().items():
+                    if key in run.acquired:  # taken by an earlier statement, reported there
+                        continue
+                    sr.locks.append(self._hold(key, names, i, (time.perf_counter() - s0) * 1000, run.before,
+                                               "sampled while it ran (released at the failure)"))
+                raise
+            finally:
+                sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
+                run.sampler.end_window()
+            held, nodes = _own_locks(conn)
+            for key, names in held.items():
+                run.acquired.setdefault(key, (i, s0, names))
+            self._note_rewrites(run, i, nodes)
+        run.current = None
+        for query in state_statements(self.st, run.target, False):
+            conn.execute(query)
+        conn.execute(history_statement(conn, self.st, self._entry(run, True)).encode())
+        conn.execute(b"COMMIT")
+        end = time.perf_counter()
+        for key, (i, s0, names) in run.acquired.items():
+            run.report.statements[i - 1].locks.append(
+                self._hold(key, names, i, (end - s0) * 1000, run.before, "pg_locks after the statement"))
+
+    def _apply_outside_transaction(self, run: _Run) -> None:
+        """Statement by statement in autocommit, dirty while it runs, as ``up`` does for such files."""
+        from migrator.state import write_history, write_state
+
+        conn = self.conn
+        write_state(conn, self.st, run.target, True)
+        conn.execute(f"SET lock_timeout = '{self.lock_ms}ms'; SET statement_timeout = '{self.stmt_ms}ms'"
+                     .encode())
+        for i, stmt in enumerate(run.stmts, 1):
+            sr = self._begin_statement(run, i, stmt)
+            run.sampler.start_window()
+            s0 = time.perf_counter()
+            try:
+                conn.execute(stmt[2].encode())
+            finally:
+                sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
+                seen = run.sampler.end_window()
+                for key, names in seen.items():
+                    sr.locks.append(self._hold(key, names, i, sr.duration_ms, run.before, "sampled while it ran"))
+            if conn.info.transaction_status != 0:  # BEGIN in the file: its locks are still held
+                for key, names in _own_locks(conn)[0].items():
+                    run.acquired.setdefault(key, (i, s0, names))
+            self._note_rewrites(run, i)
+        run.current = None
+        if conn.info.transaction_status != 0:
+            raise MigratorError(f"{run.mf.path}: the file opens a transaction (BEGIN) that it never commits")
+        conn.execute(b"RESET lock_timeout; RESET statement_timeout")
+        with conn.transaction():
+            write_state(conn, self.st, run.target, False)
+            write_history(conn, self.st, self._entry(run, True))
+
+    def _record_failure(self, run: _Run, exc: Exception) -> None:
+        """Roll back what is open, report the locks still unreported, and say where it failed."""
+        import psycopg
+
+        conn = self.conn
+        end = time.perf_counter()
+        with contextlib.suppress(psycopg.Error):
+            if conn.info.transaction_status != 0:
+                conn.execute(b"ROLLBACK")
+        statements = run.report.statements
+        for key, (i, s0, names) in run.acquired.items():
+            if not any(lk.relation == names[0] and lk.mode == key[1] for lk in statements[i - 1].locks):
+                statements[i - 1].locks.append(
+                    self._hold(key, names, i, (end - s0) * 1000, run.before, "pg_locks after the statement"))
+        self._fail(run.report, run.mf, run.current, exc)
+
+    def _report_rewrites(self, run: _Run, rolled_back: bool) -> None:
+        after = _relations(self.conn)
+        for oid, index in sorted(run.changed.items(), key=lambda x: x[1]):
+            rel = run.before[oid]
             now = after.get(oid)
-            if report.failed and reason is None:
+            if rolled_back:
                 now = rel  # rolled back: the rewrite happened, its result was discarded
-            report.rewrites.append(Rewrite(rel.name, rel.kind, index, rel.size, now.size if now else None))
+            run.report.rewrites.append(Rewrite(rel.name, rel.kind, index, rel.size, now.size if now else None))
+
+    @staticmethod
+    def _report_predictions(report: MigrationReport, predictions: list[Any]) -> None:
+        """Each lint prediction next to what the statement it points at really did."""
         by_index = {s.index: s for s in report.statements}
         for f in predictions:
             k = next((s.index for s in reversed(report.statements) if f.line and s.line <= f.line), None)
             report.predictions.append(Prediction(
                 f.rule, f.name, f.line, k, LOCK_RULES[f.rule], redact(f.message),
                 _measured(by_index.get(k) if k else None, report.rewrites)))
-        return report
 
     @staticmethod
     def _fail(report: MigrationReport, mf: files.MigrationFile, current: tuple[int, int, str] | None,
