@@ -12,7 +12,7 @@ import itertools
 from migrator.files import NAME_RE, MigrationSet, Problem
 from migrator.lint.model import ERROR, WARNING, Finding, finding
 from migrator.lint.parse import ParsedFile
-from migrator.sql import classify, statements_from_tokens
+from migrator.sql import NonTransactional, classify, statements_from_tokens
 
 PROBLEM_RULES = {
     "bad-name": "MIG100",
@@ -98,67 +98,60 @@ def transaction_findings(pf: ParsedFile) -> list[Finding]:
     if not hits:
         return []
     out: list[Finding] = []
+    explicit_ranges = _explicit_transactions(pf, hits, out)
     n_statements = len(statements_from_tokens(pf.sql, tokens))
+    _outside_transaction_findings(pf, hits, explicit_ranges, n_statements, out)
+    return out
+
+
+def _explicit_transactions(pf: ParsedFile, hits: list[NonTransactional], out: list[Finding]) -> list[tuple[int, int]]:
+    """The file's own BEGIN ... COMMIT ranges (MIG114), and its unmatched ones (MIG115)."""
     file = pf.file
     open_begin: int | None = None  # offset of the BEGIN of the currently open explicit transaction
     open_line = 0
     explicit_ranges: list[tuple[int, int]] = []
     for h in hits:
         col = pf.pos(h.start)[1]
-        if h.kind == "transaction-control":
-            if h.keyword in ("BEGIN", "START TRANSACTION"):
-                if open_begin is not None:
-                    out.append(
-                        finding(
-                            "MIG115",
-                            file,
-                            f"{h.keyword} at line {h.line} while the transaction opened at line {open_line} is "
-                            "still open (PostgreSQL only warns and ignores it)",
-                            h.line,
-                            col,
-                            offset=h.start,
-                        )
-                    )
-                    continue
-                open_begin, open_line = h.start, h.line
-            else:
-                if open_begin is None:
-                    out.append(
-                        finding(
-                            "MIG115",
-                            file,
-                            f"{h.keyword} at line {h.line} has no BEGIN before it in this file",
-                            h.line,
-                            col,
-                            offset=h.start,
-                        )
-                    )
-                    continue
-                explicit_ranges.append((open_begin, h.start))
-                out.append(
-                    finding(
-                        "MIG114",
-                        file,
-                        f"explicit transaction: BEGIN at line {open_line}, {h.keyword} at line {h.line}; migrator "
-                        "runs the file as is and records the version outside this transaction",
-                        open_line,
-                        pf.pos(open_begin)[1],
-                        offset=open_begin,
-                    )
-                )
-                open_begin = None
+        if h.kind != "transaction-control":
+            continue
+        if h.keyword in ("BEGIN", "START TRANSACTION"):
+            if open_begin is not None:
+                out.append(finding(
+                    "MIG115", file,
+                    f"{h.keyword} at line {h.line} while the transaction opened at line {open_line} is "
+                    "still open (PostgreSQL only warns and ignores it)",
+                    h.line, col, offset=h.start,
+                ))
+                continue
+            open_begin, open_line = h.start, h.line
+        elif open_begin is None:
+            out.append(finding(
+                "MIG115", file, f"{h.keyword} at line {h.line} has no BEGIN before it in this file",
+                h.line, col, offset=h.start,
+            ))
+        else:
+            explicit_ranges.append((open_begin, h.start))
+            out.append(finding(
+                "MIG114", file,
+                f"explicit transaction: BEGIN at line {open_line}, {h.keyword} at line {h.line}; migrator "
+                "runs the file as is and records the version outside this transaction",
+                open_line, pf.pos(open_begin)[1], offset=open_begin,
+            ))
+            open_begin = None
     if open_begin is not None:
         explicit_ranges.append((open_begin, len(pf.sql)))
-        out.append(
-            finding(
-                "MIG115",
-                file,
-                f"BEGIN at line {open_line} is never committed: the changes are rolled back when the session ends",
-                open_line,
-                pf.pos(open_begin)[1],
-                offset=open_begin,
-            )
-        )
+        out.append(finding(
+            "MIG115", file,
+            f"BEGIN at line {open_line} is never committed: the changes are rolled back when the session ends",
+            open_line, pf.pos(open_begin)[1], offset=open_begin,
+        ))
+    return explicit_ranges
+
+
+def _outside_transaction_findings(pf: ParsedFile, hits: list[NonTransactional], explicit_ranges: list[tuple[int, int]],
+                                  n_statements: int, out: list[Finding]) -> None:
+    """Statements that cannot run in a transaction: inside the file's own (MIG116), or alone or not (MIG113/117)."""
+    file = pf.file
     for h in hits:
         if h.kind == "transaction-control":
             continue
@@ -189,4 +182,3 @@ def transaction_findings(pf: ParsedFile) -> list[Finding]:
                     offset=h.start,
                 )
             )
-    return out
