@@ -200,36 +200,7 @@ def _alter_table(
         sub = cmd.get("subtype")
         d = cmd.get("def") or {}
         if sub == "AT_AddColumn" and "ColumnDef" in d and existing:
-            col = d["ColumnDef"]
-            cname = col.get("colname")
-            cons = _constraints(col)
-            types = {x.get("contype") for x in cons}
-            default = next((x for x in cons if x.get("contype") == "CONSTR_DEFAULT"), None)
-            type_name = _last(_strings((col.get("typeName") or {}).get("names")))
-            generated = types & {"CONSTR_GENERATED", "CONSTR_IDENTITY"}
-            if types & {"CONSTR_NOTNULL", "CONSTR_PRIMARY"} and default is None and not generated \
-                    and type_name not in SERIAL_TYPES:
-                out.append(
-                    _f("MIG001", pf, st, f"adding NOT NULL column {qual}.{cname} without a DEFAULT fails on a "
-                       "table with rows")
-                )
-            volatile = _volatile_call(default.get("raw_expr")) if default else None
-            if volatile:
-                out.append(
-                    _f("MIG013", pf, st, f"column {qual}.{cname} gets the volatile default {volatile}(): the table "
-                       "is rewritten under an ACCESS EXCLUSIVE lock")
-                )
-            elif "CONSTR_GENERATED" in types or "CONSTR_IDENTITY" in types or type_name in SERIAL_TYPES:
-                what = "an identity/serial" if "CONSTR_GENERATED" not in types else "a stored generated"
-                out.append(
-                    _f("MIG013", pf, st, f"column {qual}.{cname} is {what} column: filling it rewrites the table "
-                       "under an ACCESS EXCLUSIVE lock")
-                )
-            if types & {"CONSTR_UNIQUE", "CONSTR_PRIMARY"}:
-                out.append(
-                    _f("MIG014", pf, st, f"column {qual}.{cname} with UNIQUE/PRIMARY KEY builds an index that "
-                       "blocks reads and writes")
-                )
+            out.extend(_add_column(pf, st, qual, d["ColumnDef"]))
         elif sub == "AT_SetNotNull" and existing:
             cname = (cmd.get("name") or "").lower()
             if (table, cname) not in state.validated_not_null:
@@ -248,35 +219,76 @@ def _alter_table(
                    "code still reading it")
             )
         elif sub == "AT_AddConstraint" and "Constraint" in d:
-            con = d["Constraint"]
-            ctype = con.get("contype")
-            name = con.get("conname") or "(unnamed)"
-            if ctype == "CONSTR_CHECK":
-                col = _not_null_check_column(con.get("raw_expr"))
-                if col:
-                    if con.get("skip_validation"):
-                        state.not_valid_checks[name] = (table, col)
-                    else:
-                        state.validated_not_null.add((table, col))
-            if not existing:
-                continue
-            if ctype in ("CONSTR_FOREIGN", "CONSTR_CHECK") and not con.get("skip_validation"):
-                what = "FOREIGN KEY" if ctype == "CONSTR_FOREIGN" else "CHECK"
-                out.append(
-                    _f("MIG004", pf, st, f"adding {what} constraint {name} on {qual} without NOT VALID checks "
-                       "every row while blocking writes")
-                )
-            elif ctype in ("CONSTR_UNIQUE", "CONSTR_PRIMARY") and not con.get("indexname"):
-                what = "UNIQUE" if ctype == "CONSTR_UNIQUE" else "PRIMARY KEY"
-                out.append(
-                    _f("MIG014", pf, st, f"adding {what} constraint {name} on {qual} builds an index that blocks "
-                       "reads and writes")
-                )
+            out.extend(_add_constraint(pf, st, table, qual, d["Constraint"], existing, state))
         elif sub == "AT_ValidateConstraint":
             checked = state.not_valid_checks.get(cmd.get("name") or "")
             if checked:
                 state.validated_not_null.add(checked)
     return out
+
+
+def _add_column(pf: ParsedFile, st: Statement, qual: str, col: dict[str, Any]) -> list[Finding]:
+    """ALTER TABLE ... ADD COLUMN on an existing table: NOT NULL without default, rewrites, index builds."""
+    out: list[Finding] = []
+    cname = col.get("colname")
+    cons = _constraints(col)
+    types = {x.get("contype") for x in cons}
+    default = next((x for x in cons if x.get("contype") == "CONSTR_DEFAULT"), None)
+    type_name = _last(_strings((col.get("typeName") or {}).get("names")))
+    generated = types & {"CONSTR_GENERATED", "CONSTR_IDENTITY"}
+    if types & {"CONSTR_NOTNULL", "CONSTR_PRIMARY"} and default is None and not generated \
+            and type_name not in SERIAL_TYPES:
+        out.append(
+            _f("MIG001", pf, st, f"adding NOT NULL column {qual}.{cname} without a DEFAULT fails on a "
+               "table with rows")
+        )
+    volatile = _volatile_call(default.get("raw_expr")) if default else None
+    if volatile:
+        out.append(
+            _f("MIG013", pf, st, f"column {qual}.{cname} gets the volatile default {volatile}(): the table "
+               "is rewritten under an ACCESS EXCLUSIVE lock")
+        )
+    elif "CONSTR_GENERATED" in types or "CONSTR_IDENTITY" in types or type_name in SERIAL_TYPES:
+        what = "an identity/serial" if "CONSTR_GENERATED" not in types else "a stored generated"
+        out.append(
+            _f("MIG013", pf, st, f"column {qual}.{cname} is {what} column: filling it rewrites the table "
+               "under an ACCESS EXCLUSIVE lock")
+        )
+    if types & {"CONSTR_UNIQUE", "CONSTR_PRIMARY"}:
+        out.append(
+            _f("MIG014", pf, st, f"column {qual}.{cname} with UNIQUE/PRIMARY KEY builds an index that "
+               "blocks reads and writes")
+        )
+    return out
+
+
+def _add_constraint(pf: ParsedFile, st: Statement, table: str, qual: str, con: dict[str, Any], existing: bool,
+                    state: LintState) -> list[Finding]:
+    """ALTER TABLE ... ADD CONSTRAINT: remembers NOT NULL checks; on an existing table, validation and index builds."""
+    ctype = con.get("contype")
+    name = con.get("conname") or "(unnamed)"
+    if ctype == "CONSTR_CHECK":
+        col = _not_null_check_column(con.get("raw_expr"))
+        if col:
+            if con.get("skip_validation"):
+                state.not_valid_checks[name] = (table, col)
+            else:
+                state.validated_not_null.add((table, col))
+    if not existing:
+        return []
+    if ctype in ("CONSTR_FOREIGN", "CONSTR_CHECK") and not con.get("skip_validation"):
+        what = "FOREIGN KEY" if ctype == "CONSTR_FOREIGN" else "CHECK"
+        return [
+            _f("MIG004", pf, st, f"adding {what} constraint {name} on {qual} without NOT VALID checks "
+               "every row while blocking writes")
+        ]
+    if ctype in ("CONSTR_UNIQUE", "CONSTR_PRIMARY") and not con.get("indexname"):
+        what = "UNIQUE" if ctype == "CONSTR_UNIQUE" else "PRIMARY KEY"
+        return [
+            _f("MIG014", pf, st, f"adding {what} constraint {name} on {qual} builds an index that blocks "
+               "reads and writes")
+        ]
+    return []
 
 
 def _drop_names(node: dict[str, Any]) -> list[str]:
