@@ -388,14 +388,41 @@ def _constraint_columns(con: dict[str, Any]) -> frozenset[str]:
     return frozenset(c.lower() for c in cols)
 
 
+@dataclass
+class _DownDrops:
+    """What a down file drops (or recreates), to check the up's objects against."""
+
+    dropped: dict[str, set[str]] = field(default_factory=dict)  # kind -> bare names
+    columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
+    constraints: set[tuple[str, str]] = field(default_factory=set)  # (table, constraint)
+    recreated_functions: set[str] = field(default_factory=set)
+    cascaded_schemas: set[str] = field(default_factory=set)
+
+
 def lint_down(down: ParsedFile, up: ParsedFile | None) -> list[Finding]:
     """Rollback rules: IF EXISTS on drops, and every object the up creates is dropped again."""
     out: list[Finding] = []
-    dropped: dict[str, set[str]] = {}
-    dropped_columns: set[tuple[str, str]] = set()
-    dropped_constraints: set[tuple[str, str]] = set()
-    recreated_functions: set[str] = set()
-    cascaded_schemas: set[str] = set()
+    drops = _scan_down(down, out)
+    if up is None or up.error is not None or down.error is not None or not down.statements:
+        return out  # nothing to compare with (an empty down is reported as such)
+    for obj in created_objects(up):
+        if drops.cascaded_schemas:
+            break  # DROP SCHEMA ... CASCADE takes everything with it
+        if not _undone(obj, drops):
+            where = f" on {obj.table}" if obj.table else ""
+            out.append(
+                finding(
+                    "MIG012",
+                    down.file,
+                    f"does not drop {obj.kind} {obj.name}{where} created at line {obj.line} of {Path(up.file).name}",
+                )
+            )
+    return out
+
+
+def _scan_down(down: ParsedFile, out: list[Finding]) -> _DownDrops:
+    """Collect the down's drops, and report drops without IF EXISTS and whole-table data changes."""
+    drops = _DownDrops()
     for st in down.statements:
         kind, node = st.kind, st.node
         if kind == "DropStmt":
@@ -403,9 +430,9 @@ def lint_down(down: ParsedFile, up: ParsedFile | None) -> list[Finding]:
             names = _drop_names(node)
             key = DROP_KINDS.get(rt, rt)
             for n in names:
-                dropped.setdefault(key, set()).add(n.split(".")[-1].lower())
+                drops.dropped.setdefault(key, set()).add(n.split(".")[-1].lower())
                 if key == "schema" and node.get("behavior") == "DROP_CASCADE":
-                    cascaded_schemas.add(n.lower())
+                    drops.cascaded_schemas.add(n.lower())
             if not node.get("missing_ok"):
                 what = rt.removeprefix("OBJECT_").replace("_", " ")
                 out.append(
@@ -419,9 +446,9 @@ def lint_down(down: ParsedFile, up: ParsedFile | None) -> list[Finding]:
                 sub = cmd.get("subtype")
                 name = (cmd.get("name") or "").lower()
                 if sub == "AT_DropColumn":
-                    dropped_columns.add((table, name))
+                    drops.columns.add((table, name))
                 elif sub == "AT_DropConstraint":
-                    dropped_constraints.add((table, name))
+                    drops.constraints.add((table, name))
                 else:
                     continue
                 if not cmd.get("missing_ok"):
@@ -431,45 +458,32 @@ def lint_down(down: ParsedFile, up: ParsedFile | None) -> list[Finding]:
                            "EXISTS fails the rollback when the up file stopped before creating it")
                     )
         elif kind == "CreateFunctionStmt":
-            recreated_functions.add(_last(_strings(node.get("funcname"))))
+            drops.recreated_functions.add(_last(_strings(node.get("funcname"))))
         elif kind in ("UpdateStmt", "DeleteStmt") and "whereClause" not in node:
             verb = "UPDATE" if kind == "UpdateStmt" else "DELETE"
             out.append(_f("MIG010", down, st, f"{verb} on {_qual(node.get('relation'))} without WHERE changes "
                           "every row in one transaction"))
         elif kind == "DropdbStmt":
             out.append(_f("MIG015", down, st, f"DROP DATABASE {node.get('dbname')} in a migration"))
-    if up is None or up.error is not None or down.error is not None or not down.statements:
-        return out  # nothing to compare with (an empty down is reported as such)
-    tables = dropped.get("table", set())
-    for obj in created_objects(up):
-        if cascaded_schemas:
-            break  # DROP SCHEMA ... CASCADE takes everything with it
-        ok = False
-        if obj.kind in ("column", "constraint", "index", "trigger", "policy"):
-            ok = obj.table in tables
-            if obj.kind == "column":
-                ok = ok or (obj.table, obj.name) in dropped_columns
-            elif obj.kind == "constraint":
-                ok = ok or (obj.table, obj.name) in dropped_constraints or any(
-                    (obj.table, c) in dropped_columns for c in obj.columns
-                )
-            elif obj.kind == "index":
-                ok = ok or obj.name in dropped.get("index", set())
-            else:
-                ok = ok or obj.name in dropped.get(obj.kind, set())
-        elif obj.kind == "function":
-            ok = obj.name in dropped.get("function", set()) or obj.name in recreated_functions
-        elif obj.kind == "materialized view":
-            ok = obj.name in dropped.get("materialized view", set())
-        else:
-            ok = obj.name in dropped.get(obj.kind, set())
-        if not ok:
-            where = f" on {obj.table}" if obj.table else ""
-            out.append(
-                finding(
-                    "MIG012",
-                    down.file,
-                    f"does not drop {obj.kind} {obj.name}{where} created at line {obj.line} of {Path(up.file).name}",
-                )
+    return drops
+
+
+def _undone(obj: Created, drops: _DownDrops) -> bool:
+    """Whether the down drops ``obj`` (directly, with its table or column, or by recreating a function)."""
+    dropped = drops.dropped
+    if obj.kind in ("column", "constraint", "index", "trigger", "policy"):
+        ok = obj.table in dropped.get("table", set())
+        if obj.kind == "column":
+            return ok or (obj.table, obj.name) in drops.columns
+        if obj.kind == "constraint":
+            return ok or (obj.table, obj.name) in drops.constraints or any(
+                (obj.table, c) in drops.columns for c in obj.columns
             )
-    return out
+        if obj.kind == "index":
+            return ok or obj.name in dropped.get("index", set())
+        return ok or obj.name in dropped.get(obj.kind, set())
+    if obj.kind == "function":
+        return obj.name in dropped.get("function", set()) or obj.name in drops.recreated_functions
+    if obj.kind == "materialized view":
+        return obj.name in dropped.get("materialized view", set())
+    return obj.name in dropped.get(obj.kind, set())
