@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from migrator import db, files
 from migrator.config import Connection, Settings, prepare_url, state_table_name
 from migrator.errors import ConfigError, MigratorError
-from migrator.redact import redact
 from migrator.rehearse_model import (
     DEFAULT_LARGE_TABLE_BYTES,
     RehearsalReport,
@@ -39,6 +38,7 @@ from migrator.rehearse_model import (
     human_bytes,
     human_ms,
 )
+from migrator.scratch import scratch_database
 
 if TYPE_CHECKING:
     import psycopg
@@ -189,32 +189,6 @@ def _scratch_name(environment: str) -> str:
     return f"rehearsal_{env}_{datetime.now(UTC):%Y%m%d%H%M%S}_{uuid.uuid4().hex[:6]}"
 
 
-@contextlib.contextmanager
-def _scratch_database(server: Connection, name: str, keep: bool) -> Iterator[str]:
-    """Create ``name`` on ``server``; yield its conninfo; drop it afterwards unless ``keep``."""
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    with db.connect(server) as admin:
-        try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot create the scratch database {name} on {server.display}: {redact(str(exc).strip())}; "
-                "the rehearsal server's user needs CREATEDB"
-            ) from None
-    try:
-        yield make_conninfo(server.conninfo, dbname=name)
-    finally:
-        if not keep:
-            try:
-                with db.connect(server) as admin:
-                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            except Exception as exc:  # never hide the rehearsal's own outcome behind a cleanup error
-                log.warning("could not drop the scratch database %s on %s: %s", name, server.display, redact(exc))
-
-
 # ----------------------------------------------------------------------------------------- rehearse
 
 
@@ -328,7 +302,7 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
     name = _scratch_name(settings.environment)
     report.scratch_database = name
     settings = Settings(**{**settings.__dict__, "table": _table_spec(settings, source)})
-    with _scratch_database(server, name, options.keep) as scratch_conninfo:
+    with scratch_database(server, name=name, keep=options.keep, user="the rehearsal server's user") as scratch_conninfo:
         scratch = prepare_url(scratch_conninfo)
         say(f"restoring {key} into scratch database {name} on {report.scratch_server}")
         _restore(settings, key, scratch_conninfo, options.backup_destination, report)
