@@ -21,7 +21,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
 from flows.slot import migration_slot as migration_slot  # re-exported: flows import it from here
-from migrator.errors import DirtyDatabaseError, ForceRefusedError, MigrationFailedError, MigratorError
+from migrator.errors import (
+    ApprovalRejected,
+    DirtyDatabaseError,
+    ForceRefusedError,
+    MigrationFailedError,
+    MigratorError,
+)
 from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, recovery_md, statements_md
 from migrator.recovery import Incident, RecoveryResult, inspect, version_text, yes_no
 from migrator.redact import redact
@@ -161,8 +167,6 @@ class RunReport:
         if self.incident is not None and self.kind != "force":  # a refused force is its own alert
             self.page_incident(str(exc))
             return
-        from flows.approval import ApprovalRejected  # here: flows.approval imports this module
-
         if isinstance(exc, ApprovalRejected):  # request_approval sent approval.rejected: not a failure page
             return
         fields = failure_fields(exc)

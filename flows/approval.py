@@ -18,7 +18,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows._common import artifact_key, md_table
-from migrator.errors import MigratorError
+from migrator.errors import ApprovalRejected, MigratorError
 from tasks.environment import Environment
 from tasks.notify import notify
 
@@ -37,10 +37,6 @@ class Approval(RunInput):
         description="Name or e-mail, recorded in the database's audit trail with the migrations.",
     )
     comment: str = Field(default="", title="Comment", description="Change ticket or reason (optional).")
-
-
-class ApprovalRejected(MigratorError):
-    """An engineer rejected the plan: nothing was applied. Alerted as ``approval.rejected``."""
 
 
 def migration_label(step: dict[str, Any]) -> str:

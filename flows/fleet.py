@@ -28,9 +28,8 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from flows._common import artifact_key, findings_md, md_table
-from flows.approval import ApprovalRejected
 from migrator import fleet
-from migrator.errors import ConfigError, MigratorError
+from migrator.errors import ApprovalRejected, ConfigError, MigratorError
 from migrator.redact import redact
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.environment import Environment

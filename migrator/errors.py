@@ -45,6 +45,11 @@ class ForceRefusedError(MigratorError):
     """``force`` with an expected current version refused: the database records another one."""
 
 
+class ApprovalRejected(MigratorError):
+    """An engineer rejected the plan in the approval form: nothing was applied. Alerted as
+    ``approval.rejected``, never as a failure page."""
+
+
 class LockTimeoutError(MigratorError):
     """Another migrator or golang-migrate process holds the migration lock for too long."""
 
