@@ -46,6 +46,19 @@ def url_for(server_url: str, dbname: str) -> str:
     return head + sep + query
 
 
+@pytest.fixture(autouse=True)
+def _isolated_secret_registry() -> Iterator[None]:
+    """``migrator.redact`` remembers every secret a process has seen (a real CLI or worker process
+    wants that); tests run many such "processes" in one interpreter, so each test leaves the registry
+    as it found it (a test whose password is ``postgres`` would otherwise mask every later URL)."""
+    from migrator import redact
+
+    saved = set(redact._secrets)
+    yield
+    redact._secrets.clear()
+    redact._secrets.update(saved)
+
+
 @pytest.fixture
 def db_url() -> Iterator[str]:
     """A fresh, empty database on the machine's PostgreSQL; dropped after the test."""
