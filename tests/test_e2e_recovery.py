@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from ui_browser import Actions, browser_page, chromium
 
 from conftest import ROOT
 from prefect_server import PREFECT_BIN, PrefectServer, running_server, running_worker
+from ui_browser import Actions, browser_page, chromium
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(900)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,14 @@ import psycopg
 import pytest
 
 from conftest import ROOT, write_migration
-from prefect_server import PrefectServer, running_server
+from prefect_server import running_server
+from ui_browser import ARGS, CHROMIUM, paused_run
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (apt-get install -y chromium)"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install -y chromium)"),
 ]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
-
-def _paused_run(server: PrefectServer, flow: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = httpx.post(f"{server.api_url}/flow_runs/filter", timeout=10,
-                          json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).json()
-        if runs:
-            return str(runs[0]["id"])
-        assert flow.poll() is None, log.read_text()
-        time.sleep(0.5)
-    raise AssertionError("the run never paused for approval:\n" + log.read_text())
 
 
 def test_approval_form_in_the_browser(tmp_path: Path, db_url: str, migrations_dir: Path) -> None:
@@ -67,7 +53,7 @@ def test_approval_form_in_the_browser(tmp_path: Path, db_url: str, migrations_di
             flow = subprocess.Popen([sys.executable, "-m", "flows", "migrate", "--env", "prod"], cwd=ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            run_id = _paused_run(server, flow, log)
+            run_id = paused_run(server.api_url, flow, log, timeout=120)
             with sync_api.sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -7,11 +7,15 @@ Never ``playwright install``: the machine's ``/usr/bin/chromium`` is used, offli
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,3 +59,17 @@ def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
             yield page
         finally:
             b.close()
+
+
+def paused_run(api_url: str, flow: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
+    """The id of the first flow run that is Paused (for approval) on the server at ``api_url``;
+    fails with the flow's log when the flow process ends first or nothing pauses in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = httpx.post(f"{api_url}/flow_runs/filter", timeout=10,
+                          json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).json()
+        if runs:
+            return str(runs[0]["id"])
+        assert flow.poll() is None, log.read_text()
+        time.sleep(0.5)
+    raise AssertionError("the run never paused for approval:\n" + log.read_text())
