@@ -116,7 +116,9 @@ def _wait(api: str, run_id: str, want: str, pause_key: str | None = None, timeou
         if st.get("type") in ("FAILED", "CRASHED", "CANCELLED", "COMPLETED") and st.get("type") != want:
             raise AssertionError(f"run ended {st.get('type')}: {st.get('message')}")
         time.sleep(1)
-    raise AssertionError(f"run never reached {want} {pause_key or ''}: {fr.get('state')}")
+    st = fr.get("state") or {}
+    raise AssertionError(f"run never reached {want} {pause_key or ''}: {st.get('type')} "
+                         f"(pause key {(st.get('state_details') or {}).get('pause_key')}): {st.get('message')}")
 
 
 def _start_migrate(api: str) -> str:
@@ -216,6 +218,7 @@ def test_resume_from_the_alert_in_the_browser(prod: dict[str, Any]) -> None:
             dialog.screenshot(path=str(shot("recovery-form.png")))
             dialog.get_by_role("button", name="Submit").click()
             act("click Submit")
+            _submitted(dialog)
             record = (f"{act.count} UI actions from the alert to clean prod (measured in headless Chromium):\n"
                       + "".join(f"{i}. {a}\n" for i, a in enumerate(act.done, 1)))
             print(record)
@@ -251,11 +254,25 @@ def _choose(dialog: Any, value: str, act: Actions) -> None:
     control = dialog.locator(".p-select-button__control").first
     control.click()
     option = dialog.page.get_by_role("option", name=value, exact=True)
-    if not option.count():  # headless: the click focuses the control; the list opens with the arrow key
+    try:
+        option.first.wait_for(state="visible", timeout=3_000)
+    except Exception:  # headless: the click may only focus the control; the list opens with the arrow key
         control.press("ArrowDown")
     act("open the Action list")
     option.first.click()
     act(f"pick {value}")
+    control.get_by_text(value, exact=True).wait_for(timeout=10_000)  # the choice took before going on
+
+
+def _submitted(dialog: Any) -> None:
+    """The form closes once Prefect accepted the input; a loaded machine may take a while. If it stays
+    open, say what it shows (a validation message, the chosen action) instead of a later timeout."""
+    try:
+        dialog.wait_for(state="hidden", timeout=60_000)
+    except Exception as exc:
+        shown = dialog.inner_text(timeout=5_000) if dialog.count() else "(gone)"
+        dialog.page.screenshot(path=str(shot("recovery-form-not-submitted.png")), full_page=True)
+        raise AssertionError(f"the recovery form did not close after Submit; it shows:\n{shown}") from exc
 
 
 class _nothing:
