@@ -331,3 +331,36 @@ def test_python_m_flows_bad_numbers_exit_2(args: list[str], capsys: pytest.Captu
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2 and args[-1] in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("error")  # an unclosed pipe or a BrokenPipeError at garbage collection fails it
+def test_backup_of_an_unreachable_database_names_it_even_when_psql_is_gone_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """psql can exit (connection refused) before the snapshot query is written to it: the write then
+    breaks the pipe. Forced here by waiting for the real psql to exit; the error must still be psql's
+    own (host, port), not "cannot run psql: Broken pipe", and nothing may be printed later."""
+    import gc
+    from urllib.parse import quote
+
+    from migrator.backup import pgtools
+    from migrator.errors import ConfigError
+
+    class ExitedFirst(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            self.wait(timeout=30)
+
+    monkeypatch.setattr(pgtools.subprocess, "Popen", ExitedFirst)
+    dsn, env = pgtools.child_connection(f"postgresql://postgres:{quote(PASSWORD, safe='')}@127.0.0.1:1/db")
+
+    def message() -> str:  # returns only the text, so that the failed psql's objects can be collected
+        try:
+            pgtools.SnapshotHolder.open(dsn, env, "postgresql://postgres:****@127.0.0.1:1/db")
+        except ConfigError as exc:
+            return str(exc)
+        raise AssertionError("an unreachable database opened a snapshot")
+
+    text = message()
+    gc.collect()
+    assert "cannot connect to" in text and "port 1" in text, text
+    _assert_no_piece(text)

@@ -173,7 +173,11 @@ class SnapshotHolder:
         err = stderr_file()
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-            assert proc.stdin is not None and proc.stdout is not None
+        except (OSError, ValueError) as exc:
+            err.close()
+            raise BackupError(f"cannot run {psql.describe()}: {exc}") from None
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
             proc.stdin.write(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
                 "SELECT pg_export_snapshot(), current_setting('server_version_num'), current_setting('server_version'),"
@@ -181,13 +185,16 @@ class SnapshotHolder:
             )
             proc.stdin.flush()
             fields = proc.stdout.readline().rstrip("\n").split("\x1f")
-        except (OSError, ValueError) as exc:
-            raise BackupError(f"cannot run {psql.describe()}: {exc}") from None
+        except OSError:  # a broken pipe: psql has already exited (it could not connect); its stderr says why
+            fields = []
         try:
             if len(fields) != 5:
                 with contextlib.suppress(Exception):
                     proc.kill()
                     proc.wait(timeout=10)
+                for pipe in (proc.stdin, proc.stdout):  # closed now: at garbage collection they would warn
+                    with contextlib.suppress(OSError):
+                        pipe.close()
                 why = read_stderr(err) or f"psql exited with code {proc.poll()}"
                 raise ConfigError(
                     f"cannot connect to {display}: {why}; check DATABASE_URL / --database-url and that the server "
