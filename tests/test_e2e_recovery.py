@@ -26,7 +26,7 @@ import pytest
 
 from conftest import ROOT
 from prefect_server import PREFECT_BIN, PrefectServer, running_server, running_worker
-from ui_browser import Actions, browser_page, chromium
+from ui_browser import Actions, browser_page, chromium, open_resume_dialog
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(900)
@@ -173,11 +173,10 @@ def _to_recovery_pause(p: dict[str, Any], page: Any | None = None) -> tuple[str,
 
 
 def _shoot_form(page: Any, ui: str, run_id: str, path: Path) -> None:
-    page.goto(f"{ui}/runs/flow-run/{run_id}")
-    page.get_by_role("button", name="Resume").first.click()
-    page.get_by_role("dialog").wait_for()
+    dialog = open_resume_dialog(page, ui, run_id)
+    dialog.wait_for()
     page.wait_for_timeout(800)
-    page.get_by_role("dialog").screenshot(path=str(path))
+    dialog.screenshot(path=str(path))
     page.get_by_role("button", name="Close").click()
 
 

@@ -8,8 +8,6 @@ dialog. Skipped when /usr/bin/chromium or python playwright is missing (never `p
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 
 from conftest import ROOT, write_migration
 from prefect_server import running_server
-from ui_browser import ARGS, CHROMIUM, paused_run
+from ui_browser import CHROMIUM, browser_page, migrate_paused_for_approval, open_resume_dialog
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -29,7 +27,7 @@ pytestmark = [
 
 
 def test_approval_form_in_the_browser(tmp_path: Path, db_url: str, migrations_dir: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     write_migration(migrations_dir, 1, "create_patients", "-- Business justification: test\nCREATE TABLE patients (id int);",
                     "-- Business justification: test\nDROP TABLE IF EXISTS patients;")
     write_migration(migrations_dir, 2, "require_patient_phone",
@@ -49,17 +47,9 @@ def test_approval_form_in_the_browser(tmp_path: Path, db_url: str, migrations_di
                                 UI_TEST_DATABASE_URL=db_url, PREFECT_LOGGING_LEVEL="INFO")
         env.pop("DATABASE_URL", None)
         log = tmp_path / "flow.log"
-        with log.open("wb") as out:
-            flow = subprocess.Popen([sys.executable, "-m", "flows", "migrate", "--env", "prod"], cwd=ROOT, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            run_id = paused_run(server.api_url, flow, log, timeout=120)
-            with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"{server.ui_url}/runs/flow-run/{run_id}")
-                page.get_by_role("button", name="Resume").first.click()
-                dialog = page.get_by_role("dialog")
+        with migrate_paused_for_approval(server.api_url, env, log, timeout=120) as (flow, run_id):
+            with browser_page() as page:
+                dialog = open_resume_dialog(page, server.ui_url, run_id)
                 dialog.get_by_text("2 migrations for prod: version none → 2").wait_for()
                 text = dialog.inner_text()
                 # the migrations by name, in order, the lint warning under its migration, before the numbers
@@ -87,12 +77,7 @@ def test_approval_form_in_the_browser(tmp_path: Path, db_url: str, migrations_di
                 dialog.locator("textarea").nth(0).fill("bob@askfrank.example")
                 dialog.locator("textarea").nth(1).fill("CHG-7 not ready")
                 dialog.get_by_role("button", name="Submit").click()
-                browser.close()
             assert flow.wait(timeout=120) != 0
-        finally:
-            if flow.poll() is None:
-                os.killpg(flow.pid, 15)
-                flow.wait(timeout=30)
     output = log.read_text()
     assert "rejected by bob@askfrank.example (CHG-7 not ready): 000001_create_patients, 000002_require_patient_phone" \
         in output

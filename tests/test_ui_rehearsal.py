@@ -9,8 +9,6 @@ opening the UI's Resume dialog. Skipped when /usr/bin/chromium or python playwri
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -18,7 +16,7 @@ import pytest
 
 from conftest import ROOT, SERVER_URL, write_migration
 from prefect_server import running_server
-from ui_browser import ARGS, CHROMIUM, paused_run
+from ui_browser import CHROMIUM, browser_page, migrate_paused_for_approval, open_resume_dialog
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -29,7 +27,7 @@ JUST = "-- Business justification: test\n"
 
 
 def test_rehearsal_table_in_the_resume_dialog(tmp_path: Path, db_url: str, migrations_dir: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     from migrator.config import Settings
     from migrator.engine import Migrator
 
@@ -57,31 +55,18 @@ def test_rehearsal_table_in_the_resume_dialog(tmp_path: Path, db_url: str, migra
                                 PREFECT_LOGGING_LEVEL="INFO")
         env.pop("DATABASE_URL", None)
         log = tmp_path / "flow.log"
-        with log.open("wb") as out:
-            flow = subprocess.Popen([sys.executable, "-m", "flows", "migrate", "--env", "prod"], cwd=ROOT, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            run_id = paused_run(server.api_url, flow, log, timeout=180)
-            with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1300})
-                page.goto(f"{server.ui_url}/runs/flow-run/{run_id}")
-                page.get_by_role("button", name="Resume").first.click()
-                dialog = page.get_by_role("dialog")
-                dialog.get_by_text("Rehearsal: 1 migration(s) succeeded on the restored copy", exact=False).wait_for()
-                text = dialog.inner_text()
-                # the rehearsal comes before the plan; the lock, its hold and the rewrite are readable there
-                assert text.index("Rehearsal: 1 migration(s)") < text.index("Backup taken before"), text
-                for needle in ("⚠ ACCESS EXCLUSIVE on public.patients (table", "blocks reads and writes",
-                               "rewritten: public.patients", "MIG005", "Production estimate"):
-                    assert needle in text, needle
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(shot))
-                browser.close()
-        finally:
-            if flow.poll() is None:
-                os.killpg(flow.pid, 15)
-                flow.wait(timeout=60)
+        with (migrate_paused_for_approval(server.api_url, env, log, timeout=180) as (_flow, run_id),
+              browser_page(height=1300) as page):
+            dialog = open_resume_dialog(page, server.ui_url, run_id)
+            dialog.get_by_text("Rehearsal: 1 migration(s) succeeded on the restored copy", exact=False).wait_for()
+            text = dialog.inner_text()
+            # the rehearsal comes before the plan; the lock, its hold and the rewrite are readable there
+            assert text.index("Rehearsal: 1 migration(s)") < text.index("Backup taken before"), text
+            for needle in ("⚠ ACCESS EXCLUSIVE on public.patients (table", "blocks reads and writes",
+                           "rewritten: public.patients", "MIG005", "Production estimate"):
+                assert needle in text, needle
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shot))
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(1, False)]
     assert shot.stat().st_size > 10_000

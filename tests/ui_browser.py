@@ -6,8 +6,11 @@ Never ``playwright install``: the machine's ``/usr/bin/chromium`` is used, offli
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,7 +64,33 @@ def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
             b.close()
 
 
-def paused_run(api_url: str, flow: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
+@contextmanager
+def migrate_paused_for_approval(api_url: str, env: dict[str, str], log: Path,
+                                timeout: float) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``python -m flows migrate --env prod`` (its output in ``log``) once its run is Paused for approval
+    on the server at ``api_url``: yields (the process, the run id); the process group is stopped on the
+    way out if it is still running."""
+    from conftest import ROOT
+
+    with log.open("wb") as out:
+        flow = subprocess.Popen([sys.executable, "-m", "flows", "migrate", "--env", "prod"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield flow, _paused_run(api_url, flow, log, timeout)
+    finally:
+        if flow.poll() is None:
+            os.killpg(flow.pid, signal.SIGTERM)
+            flow.wait(timeout=60)
+
+
+def open_resume_dialog(page: Any, ui_url: str, run_id: str) -> Any:
+    """The run's page in the UI, its Resume button clicked: the dialog with the run's input form."""
+    page.goto(f"{ui_url}/runs/flow-run/{run_id}")
+    page.get_by_role("button", name="Resume").first.click()
+    return page.get_by_role("dialog")
+
+
+def _paused_run(api_url: str, flow: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
     """The id of the first flow run that is Paused (for approval) on the server at ``api_url``;
     fails with the flow's log when the flow process ends first or nothing pauses in time."""
     deadline = time.monotonic() + timeout
