@@ -11,8 +11,10 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def create_database(server_url: str, prefix: str = "t") -> str:
-    """Create a uniquely named database on ``server_url``'s server and return its name."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+def create_database(server_url: str, prefix: str = "t", name: str | None = None) -> str:
+    """Create a database (``name``, or a unique one from ``prefix``) on ``server_url``'s server; its name."""
+    name = name or f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name
@@ -37,6 +39,28 @@ def create_database(server_url: str, prefix: str = "t") -> str:
 def drop_database(server_url: str, name: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def tenant_databases(prefix: str, count: int, catalogue_table: str, insert: str) -> Iterator[dict[str, Any]]:
+    """``count`` empty databases ``{prefix}_{tag}_{NN}`` (sorting in order) and a catalogue database
+    ``{prefix}cat_{tag}`` listing them: ``catalogue_table`` creates its table, ``insert`` (one %s, the
+    name) fills it. Yields {"names", "catalogue"}; every one is dropped on the way out."""
+    tag = uuid.uuid4().hex[:8]
+    names = [f"{prefix}_{tag}_{i:02d}" for i in range(count)]
+    catalogue = f"{prefix}cat_{tag}"
+    created: list[str] = []
+    try:
+        for name in [*names, catalogue]:
+            created.append(create_database(SERVER_URL, name=name))
+        with psycopg.connect(url_for(SERVER_URL, catalogue), autocommit=True) as conn:
+            conn.execute(catalogue_table)  # type: ignore[arg-type]
+            with conn.cursor() as cur:
+                cur.executemany(insert, [(n,) for n in names])  # type: ignore[arg-type]
+        yield {"names": names, "catalogue": catalogue}
+    finally:
+        for name in created:
+            drop_database(SERVER_URL, name)
 
 
 def url_for(server_url: str, dbname: str) -> str:

@@ -10,7 +10,6 @@ and CLI; fail-closed configuration errors."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 from prefect.testing.utilities import prefect_test_harness
-from psycopg import sql
 
-from conftest import SERVER_URL, url_for, write_migration
+from conftest import SERVER_URL, tenant_databases, url_for, write_migration
 from webhook_receiver import WebhookReceiver
 
 PASSWORD = "Fleet-Sentinel-pw-77"
@@ -40,30 +38,13 @@ def hook() -> Iterator[WebhookReceiver]:
         yield rx
 
 
-def _admin(query: sql.Composable) -> None:
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(query)
-
-
 @pytest.fixture
 def tenants() -> Iterator[dict[str, Any]]:
     """20 empty tenant databases plus a catalogue database listing them (in order)."""
-    tag = uuid.uuid4().hex[:8]
-    names = [f"fleet_{tag}_{i:02d}" for i in range(TENANTS)]
-    catalogue = f"fleetcat_{tag}"
-    created: list[str] = []
-    try:
-        for name in [*names, catalogue]:
-            _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            created.append(name)
-        with psycopg.connect(url_for(SERVER_URL, catalogue), autocommit=True) as conn:
-            conn.execute("CREATE TABLE tenants (name text PRIMARY KEY, active boolean NOT NULL DEFAULT true)")
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO tenants (name) VALUES (%s)", [(n,) for n in names])
-        yield {"names": names, "catalogue": catalogue}
-    finally:
-        for name in created:
-            _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with tenant_databases("fleet", TENANTS,
+                          "CREATE TABLE tenants (name text PRIMARY KEY, active boolean NOT NULL DEFAULT true)",
+                          "INSERT INTO tenants (name) VALUES (%s)") as dbs:
+        yield dbs
 
 
 @pytest.fixture

@@ -12,16 +12,14 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from conftest import ROOT, SERVER_URL, url_for
+from conftest import ROOT, SERVER_URL, tenant_databases, url_for
 from prefect_server import PREFECT_BIN, PrefectServer, prefect_server, running_worker  # noqa: F401
 from webhook_receiver import WebhookReceiver
 
@@ -30,29 +28,13 @@ PASSWORD = "Fleet-E2e-pw-31"
 TENANTS = 8
 
 
-def _admin(query: sql.Composable) -> None:
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(query)
-
-
 @pytest.fixture
 def tenants() -> Iterator[dict[str, Any]]:
-    tag = uuid.uuid4().hex[:8]
-    names = [f"fleete2e_{tag}_{i}" for i in range(TENANTS)]
-    catalogue = f"fleete2ecat_{tag}"
-    created: list[str] = []
-    try:
-        for name in [*names, catalogue]:
-            _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            created.append(name)
-        with psycopg.connect(url_for(SERVER_URL, catalogue), autocommit=True) as conn:
-            conn.execute("CREATE TABLE tenant_databases (name text PRIMARY KEY, shard_host text NOT NULL, active bool DEFAULT true)")
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO tenant_databases (name, shard_host) VALUES (%s, '127.0.0.1')", [(n,) for n in names])
-        yield {"names": names, "catalogue": catalogue}
-    finally:
-        for name in created:
-            _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with tenant_databases("fleete2e", TENANTS,
+                          "CREATE TABLE tenant_databases (name text PRIMARY KEY, shard_host text NOT NULL, "
+                          "active bool DEFAULT true)",
+                          "INSERT INTO tenant_databases (name, shard_host) VALUES (%s, '127.0.0.1')") as dbs:
+        yield dbs
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
