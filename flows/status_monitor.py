@@ -35,6 +35,26 @@ def page_dirty(env: Environment) -> list[str]:
     return list(run.alerted)
 
 
+def alert_invalid_indexes(environment: str, st: dict[str, Any]) -> list[str]:
+    """index.invalid once for each new set of INVALID indexes (a Variable remembers the last one)."""
+    found = sorted(st.get("invalid_indexes") or [])
+    name = _variable(environment) + "_invalid_indexes"
+    seen: list[str] = Variable.get(name, default=[]) or []
+    if found == seen:
+        return []
+    Variable.set(name, found, overwrite=True)
+    if not found:
+        return []
+    first = found[0].split(" ", 1)[0]
+    notify(environment, "index.invalid", database=st["database"], version_before=st["version"],
+           version_after=st["version"], dirty=st["dirty"],
+           message=f"{len(found)} INVALID index(es) on {environment}: {', '.join(found)}; each enforces nothing "
+                   f"and the planner ignores it: drop it (DROP INDEX CONCURRENTLY IF EXISTS {first}) and build it "
+                   "again, or `migrator recover --resume` while the database is dirty",
+           invalid_indexes=found)
+    return ["index.invalid"]
+
+
 @flow(name="status-monitor")
 def status_monitor(environment: str = "local", pending_alert_after_minutes: float | None = None) -> dict[str, Any]:
     """Alert when the database is dirty, or when migrations have been pending too long.
@@ -51,6 +71,7 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
                               "alerts": []}
     if st["dirty"]:  # paged once per incident (a reminder after monitor.dirty_reminder_minutes)
         result["alerts"] += page_dirty(env)
+    result["alerts"] += alert_invalid_indexes(environment, st)
     name = _variable(environment)
     if not st["pending"]:
         Variable.set(name, {}, overwrite=True)

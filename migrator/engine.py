@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from psycopg import sql
-
 from migrator import db, files
-from migrator.cancel import CancelScope, cancel_scope, signal_name_of
-from migrator.config import Connection, Settings, parse_interval_ms, state_table_name
+from migrator.cancel import CancelScope, cancel_scope
+from migrator.config import Connection, Settings, state_table_name
 from migrator.errors import (
     DirtyDatabaseError,
     ForceRefusedError,
@@ -32,8 +29,20 @@ from migrator.errors import (
     MigrationFileError,
     MigratorError,
 )
+from migrator.executor import (
+    Audit,
+    Executor,
+    Failure,
+    Job,
+    Timeouts,
+    end_open_transaction,
+    error_location,
+    invalid_indexes,
+    preflight,
+    set_parameter,
+)
 from migrator.redact import redact
-from migrator.sql import Statement, line_col, non_transactional_reason, split_statements
+from migrator.sql import non_transactional_reason, split_statements
 from migrator.state import (
     NO_VERSION,
     STARTED_ERROR,
@@ -42,18 +51,14 @@ from migrator.state import (
     LockWaitStopped,
     StateTable,
     acquire_lock,
-    complete_history,
     ensure_tables,
-    history_statement,
     last_applied_ups,
     last_attempt,
     read_history,
     read_state,
     release_lock,
     resolve_table,
-    state_statements,
-    statement_hash,
-    update_progress,
+    statement_matches,
     write_history,
     write_state,
 )
@@ -171,6 +176,7 @@ class Status:
     version_has_file: bool
     problems: list[dict[str, str]] = field(default_factory=list)
     failure: DirtyFailure | None = None  # when dirty and the audit trail has the attempt
+    invalid_indexes: list[str] = field(default_factory=list)  # left by a failed or killed CONCURRENTLY build
 
     @property
     def is_current(self) -> bool:
@@ -189,6 +195,7 @@ class Status:
             "pending": [m.to_dict() for m in self.pending],
             "problems": self.problems,
             "failure": self.failure.to_dict() if self.failure else None,
+            "invalid_indexes": self.invalid_indexes,
         }
 
 
@@ -290,11 +297,11 @@ class Migrator:
                 acquire_lock(conn, st, self.settings.lock_wait_seconds, stop)
                 try:
                     if conn.info.server_version >= 140000:
-                        conn.execute(_set("client_connection_check_interval", CLIENT_CHECK_INTERVAL))
+                        conn.execute(set_parameter("client_connection_check_interval", CLIENT_CHECK_INTERVAL))
                     ensure_tables(conn, st)
                     yield Session(conn, st, self.conn_info)
                 finally:
-                    _end_open_transaction(conn)
+                    end_open_transaction(conn)
                     release_lock(conn, st.lock_ids)
             else:
                 yield Session(conn, st, self.conn_info)
@@ -312,6 +319,7 @@ class Migrator:
             status = _status(s.st, migrations, version, dirty, applied_at)
             if dirty:
                 status.failure = _dirty_failure(s.conn, s.st, migrations, version)
+            status.invalid_indexes = invalid_indexes(s.conn)
             return status
 
     def history(self, limit: int | None = 50) -> list[dict[str, Any]]:
@@ -468,6 +476,9 @@ class Migrator:
         if dirty:
             raise DirtyDatabaseError(version)
         plan = plan_fn(migrations, version)
+        for planned in plan:  # a file that cannot run as written is refused before anything runs
+            if planned.file is not None:
+                preflight(planned.file)
         result = RunResult(command, s.st.database, version, version, run_id=self.run_id)
         for planned in plan:
             if scope.requested:
@@ -489,253 +500,24 @@ class Migrator:
             self.progress("no change")
         return result
 
-    def _timeouts(self) -> tuple[str, str]:
-        lock_ms = parse_interval_ms(self.settings.lock_timeout, "lock_timeout")
-        stmt = self.settings.statement_timeout
-        url_ms = self.conn_info.statement_timeout_ms
-        stmt_ms = url_ms if url_ms is not None and stmt == Settings.statement_timeout else parse_interval_ms(
-            stmt, "statement_timeout"
-        )
-        return f"{lock_ms}ms", f"{stmt_ms}ms"
+    def timeouts(self) -> Timeouts:
+        """lock_timeout and statement_timeout for migration statements, from every source."""
+        return Timeouts.of(self.settings, self.conn_info.statement_timeout_ms)
 
     def _apply(self, s: Session, planned: PlannedStep, before: int, scope: CancelScope) -> Step:
-        """Run one file: in one transaction when it allows it, else by golang-migrate's dirty protocol."""
+        """Run one file through the executor: in one transaction when it allows it, else by
+        golang-migrate's dirty protocol."""
         mf = planned.file
         if mf is None:  # guarded by raise_if_errors; kept for API callers with odd folders
             raise MigrationFileError(
                 f"migration {planned.migration.label} has no {planned.direction} file"
             )
-        reason = non_transactional_reason(mf.sql)
-        statements = split_statements(mf.sql) or [Statement(0, len(mf.sql), mf.sql, 1)]
-        _refuse_copy_stdin(mf, statements)
-        attempt = _Attempt(self, s, planned, mf, statements, before, scope)
-        if reason is None:
-            attempt.run_transactional()
-        else:
-            log.info("%s runs without a wrapping transaction: %s", mf.filename, reason)
-            attempt.run_non_transactional()
         m = planned.migration
-        return Step(m.version, m.name, planned.direction, attempt.elapsed_ms(), reason is None, mf.sha256)
-
-
-class _Attempt:
-    """One run of one migration file, and its audit row.
-
-    Both paths run the same statements with the same timeouts and end in one audit row; they
-    differ in where the transaction is, as dbmate runs one ``execMigration`` inside
-    ``doTransaction`` or directly.
-    """
-
-    def __init__(
-        self,
-        migrator: Migrator,
-        s: Session,
-        planned: PlannedStep,
-        mf: files.MigrationFile,
-        statements: list[Statement],
-        before: int,
-        scope: CancelScope,
-    ) -> None:
-        self.m = migrator
-        self.s = s
-        self.planned = planned
-        self.mf = mf
-        self.statements = statements
-        self.before = before
-        self.scope = scope
-        self.started = datetime.now(UTC)
-        self.t0 = time.perf_counter()
-        self.lock_timeout, self.statement_timeout = migrator._timeouts()
-
-    def elapsed_ms(self) -> int:
-        return int((time.perf_counter() - self.t0) * 1000)
-
-    def entry(self, success: bool, error: str | None = None, *, done: int | None = None,
-              failed: int | None = None) -> HistoryEntry:
-        m = self.planned.migration
-        return HistoryEntry(
-            version=m.version,
-            name=m.name,
-            direction=self.planned.direction,
-            checksum=self.mf.sha256,
-            success=success,
-            from_version=self.before,
-            to_version=self.planned.to_version,
-            started_at=self.started,
-            finished_at=datetime.now(UTC),
-            duration_ms=self.elapsed_ms(),
-            run_id=self.m.run_id,
-            environment=self.m.settings.environment,
-            error=error,
-            approved_by=self.m.approved_by,
-            statements_total=len(self.statements),
-            statements_done=len(self.statements) if success and done is None else done,
-            failed_statement=failed,
-            statement_hashes=[statement_hash(st.text) for st in self.statements],
-        )
-
-    def run_transactional(self) -> None:
-        """One round trip: BEGIN, timeouts, the file's statements, the version, the audit row, COMMIT."""
-        from migrator.batch import BatchError, run_batch
-
-        conn, st = self.s.conn, self.s.st
-        prologue = ["BEGIN", _set("lock_timeout", self.lock_timeout, local=True).as_string(conn),
-                    _set("statement_timeout", self.statement_timeout, local=True).as_string(conn)]
-        epilogue = [
-            *(q.as_string(conn) for q in state_statements(st, self.planned.to_version, False)),
-            history_statement(conn, st, self.entry(True)),
-            "COMMIT",
-        ]
-        try:
-            run_batch(conn, prologue + [x.text for x in self.statements] + epilogue)
-        except BatchError as be:
-            k = (be.index or 0) - len(prologue)
-            stmt = self.statements[k] if 0 <= k < len(self.statements) else None
-            done = min(max(k, 0), len(self.statements))
-            exc: Exception = be.error
-            if stmt is not None and be.position_in_statement is not None:
-                exc = _Positioned(be.error, stmt.start + be.position_in_statement)
-            raise self.fail(exc, stmt, dirty=False, done=done) from None
-        except Exception as exc:  # connection lost mid-batch and the like
-            raise self.fail(exc, None, dirty=False, done=0) from None
-        except BaseException as exc:  # a host's signal handler raised inside the batch
-            raise exc from self.interrupted(exc, dirty=False, done=None)
-
-    def run_non_transactional(self) -> None:
-        """golang-migrate's protocol, audited: (target, dirty) and a "started" row, the statements
-        one by one with progress on that row, then (target, clean) and the row completed."""
-        conn, st = self.s.conn, self.s.st
-        with conn.transaction():
-            write_state(conn, st, self.planned.to_version, True)
-            row_id = write_history(conn, st, self.entry(False, STARTED_ERROR, done=0))
-        done = 0
-        current: Statement | None = None
-        try:
-            conn.execute(_set("lock_timeout", self.lock_timeout) + sql.SQL("; ")
-                         + _set("statement_timeout", self.statement_timeout))
-            for current in self.statements:
-                if self.scope.requested:
-                    raise _StoppedBefore()
-                conn.execute(current.text.encode())
-                done += 1
-                update_progress(conn, st, row_id, done)
-            current = None
-            if conn.info.transaction_status != 0:  # the file began a transaction it never ended
-                raise MigratorError(
-                    f"{self.mf.path}: the file opens a transaction (BEGIN) that it never commits; add COMMIT"
-                )
-            conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-            with conn.transaction():
-                write_state(conn, st, self.planned.to_version, False)
-                complete_history(conn, st, row_id, self.entry(True))
-        except Exception as exc:
-            # the statement that was running, if the exception came from it (not from the progress
-            # UPDATE after it, nor from the check before it)
-            ran = current is not None and done < self.statements.index(current) + 1
-            failed_stmt = current if ran and not isinstance(exc, _StoppedBefore) else None
-            upcoming = self.statements[done] if failed_stmt is None and done < len(self.statements) else None
-            raise self.fail(exc, failed_stmt, dirty=True, done=done, row_id=row_id, next_stmt=upcoming) from None
-        except BaseException as exc:  # a host's signal handler raised inside a statement
-            running = current if current is not None and done < self.statements.index(current) + 1 else None
-            raise exc from self.interrupted(exc, dirty=True, done=done, row_id=row_id, stmt=running)
-
-    def interrupted(self, exc: BaseException, *, dirty: bool, done: int | None, row_id: int | None = None,
-                    stmt: Statement | None = None) -> MigrationFailedError:
-        """A host's handler (Prefect's TerminationSignal, KeyboardInterrupt) raised mid-statement:
-        cancel that statement on the server and drain the connection, then finish like a cancel."""
-        server_error = _cancel_and_drain(self.s.conn)
-        failure = self.fail(server_error or exc_as_error(exc), stmt, dirty=dirty, done=done, row_id=row_id,
-                            signal_name=signal_name_of(exc))
-        self.m.progress(str(failure))  # the one line (version, clean/dirty) in the host's log
-        return failure
-
-    def fail(self, exc: Exception, stmt: Statement | None, *, dirty: bool, done: int | None,
-             row_id: int | None = None, next_stmt: Statement | None = None,
-             signal_name: str | None = None) -> MigrationFailedError:
-        """Roll back what is open, write (or complete) the audit row, and build the error to raise."""
-        import psycopg
-
-        conn, st = self.s.conn, self.s.st
-        _end_open_transaction(conn)
-        with contextlib.suppress(psycopg.Error):
-            conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-        if signal_name is None and self.scope.requested:
-            signal_name = self.scope.signal_name
-        state_version = self.planned.to_version if dirty else self.before
-        failure = _failure(
-            exc, self.mf, self.planned, stmt or next_stmt, dirty, state_version, self.before, signal_name,
-            stopped_before=stmt is None and next_stmt is not None,
-        )
-        failed = self.statements.index(stmt) + 1 if stmt is not None else None
-        entry = self.entry(False, failure.pg_message, done=done, failed=failed)
-        try:
-            with conn.transaction():
-                if row_id is None:
-                    write_history(conn, st, entry)
-                else:
-                    complete_history(conn, st, row_id, entry)
-        except psycopg.Error as audit_exc:
-            # the connection is gone (server crash): the error line says the state; a non-transactional
-            # file keeps its "started" row, a transactional one was rolled back with its row
-            log.info("could not write the audit row for %s: %s", self.mf.filename, redact(str(audit_exc)))
-        return failure
-
-
-def _set(setting: str, value: str, *, local: bool = False) -> sql.Composed:
-    return sql.SQL("SET {}{} = {}").format(
-        sql.SQL("LOCAL " if local else ""), sql.Identifier(setting), sql.Literal(value)
-    )
-
-
-def _cancel_and_drain(conn: psycopg.Connection) -> Exception | None:
-    """Cancel the query an exception interrupted and read its remaining results, so the connection
-    can roll back; returns the server's error for it (QueryCanceled, normally).
-
-    psycopg does this itself for KeyboardInterrupt and SystemExit only; another exception raised by
-    a signal handler (Prefect's TerminationSignal) would leave the query running on the server.
-    """
-    from psycopg import errors, generators, pq
-
-    if conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
-        return None
-    try:
-        conn.cancel_safe(timeout=5.0)
-        results = conn.wait(generators.fetch_many(conn.pgconn), timeout=30.0)
-    except Exception as exc:
-        return exc
-    for res in results:
-        if res.status == pq.ExecStatus.FATAL_ERROR:
-            return errors.error_from_result(res, encoding=conn.info.encoding)
-    return None
-
-
-def exc_as_error(exc: BaseException) -> Exception:
-    return Exception(f"interrupted ({type(exc).__name__})")
-
-
-class _StoppedBefore(Exception):
-    """A cancel request was seen between two statements of a non-transactional file."""
-
-
-class _Positioned(Exception):
-    """A batch syntax error with its character offset already mapped into the file."""
-
-    def __init__(self, error: Exception, position: int) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.position = position
-
-
-_COPY_STDIN = re.compile(r"^\s*COPY\b.*\b(FROM\s+STDIN|TO\s+STDOUT)\b", re.IGNORECASE | re.DOTALL)
-
-
-def _refuse_copy_stdin(mf: files.MigrationFile, statements: list[Statement]) -> None:
-    for stmt in statements:
-        if _COPY_STDIN.match(stmt.text):
-            raise MigrationFileError(
-                f"{mf.path}:{stmt.line}: COPY ... FROM STDIN/TO STDOUT needs a client data stream, which migration "
-                "files cannot carry; load the data with INSERT or COPY from a server-side file"
-            )
+        executor = Executor(s.conn, s.st, self.timeouts(), scope=scope, progress=self.progress)
+        job = Job(mf, before, planned.to_version, dirty_version=planned.to_version)
+        audit = Audit(planned.direction, m.version, m.name, self.run_id, self.settings.environment, self.approved_by)
+        done = executor.run(job, audit, lambda f: _failure(f, mf, planned, before))
+        return Step(m.version, m.name, planned.direction, done.duration_ms, done.transactional, mf.sha256)
 
 
 def _cancelled_between(
@@ -802,34 +584,15 @@ def _plan_down(ms: files.MigrationSet, cur: int, steps: int | None, stop_at: int
     return plan
 
 
-def _end_open_transaction(conn: psycopg.Connection) -> None:
-    """Roll back a transaction a failed file left open (autocommit sessions)."""
-    import psycopg
-
-    _cancel_and_drain(conn)  # a statement an exception interrupted
-    with contextlib.suppress(psycopg.Error):
-        if conn.info.transaction_status != 0:
-            conn.execute("ROLLBACK")
-
-
-def _failure(
-    exc: Exception,
-    mf: files.MigrationFile,
-    planned: PlannedStep,
-    stmt: Statement | None,
-    dirty: bool,
-    state_version: int,
-    before: int,
-    signal_name: str | None = None,
-    *,
-    stopped_before: bool = False,
-) -> MigrationFailedError:
+def _failure(f: Failure, mf: files.MigrationFile, planned: PlannedStep, before: int) -> MigrationFailedError:
     """Build the one-line error: file:line:col, PostgreSQL's message, the statement, the state.
 
-    With ``signal_name`` the error is a MigrationCancelledError (the statement was cancelled, or
-    with ``stopped_before`` the cancel came between statements and ``stmt`` is the next one).
+    A cancelled run is a MigrationCancelledError (the statement was cancelled, or with
+    ``stopped_before`` the cancel came between statements and the statement named is the next one).
     """
-    pg_message, detail, line, col = _locate(exc, mf, stmt)
+    stmt, signal_name, stopped_before = f.statement, f.signal_name, f.stopped_before
+    state_version = planned.to_version if f.dirty else before
+    pg_message, detail, line, col = error_location(f.error, mf, stmt)
     if signal_name:
         pg_message = f"cancelled by {signal_name}" + ("" if stopped_before else f" ({pg_message})")
     statement = " ".join(stmt.text.split()) if stmt is not None else None
@@ -843,7 +606,7 @@ def _failure(
         msg += f" ({redact(detail)})"
     if short_stmt:
         msg += f" in statement: {short_stmt}"
-    msg += f"; {_state_sentence(dirty, state_version, before, stopped_before)}"
+    msg += f"; {_state_sentence(f.dirty, state_version, stopped_before)}"
     kwargs: dict[str, Any] = dict(
         version=planned.migration.version,
         name=planned.migration.name,
@@ -853,7 +616,7 @@ def _failure(
         column=col,
         statement=redact(statement) if statement else None,
         pg_message=pg_message,
-        dirty=dirty,
+        dirty=f.dirty,
         state_version=state_version,
     )
     if signal_name:
@@ -861,35 +624,14 @@ def _failure(
     return MigrationFailedError(redact(msg), **kwargs)
 
 
-def _locate(
-    exc: Exception, mf: files.MigrationFile, stmt: Statement | None
-) -> tuple[str, str | None, int | None, int | None]:
-    """(PostgreSQL's message, its detail, line, column in the file) of a failure."""
-    absolute_pos = None
-    if isinstance(exc, _Positioned):
-        absolute_pos, exc = exc.position, exc.error
-    diag = getattr(exc, "diag", None)
-    pg_message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
-    detail = getattr(diag, "message_detail", None)
-    if stmt is None:
-        return pg_message, detail, None, None
-    pos = getattr(diag, "statement_position", None)
-    if absolute_pos is not None:
-        offset = absolute_pos
-    else:
-        offset = stmt.start + (int(pos) - 1 if pos else len(stmt.text) - len(stmt.text.lstrip()))
-    line, col = line_col(mf.sql, offset)
-    return pg_message, detail, line, col
-
-
-def _state_sentence(dirty: bool, state_version: int, before: int, stopped_before: bool) -> str:
+def _state_sentence(dirty: bool, state_version: int, stopped_before: bool) -> str:
     if not dirty:
         return f"rolled back; the database stays at version {state_version}, clean"
     return (
         f"database is now DIRTY at version {state_version}: statements before the "
         f"{'next' if stopped_before else 'failing'} one stay applied; "
-        f"finish the change by hand then `migrator force {state_version}`, or undo it by hand then "
-        f"`migrator force {before}`"
+        f"`migrator recover` shows which statements ran and the ways out (--resume after fixing the file, "
+        f"--revert, or --mark-applied once you finished it by hand)"
     )
 
 
@@ -919,7 +661,9 @@ def describe_attempt(attempt: Attempt, ms: files.MigrationSet) -> DirtyFailure:
     for i, stmt in enumerate(statements, start=1):
         outcome: StatementOutcome = "done" if i <= done else ("failed" if i == failed else "not run")
         states.append(StatementState(i, stmt.line, " ".join(stmt.text.split()), outcome))
-    hashes = [statement_hash(x.text) for x in statements]
+    recorded = attempt.statement_hashes or []
+    changed = bool(recorded) and (len(recorded) != len(statements) or not all(
+        statement_matches(h, x.text) for h, x in zip(recorded, statements, strict=False)))
     failing = states[failed - 1] if failed and failed <= len(states) else None
     return DirtyFailure(
         version=attempt.version,
@@ -933,7 +677,7 @@ def describe_attempt(attempt: Attempt, ms: files.MigrationSet) -> DirtyFailure:
         attempt_id=attempt.id,
         started_at=f"{attempt.started_at:%Y-%m-%d %H:%M:%S %Z}",
         finished=finished,
-        file_changed=bool(attempt.statement_hashes) and attempt.statement_hashes != hashes,
+        file_changed=changed,
         statements=states,
     )
 

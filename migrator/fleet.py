@@ -90,6 +90,7 @@ class DatabaseState:
     dirty: bool = False
     pending: int = 0
     error: str | None = None
+    invalid_indexes: list[str] = field(default_factory=list)
 
     @property
     def needs_migration(self) -> bool:
@@ -97,7 +98,7 @@ class DatabaseState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "dirty": self.dirty, "pending": self.pending,
-                "error": self.error}
+                "error": self.error, "invalid_indexes": self.invalid_indexes}
 
 
 # ---------------------------------------------------------------------------------------- naming
@@ -301,20 +302,23 @@ def member_url(spec: FleetSpec, member: str, resolve: SecretResolver) -> str:
 
 
 def read_member_state(member: Member, settings: Settings, versions: Sequence[int]) -> DatabaseState:
-    """Version, dirty and pending count of one member: one connection, two small queries, no lock."""
+    """Version, dirty, pending count and INVALID indexes of one member: one connection, three small
+    queries, no lock."""
     from migrator import db, state
+    from migrator.executor import invalid_indexes
 
     try:
         conn_info = prepare_url(member.url)
         with db.connect(conn_info) as conn:
             st = state.resolve_table(conn, state_table_name(settings, conn_info.table))
             version, dirty = state.read_state(conn, st)
+            invalid = invalid_indexes(conn)
     except MigratorError as exc:
         return DatabaseState(member.name, error=redact(str(exc)))
     except Exception as exc:  # a broken member is reported, never allowed to stop the survey of the rest
         return DatabaseState(member.name, error=redact(f"{type(exc).__name__}: {exc}"))
     pending = len(versions) - bisect.bisect_right(versions, version)
-    return DatabaseState(member.name, version=version, dirty=dirty, pending=pending)
+    return DatabaseState(member.name, version=version, dirty=dirty, pending=pending, invalid_indexes=invalid)
 
 
 def survey(members: Sequence[Member], settings: Settings, versions: Iterable[int],
@@ -404,5 +408,6 @@ def status_lines(states: Sequence[DatabaseState], latest: int) -> list[str]:
         version = "none" if s.version is None or s.version < 0 else str(s.version)
         flag = "DIRTY" if s.dirty else "clean"
         lines.append(f"{s.name:<{width}}  version {version:>6}  {flag}  pending {s.pending}"
-                     + ("" if s.pending or s.dirty else "  (latest)" if latest >= 0 else ""))
+                     + ("" if s.pending or s.dirty else "  (latest)" if latest >= 0 else "")
+                     + (f"  INVALID index: {', '.join(s.invalid_indexes)}" if s.invalid_indexes else ""))
     return lines

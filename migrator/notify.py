@@ -209,6 +209,7 @@ EVENTS: dict[str, EventType] = {
         EventType("approval.requested", ":raised_hand:", "Approval requested", "info", _approval_requested),
         EventType("approval.rejected", ":no_entry_sign:", "Approval rejected: nothing applied", "warning"),
         EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),
+        EventType("index.invalid", ":warning:", "INVALID index", "warning"),
         EventType("recovery.completed", ":white_check_mark:", "Recovery completed", "info"),
         EventType("recovery.failed", ":x:", "Recovery failed", "critical"),
         EventType("rehearsal.failed", ":x:", "Rehearsal failed", "critical"),

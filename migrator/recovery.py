@@ -21,7 +21,6 @@ the engineer in ``approved_by``, the comment). Plain Python: the CLI and the Pre
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,19 +31,19 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from psycopg import sql
 
 from migrator import files
-from migrator.config import Settings, parse_interval_ms
-from migrator.errors import MigratorError
+from migrator.config import Settings
+from migrator.errors import MigrationFileError, MigratorError
+from migrator.executor import Audit, Executor, Failure, Job, error_location
 from migrator.redact import redact
 from migrator.state import (
     NO_VERSION,
+    STARTED_ERROR,
     Attempt,
     HistoryEntry,
     StateTable,
-    complete_history,
     last_attempt,
     read_state,
-    statement_hash,
-    update_progress,
+    statement_matches,
     write_history,
     write_state,
 )
@@ -130,7 +129,16 @@ class Incident:
     failed_at: str | None = None
     file_changed: bool = False
     statements: list[StatementRow] = field(default_factory=list)
+    # a revert that ran part of the down file before it failed or was killed: what it undid
+    revert_file: str | None = None
+    reverted: int | None = None  # statements of the down file that the revert completed
+    revert_error: str | None = None
+    revert_statements: list[StatementRow] = field(default_factory=list)
     options: list[Option] = field(default_factory=list)
+
+    @property
+    def partly_reverted(self) -> bool:
+        return self.reverted is not None
 
     @property
     def fingerprint(self) -> str:
@@ -166,6 +174,10 @@ class Incident:
             if self.statement:
                 short = self.statement if len(self.statement) <= 160 else self.statement[:157] + "..."
                 text += f" in statement: {short}"
+        if self.partly_reverted:
+            total = len(self.revert_statements)
+            text += (f"; then a revert ran {self.reverted} of {total} statement(s) of {self.revert_file} and stopped"
+                     + (f": {self.revert_error}" if self.revert_error else ""))
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,7 +203,7 @@ def _incident(conn: psycopg.Connection, st: StateTable, ms: files.MigrationSet, 
     if not dirty:
         return inc
     attempt = _failed_attempt(conn, st, ms, version)
-    done, hashes, error, failed_index, row = _progress(conn, st, attempt)
+    prog = _progress(conn, st, attempt)
     direction = attempt.direction if attempt else "up"
     file_version = attempt.version if attempt else version
     mig = ms.get(file_version)
@@ -202,19 +214,24 @@ def _incident(conn: psycopg.Connection, st: StateTable, ms: files.MigrationSet, 
     elif attempt is not None:
         inc.migration = f"{attempt.version}_{attempt.name or '?'}"
     mf = None if mig is None else (mig.up if direction == "up" else mig.down)
-    if attempt is not None and row is not None:
+    if attempt is not None and prog.row is not None:
         inc.attempt_id = attempt.id
-        inc.run_id = row.run_id
-        inc.failed_at = f"{row.started_at:%Y-%m-%d %H:%M:%S %Z}"
-        inc.pg_error = redact(error) if error else None
+        inc.run_id = prog.row.run_id
+        inc.failed_at = f"{prog.row.started_at:%Y-%m-%d %H:%M:%S %Z}"
+        inc.pg_error = redact(prog.error) if prog.error else None
     if mf is not None:
         inc.file = _shown(mf.path)
         inc.file_changed = attempt is not None and attempt.checksum not in (None, mf.sha256)
-        inc.statements = _statement_rows(mf.sql, done if attempt else None, failed_index, inc.pg_error)
+        inc.statements = _statement_rows(mf.sql, prog.done if attempt else None, prog.failed, inc.pg_error)
         failed = next((r for r in inc.statements if r.state == "failed"), None)
         if failed is not None:
             inc.line, inc.statement = failed.line, failed.text
-    inc.options = _options(inc, ms, mig, attempt, done, hashes)
+    if prog.reverted is not None and mig is not None and mig.down is not None:
+        inc.revert_file = _shown(mig.down.path)
+        inc.reverted = prog.reverted
+        inc.revert_error = redact(prog.revert_error) if prog.revert_error else None
+        inc.revert_statements = _statement_rows(mig.down.sql, prog.reverted, None, inc.revert_error)
+    inc.options = _options(inc, mig, attempt, prog)
     return inc
 
 
@@ -245,29 +262,49 @@ class _Row:
     started_at: datetime
 
 
-def _progress(
-    conn: psycopg.Connection, st: StateTable, attempt: Attempt | None
-) -> tuple[int, list[str] | None, str | None, int | None, _Row | None]:
-    """(statements done, their hashes, last error, failing statement, row) - a later failed
-    ``resume`` of the same incident moves the progress on, so a second resume skips what it ran."""
+@dataclass
+class _Progress:
+    """How far the failed file got, from its attempt and the recovery rows after it, in both
+    directions: ``done`` statements of the failed file ran (a later failed resume moves it on),
+    and ``reverted`` statements of the down file a revert ran before it failed or was killed
+    (None: no revert changed anything)."""
+
+    done: int = 0
+    hashes: list[str] | None = None
+    error: str | None = None
+    failed: int | None = None
+    row: _Row | None = None
+    reverted: int | None = None
+    revert_hashes: list[str] | None = None
+    revert_error: str | None = None
+
+
+_LATER_RECOVERY = """SELECT id, statements_done, statement_hashes, error, failed_statement, run_id, started_at, success,
+       transactional FROM {} WHERE direction = 'recover' AND action = %s AND id > %s
+       AND statements_done IS NOT NULL ORDER BY id DESC LIMIT 1"""
+
+
+def _progress(conn: psycopg.Connection, st: StateTable, attempt: Attempt | None) -> _Progress:
+    """Every recovery row after the failed attempt belongs to this incident (a new up/down would be
+    a newer attempt): the newest resume carries the failed file's progress, and a revert after it
+    that ran part of the down file outside a transaction means the schema is partly undone."""
     if attempt is None:
-        return 0, None, None, None, None
-    done = attempt.statements_done or 0
-    hashes, error, failed = attempt.statement_hashes, attempt.error, attempt.failed_statement
-    row = _Row(attempt.run_id, attempt.started_at)
-    later = conn.execute(
-        sql.SQL(
-            """SELECT statements_done, statement_hashes, error, failed_statement, run_id, started_at FROM {}
-               WHERE direction = 'recover' AND action = 'resume' AND version = %s AND id > %s
-                 AND statements_done IS NOT NULL
-               ORDER BY id DESC LIMIT 1"""
-        ).format(st.history),
-        (attempt.version, attempt.id),
-    ).fetchone()
-    if later is not None:
-        done, hashes, error, failed = int(later[0]), later[1], later[2], later[3]
-        row = _Row(later[4], later[5])
-    return done, hashes, error, failed, row
+        return _Progress()
+    p = _Progress(attempt.statements_done or 0, attempt.statement_hashes, attempt.error, attempt.failed_statement,
+                  _Row(attempt.run_id, attempt.started_at))
+    query = sql.SQL(_LATER_RECOVERY).format(st.history)
+    since = attempt.id
+    resumed = conn.execute(query, ("resume", since)).fetchone()
+    if resumed is not None:
+        since = int(resumed[0])
+        p.done, p.hashes, p.error, p.failed = int(resumed[1]), resumed[2], resumed[3], resumed[4]
+        p.row = _Row(resumed[5], resumed[6])
+    reverted = conn.execute(query, ("revert", since)).fetchone()
+    if reverted is not None and not reverted[7] and not reverted[8]:  # failed, outside a transaction
+        done, killed = int(reverted[1]), reverted[3] == STARTED_ERROR
+        if done > 0 or killed:
+            p.reverted, p.revert_hashes, p.revert_error = done, reverted[2], reverted[3]
+    return p
 
 
 def _statement_rows(text: str, done: int | None, failed_index: int | None, error: str | None) -> list[StatementRow]:
@@ -288,28 +325,23 @@ def _statement_rows(text: str, done: int | None, failed_index: int | None, error
     return rows
 
 
-def _options(
-    inc: Incident,
-    ms: files.MigrationSet,
-    mig: files.Migration | None,
-    attempt: Attempt | None,
-    done: int,
-    hashes: list[str] | None,
-) -> list[Option]:
+def _options(inc: Incident, mig: files.Migration | None, attempt: Attempt | None, prog: _Progress) -> list[Option]:
     v, prev = version_text(inc.version), version_text(inc.previous_version)
     return [
-        _revert_option(inc, mig, attempt, prev),
-        _resume_option(inc, mig, attempt, done, hashes, v),
+        _revert_option(inc, mig, attempt, prog, prev),
+        _resume_option(inc, mig, attempt, prog, v),
         Option(
             "mark_applied", True,
             f"change no schema; record version {v}, clean (you finished the "
-            f"{'rollback' if inc.direction == 'down' else 'migration'} by hand)",
+            f"{'rollback' if inc.direction == 'down' else 'migration'} by hand"
+            + (", and put back what the partial revert undid" if inc.partly_reverted else "") + ")",
         ),
         Option("leave_dirty", True, f"change nothing: the database stays dirty at version {v}; decide later"),
     ]
 
 
-def _revert_option(inc: Incident, mig: files.Migration | None, attempt: Attempt | None, prev: str) -> Option:
+def _revert_option(inc: Incident, mig: files.Migration | None, attempt: Attempt | None, prog: _Progress,
+                   prev: str) -> Option:
     if inc.direction == "down":
         return Option("revert", False, "undo the partial rollback", why_not=(
             "the failed run was a rollback; undoing it would re-run the up file, which is not checked for a "
@@ -320,9 +352,23 @@ def _revert_option(inc: Incident, mig: files.Migration | None, attempt: Attempt 
             f"migration {inc.version} has no down file on the worker; undo the change by hand, then use the "
             "force flow to record the previous version"
         ))
-    does = (f"run {mig.down.filename} ({len(_split(mig.down.sql))} statement(s)) to undo the partial change, "
-            f"then record version {prev}, clean")
-    problem = down_file_problem(mig)
+    down = _split(mig.down.sql)
+    skip = prog.reverted or 0
+    if skip:
+        does = (f"continue {mig.down.filename}: skip the {skip} statement(s) the earlier revert ran, run "
+                f"{_span(skip, len(down))}, then record version {prev}, clean")
+    else:
+        does = (f"run {mig.down.filename} ({len(down)} statement(s)) to undo the partial change, then record "
+                f"version {prev}, clean")
+    problem = _changed_since(mig.down.filename, prog.revert_hashes, down, skip, "revert") if skip else None
+    if problem is None and skip >= len(down) > 0:
+        problem = (f"{mig.down.filename} now has {len(down)} statement(s) but {skip} already ran: the file was cut; "
+                   "restore it")
+    if problem is None:
+        problem = down_file_problem(mig)
+    up_total = len(prog.hashes) if prog.hashes else (len(_split(mig.up.sql)) if mig.up else 0)
+    if problem is None and attempt is not None and prog.done < up_total:
+        problem = partial_state_problem(mig.down, down[skip:], skip, prog.done, up_total)
     return Option("revert", problem is None, does, why_not=problem)
 
 
@@ -349,10 +395,73 @@ def down_file_problem(mig: files.Migration) -> str | None:
             "undo by hand and choose mark_applied")
 
 
-def _resume_option(
-    inc: Incident, mig: files.Migration | None, attempt: Attempt | None, done: int, hashes: list[str] | None, v: str
-) -> Option:
+
+_SAFE_DROP_COMMANDS = ("AT_DropColumn", "AT_DropConstraint")
+
+
+def _undoes_only_what_exists(text: str) -> bool:
+    """A statement that is a no-op where its object was never made: ``DROP ... IF EXISTS``, or an
+    ``ALTER TABLE`` that only drops columns/constraints ``IF EXISTS`` (on a table the partial up did
+    not make, it fails: the revert stops there, changing nothing)."""
+    from pglast import ast, parse_sql
+
+    try:
+        stmts = parse_sql(text)
+    except Exception:
+        return False
+    for raw in stmts:
+        node = raw.stmt
+        if isinstance(node, ast.DropStmt):
+            if not node.missing_ok:
+                return False
+        elif isinstance(node, ast.AlterTableStmt):
+            cmds = [c for c in (node.cmds or ()) if isinstance(c, ast.AlterTableCmd)]
+            if not cmds or not all(
+                    c.subtype is not None and c.subtype.name in _SAFE_DROP_COMMANDS and c.missing_ok for c in cmds):
+                return False
+        else:
+            return False
+    return True
+
+
+def partial_state_problem(down: files.MigrationFile, statements: list[Any], skip: int, up_done: int,
+                          up_total: int) -> str | None:
+    """Why running ``statements`` of ``down`` would undo something the partial up never did (None when
+    every one only drops what exists): a data change (``UPDATE h SET bal = bal / 100`` after the
+    ``* 100`` never ran) or a DDL statement that assumes the whole up ran."""
+    for i, stmt in enumerate(statements, start=skip + 1):
+        if _undoes_only_what_exists(stmt.text):
+            continue
+        one = " ".join(stmt.text.split())
+        short = one if len(one) <= 100 else one[:97] + "..."
+        return (f"the up ran only {up_done} of its {up_total} statement(s), and statement {i} of {down.filename} "
+                f"(line {stmt.line}: {short}) changes data or schema that the partial up may never have made; "
+                "choose resume to finish the up (fix its file first), or finish it by hand and choose mark_applied")
+    return None
+
+
+def _span(done: int, total: int) -> str:
+    return f"statement {done + 1}" if done + 1 == total else f"statements {done + 1}..{total}"
+
+
+def _changed_since(filename: str, recorded: list[str] | None, now: list[Any], done: int, action: str) -> str | None:
+    """Why the ``done`` statements that already ran are no longer the file's first ones (None if they are)."""
+    if recorded is None:
+        return None
+    if done > len(recorded):
+        return "the audit row is inconsistent (more statements done than hashed)"
+    for i, (old, new) in enumerate(zip(recorded[:done], now[:done], strict=False), start=1):
+        if not statement_matches(old, new.text):
+            return (f"statement {i} of {filename} already ran but has changed in the file since: {action} would "
+                    f"skip the new text. Put the file back as it ran and fix only statements after {done}"
+                    + (", or revert" if action == "resume" else ""))
+    return None
+
+
+def _resume_option(inc: Incident, mig: files.Migration | None, attempt: Attempt | None, prog: _Progress,
+                   v: str) -> Option:
     mf = None if mig is None else (mig.up if inc.direction == "up" else mig.down)
+    hashes, done = prog.hashes, prog.done
     if attempt is None or hashes is None:
         return Option("resume", False, "run the statements that did not run", why_not=(
             "no audit row says which statements ran (the database was left dirty by another tool or an older "
@@ -362,24 +471,23 @@ def _resume_option(
         return Option("resume", False, "run the statements that did not run", why_not=(
             f"the {inc.direction} file of migration {attempt.version} is not on the worker"
         ))
-    now = [statement_hash(s.text) for s in _split(mf.sql)]
-    rest = f"statement {done + 1}" if done + 1 == len(now) else f"statements {done + 1}..{len(now)}"
-    does = (f"skip the {done} statement(s) already run and run {rest} of {mf.filename} as it is on the "
-            f"worker when you submit (fix it first; the statements already run must be unchanged), "
+    now = _split(mf.sql)
+    does = (f"skip the {done} statement(s) already run and run {_span(done, len(now))} of {mf.filename} as it is "
+            f"on the worker when you submit (fix it first; the statements already run must be unchanged), "
             f"then record version {v}, clean")
+    if inc.partly_reverted:
+        return Option("resume", False, does, why_not=(
+            f"a revert already ran {inc.reverted} statement(s) of {inc.revert_file} after the failure, so the "
+            f"statements the up ran are partly undone: choose revert to finish undoing (it continues at statement "
+            f"{(inc.reverted or 0) + 1} of the down file), or repair by hand and choose mark_applied"
+        ))
     if len(now) <= done and len(now) < len(hashes):
         return Option("resume", False, does, why_not=(
             f"{mf.filename} now has {len(now)} statement(s) but {done} already ran: the file was cut; restore it"
         ))
-    for i, (old, new) in enumerate(zip(hashes[:done], now[:done], strict=False), start=1):
-        if old != new:
-            return Option("resume", False, does, why_not=(
-                f"statement {i} of {mf.filename} already ran but has changed in the file since: resume would "
-                "skip the new text. Put the file back as it ran and fix only statements after "
-                f"{done}, or revert"
-            ))
-    if done > len(hashes):
-        return Option("resume", False, does, why_not="the audit row is inconsistent (more statements done than hashed)")
+    problem = _changed_since(mf.filename, hashes, now, done, "resume")
+    if problem is not None:
+        return Option("resume", False, does, why_not=problem)
     if done == len(now):
         does = f"run nothing (all {done} statement(s) of {mf.filename} ran), then record version {v}, clean"
     return Option("resume", True, does)
@@ -443,8 +551,13 @@ def recover(
     progress: Progress | None = None,
 ) -> RecoveryResult:
     """Run one recovery ``action`` under the migration lock; refused or failed actions are returned
-    (outcome ``refused``/``failed``) with the reason, never half-recorded. Always audited."""
+    (outcome ``refused``/``failed``) with the reason, never half-recorded. Always audited.
+
+    SQL runs through the executor, in a cancel scope: SIGTERM/SIGINT (a Prefect Cancel) cancel the
+    running statement on the server, and the audit row and the state say where it stopped."""
+    from migrator.cancel import cancel_scope
     from migrator.engine import Migrator
+    from migrator.state import LockWaitStopped
 
     if action not in ACTIONS:
         raise MigratorError(f"unknown recovery action {action!r}; use one of {', '.join(ACTIONS)}")
@@ -454,23 +567,31 @@ def recover(
     say = progress or (lambda _msg: None)
     m = Migrator(settings, run_id=run_id)
     migrations = m.load_files()
-    with m.session(lock=True) as s:
-        inc = _incident(s.conn, s.st, migrations, settings.environment)
-        ctx = _Ctx(s.conn, s.st, settings, inc, action, engineer, comment, run_id or settings.run_id, say)
-        if not inc.dirty:
-            return ctx.refuse(f"the database is clean at version {version_text(inc.version)}: nothing to recover")
-        option = inc.option(action)
-        if not option.available:
-            return ctx.refuse(f"{action} refused: {option.why_not}")
-        mig = migrations.get(inc.file_version if inc.file_version is not None else inc.version)
-        if action == "leave_dirty":
-            return ctx.leave_dirty()
-        if action == "mark_applied":
-            return ctx.mark_applied(mig)
-        assert mig is not None
-        if action == "revert":
-            return ctx.revert(mig)
-        return ctx.resume(mig)
+    with cancel_scope() as scope:
+        try:
+            with m.session(lock=True, stop=lambda: scope.requested) as s:
+                scope.add(s.conn)
+                try:
+                    inc = _incident(s.conn, s.st, migrations, settings.environment)
+                    ex = Executor(s.conn, s.st, m.timeouts(), scope=scope, progress=say)
+                    ctx = _Ctx(s.conn, s.st, settings, inc, action, engineer, comment, run_id or settings.run_id,
+                               say, ex)
+                    return ctx.run(migrations)
+                finally:
+                    scope.remove(s.conn)
+        except LockWaitStopped:
+            raise MigratorError(
+                f"recover {action} cancelled by {scope.signal_name} while waiting for the migration lock; "
+                "nothing was changed"
+            ) from None
+
+
+class _Failed(Exception):
+    """The executor's failure, as the recovery result the caller returns."""
+
+    def __init__(self, result: RecoveryResult) -> None:
+        super().__init__(result.message)
+        self.result = result
 
 
 @dataclass
@@ -484,23 +605,50 @@ class _Ctx:
     comment: str
     run_id: str | None
     say: Progress
+    executor: Executor
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     t0: float = field(default_factory=time.perf_counter)
 
+    def run(self, migrations: files.MigrationSet) -> RecoveryResult:
+        inc, action = self.inc, self.action
+        if not inc.dirty:
+            return self.refuse(f"the database is clean at version {version_text(inc.version)}: nothing to recover")
+        option = inc.option(action)
+        if not option.available:
+            return self.refuse(f"{action} refused: {option.why_not}")
+        mig = migrations.get(inc.file_version if inc.file_version is not None else inc.version)
+        if action == "leave_dirty":
+            return self.leave_dirty()
+        if action == "mark_applied":
+            return self.mark_applied(mig)
+        assert mig is not None
+        try:
+            return self.revert(mig) if action == "revert" else self.resume(mig)
+        except _Failed as failed:
+            return failed.result
+        except MigrationFileError as exc:  # the executor's preflight: nothing ran
+            return self.refuse(f"{action} refused: {exc}")
+
     # -- audit -------------------------------------------------------------------------------
 
-    def entry(self, success: bool, to_version: int, *, error: str | None = None, mf: files.MigrationFile | None = None,
-              total: int | None = None, done: int | None = None, failed: int | None = None,
-              hashes: list[str] | None = None) -> HistoryEntry:
-        name = self.inc.migration.split("_", 1)[1] if self.inc.migration and "_" in self.inc.migration else None
+    def entry(self, success: bool, to_version: int, *, error: str | None = None,
+              mf: files.MigrationFile | None = None) -> HistoryEntry:
+        """A recovery row that runs no SQL (refusals, leave_dirty, mark_applied)."""
         return HistoryEntry(
-            version=self.inc.version, name=name, direction="recover", checksum=mf.sha256 if mf else None,
+            version=self.inc.version, name=self._name(), direction="recover", checksum=mf.sha256 if mf else None,
             success=success, from_version=self.inc.version, to_version=to_version, started_at=self.started,
             finished_at=datetime.now(UTC), duration_ms=int((time.perf_counter() - self.t0) * 1000),
             run_id=self.run_id, environment=self.settings.environment, error=redact(error) if error else None,
-            approved_by=self.engineer, statements_total=total, statements_done=done, failed_statement=failed,
-            statement_hashes=hashes, action=self.action, comment=self.comment or None,
+            approved_by=self.engineer, action=self.action, comment=self.comment or None,
         )
+
+    def _name(self) -> str | None:
+        return self.inc.migration.split("_", 1)[1] if self.inc.migration and "_" in self.inc.migration else None
+
+    def audit(self) -> Audit:
+        """The executor's row for a revert or resume: direction ``recover``, the action, the engineer."""
+        return Audit("recover", self.inc.version, self._name(), self.run_id, self.settings.environment,
+                     approved_by=self.engineer, action=self.action, comment=self.comment or None)
 
     def result(self, outcome: str, message: str, version_after: int, dirty_after: bool, **kw: Any) -> RecoveryResult:
         return RecoveryResult(
@@ -535,111 +683,47 @@ class _Ctx:
         return self.result("completed", msg, self.inc.version, False, audit_id=audit_id)
 
     def revert(self, mig: files.Migration) -> RecoveryResult:
-        from migrator.sql import non_transactional_reason
-
+        """Run the down file (the rest of it, after a partial revert) and record the previous version."""
         assert mig.down is not None
-        target = self.inc.previous_version
-        stmts = _split(mig.down.sql)
-        if non_transactional_reason(mig.down.sql) is None:
-            return self._revert_in_transaction(mig.down, stmts, target)
-        return self._run_statements(mig.down, stmts, 0, target)
-
-    def _revert_in_transaction(self, mf: files.MigrationFile, stmts: list[Any], target: int) -> RecoveryResult:
-        import psycopg
-
-        index = 0
-        try:
-            with self.conn.transaction():
-                self._set_timeouts(local=True)
-                for index, st in enumerate(stmts, start=1):  # noqa: B007 - index names the failing one
-                    self.conn.execute(st.text.encode())
-                write_state(self.conn, self.st, target, False)
-                audit_id = write_history(self.conn, self.st, self.entry(
-                    True, target, mf=mf, total=len(stmts), done=len(stmts),
-                    hashes=[statement_hash(s.text) for s in stmts]))
-        except psycopg.Error as exc:
-            return self._failed(mf, stmts, index, exc, skip=0, rolled_back=True)
-        self.say(f"reverted: {mf.filename} ({len(stmts)} statement(s)) in one transaction")
-        msg = f"reverted by {self.engineer}: ran {mf.filename}; {self._state_now(target, False)}"
-        return self.result("completed", msg, target, False, statements_run=len(stmts), audit_id=audit_id)
+        return self._execute(mig.down, self.inc.reverted or 0, self.inc.previous_version)
 
     def resume(self, mig: files.Migration) -> RecoveryResult:
+        """Run the statements of the failed file that did not run, and record its version."""
         mf = mig.up if self.inc.direction == "up" else mig.down
         assert mf is not None
         done = sum(1 for r in self.inc.statements if r.state == "done")
-        return self._run_statements(mf, _split(mf.sql), done, self.inc.version)
+        return self._execute(mf, done, self.inc.version)
 
-    def _run_statements(self, mf: files.MigrationFile, stmts: list[Any], skip: int, target: int) -> RecoveryResult:
-        """Run ``stmts[skip:]`` one by one outside a transaction (the file cannot run in one),
-        recording progress on a started audit row so that a kill leaves the trail right."""
-        import psycopg
-
-        hashes = [statement_hash(s.text) for s in stmts]
-        row_id = write_history(self.conn, self.st, self.entry(
-            False, target, error="started: not finished (the process was killed or the server crashed)", mf=mf,
-            total=len(stmts), done=skip, hashes=hashes))
-        index = skip
-        try:
-            self._set_timeouts(local=False)
-            for index in range(skip + 1, len(stmts) + 1):
-                self.conn.execute(stmts[index - 1].text.encode())
-                update_progress(self.conn, self.st, row_id, index)
-            self._reset_timeouts()
-            with self.conn.transaction():
-                write_state(self.conn, self.st, target, False)
-                complete_history(self.conn, self.st, row_id, self.entry(
-                    True, target, mf=mf, total=len(stmts), done=len(stmts), hashes=hashes))
-        except psycopg.Error as exc:
-            _rollback_open(self.conn)
-            self._reset_timeouts()
-            return self._failed(mf, stmts, index, exc, skip=skip, rolled_back=False, row_id=row_id)
-        ran = len(stmts) - skip
-        self.say(f"{self.action}: ran statement(s) {skip + 1}..{len(stmts)} of {mf.filename}")
+    def _execute(self, mf: files.MigrationFile, skip: int, target: int) -> RecoveryResult:
+        """Hand the file to the executor: in one transaction when it allows it and nothing of it ran,
+        else statement by statement from ``skip``, the database staying dirty until the end."""
+        job = Job(mf, self.inc.version, target, dirty_version=None, start=skip)
+        done = self.executor.run(job, self.audit(), lambda f: _Failed(self._failed(mf, f, skip)))
+        ran, total = done.ran, len(done.statements)
         verb = "resumed" if self.action == "resume" else "reverted"
+        how = "in one transaction" if done.transactional else f"statement(s) {skip + 1}..{total}"
+        self.say(f"{verb}: ran {mf.filename} ({how})")
         msg = (f"{verb} by {self.engineer}: ran {ran} statement(s) of {mf.filename}"
-               f"{f' (skipped the {skip} already run)' if skip else ''}; {self._state_now(target, False)}")
-        return self.result("completed", msg, target, False, statements_run=ran, audit_id=row_id)
+               f"{f' (skipped the {skip} already run)' if skip else ''}"
+               + "".join(f"; {n}" for n in done.notes) + f"; {self._state_now(target, False)}")
+        audit_id = done.audit_id if done.audit_id is not None else self._last_row_id()
+        return self.result("completed", msg, target, False, statements_run=ran, audit_id=audit_id)
 
-    def _failed(self, mf: files.MigrationFile, stmts: list[Any], index: int, exc: Exception, *, skip: int,
-                rolled_back: bool, row_id: int | None = None) -> RecoveryResult:
-        import psycopg
+    def _last_row_id(self) -> int | None:
+        """The row a one-round-trip run wrote (we hold the migration lock: it is the newest)."""
+        row = self.conn.execute(sql.SQL("SELECT max(id) FROM {}").format(self.st.history)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
-        pg = redact(getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)).strip()
-        st = stmts[index - 1] if 0 < index <= len(stmts) else None
-        done = 0 if rolled_back else max(index - 1, 0)
-        entry = self.entry(False, self.inc.version, error=pg, mf=mf, total=len(stmts), done=done,
-                           failed=index or None, hashes=[statement_hash(s.text) for s in stmts])
-        with contextlib.suppress(psycopg.Error):
-            if row_id is None:
-                row_id = write_history(self.conn, self.st, entry)
-            else:
-                complete_history(self.conn, self.st, row_id, entry)
-        where = f"{mf.path}:{st.line}" if st is not None else str(mf.path)
+    def _failed(self, mf: files.MigrationFile, f: Failure, skip: int) -> RecoveryResult:
+        pg, _detail, line, _col = error_location(f.error, mf, f.statement)
+        if f.signal_name:
+            pg = f"cancelled by {f.signal_name}" + ("" if f.stopped_before else f" ({pg})")
+        st = f.statement
+        where = f"{_shown(mf.path)}:{line or st.line}" if st is not None else _shown(mf.path)
         statement = " ".join(st.text.split()) if st is not None else None
-        undone = "rolled back, nothing changed" if rolled_back else f"statements up to {done} stay applied"
-        msg = (f"{self.action} by {self.engineer} failed at {where}: {pg} ({undone}); "
-               f"{self._state_now(self.inc.version, True)}")
+        undone = "rolled back, nothing changed" if f.transactional else f"statements up to {f.done} stay applied"
+        msg = (f"{self.action} by {self.engineer} {'stopped before' if f.stopped_before else 'failed at'} {where}: "
+               f"{pg} ({undone}); {self._state_now(self.inc.version, True)}; `migrator recover` shows what ran now")
         return self.result("failed", msg, self.inc.version, True, error=pg, file=str(mf.path),
-                           line=st.line if st else None, statement=statement, audit_id=row_id,
-                           statements_run=0 if rolled_back else max(index - 1 - skip, 0))
-
-    def _set_timeouts(self, *, local: bool) -> None:
-        lock_ms = parse_interval_ms(self.settings.lock_timeout, "lock_timeout")
-        stmt_ms = parse_interval_ms(self.settings.statement_timeout, "statement_timeout")
-        scope = "SET LOCAL" if local else "SET"
-        self.conn.execute(f"{scope} lock_timeout = '{lock_ms}ms'; {scope} statement_timeout = '{stmt_ms}ms'".encode())
-
-    def _reset_timeouts(self) -> None:
-        import psycopg
-
-        with contextlib.suppress(psycopg.Error):
-            self.conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-
-
-def _rollback_open(conn: psycopg.Connection) -> None:
-    import psycopg
-
-    with contextlib.suppress(psycopg.Error):
-        if conn.info.transaction_status != 0:
-            conn.execute("ROLLBACK")
-
+                           line=st.line if st else None, statement=statement, audit_id=f.audit_id,
+                           statements_run=0 if f.transactional else max(f.done - skip, 0))

@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from migrator import db, files
-from migrator.config import Connection, Settings, parse_interval_ms, prepare_url
-from migrator.errors import MigratorError
+from migrator.config import Connection, Settings, prepare_url
+from migrator.errors import MigrationFileError
+from migrator.executor import Audit, Executor, Failure, Job, Timeouts, error_location
 from migrator.redact import redact
 from migrator.rehearse_model import (
     BLOCKS,
@@ -36,6 +36,7 @@ from migrator.rehearse_model import (
     human_bytes,
     human_ms,
 )
+from migrator.sql import Statement
 
 if TYPE_CHECKING:
     import psycopg
@@ -159,32 +160,10 @@ class _LockSampler(threading.Thread):
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _statements(sql: str) -> list[tuple[int, int, str]]:
-    """The engine's statement split (``migrator.sql``), as (start, end, text)."""
-    from migrator.sql import split_statements
-
-    return [(st.start, st.end, st.text) for st in split_statements(sql)] or [(0, len(sql), sql)]
-
-
 def _non_transactional_reason(sql: str) -> str | None:
     from migrator.sql import non_transactional_reason
 
     return non_transactional_reason(sql)
-
-
-def _line_col(sql: str, offset: int) -> tuple[int, int]:
-    from migrator.sql import line_col
-
-    return line_col(sql, offset)
-
-
-def _timeouts(settings: Settings) -> tuple[int, int]:
-    """lock_timeout and statement_timeout in ms, as the engine computes them for ``up``."""
-    lock_ms = parse_interval_ms(settings.lock_timeout, "lock_timeout")
-    url_ms = prepare_url(settings.database_url).statement_timeout_ms if settings.database_url else None
-    if url_ms is not None and settings.statement_timeout == Settings.statement_timeout:
-        return lock_ms, url_ms
-    return lock_ms, parse_interval_ms(settings.statement_timeout, "statement_timeout")
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -236,31 +215,110 @@ def _measured(stmt: StatementReport | None, rewrites: list[Rewrite]) -> str:
 
 
 class _Run:
-    """What one ``Applier.run`` observes while it goes (shared by its helpers)."""
+    """What one ``Applier.run`` observes while it goes: the executor's observer.
 
-    def __init__(self, migration: files.Migration, direction: str, target: int, version_before: int,
-                 mf: files.MigrationFile, report: MigrationReport, stmts: list[tuple[int, int, str]],
-                 before: dict[int, _Rel], filenodes: dict[int, int], sampler: _LockSampler) -> None:
+    Inside the file's transaction, a ``pg_locks`` read of the backend's own locks after each
+    statement (a lock first seen after statement k was taken by k and is held until COMMIT);
+    outside it, what the sampler saw while the statement ran; ``relfilenode`` after each one."""
+
+    def __init__(self, applier: Applier, migration: files.Migration, mf: files.MigrationFile,
+                 report: MigrationReport, transactional: bool, before: dict[int, _Rel],
+                 sampler: _LockSampler) -> None:
+        self.applier = applier
+        self.conn = applier.conn
         self.migration = migration
-        self.direction = direction
-        self.target = target
-        self.version_before = version_before
         self.mf = mf
         self.report = report
-        self.stmts = stmts
-        self.before = before
-        self.filenodes = filenodes
+        self.transactional = transactional
+        self.relations_before = before
+        self.filenodes = {oid: r.filenode for oid, r in before.items() if r.filenode}
         self.sampler = sampler
         self.changed: dict[int, int] = {}  # oid -> statement that first changed its relfilenode
         # lock key -> (statement index, statement start, names)
         self.acquired: dict[tuple[int, str], tuple[int, float, tuple[str, str]]] = {}
-        self.current: tuple[int, int, str] | None = None  # the statement running (for the error location)
-        self.started = datetime.now(UTC)
+        self.s0 = 0.0
         self.t0 = time.perf_counter()
+
+    # -- the executor's observer ------------------------------------------------------------------
+
+    def before(self, index: int, stmt: Statement) -> None:
+        self.report.statements.append(StatementReport(index, stmt.line, _short(stmt.text), 0.0))
+        self.sampler.start_window()
+        self.s0 = time.perf_counter()
+
+    def after(self, index: int, stmt: Statement) -> None:
+        sr = self._finish_statement()
+        seen = self.sampler.end_window()
+        if not self.transactional:
+            for key, names in seen.items():
+                sr.locks.append(self._hold(key, names, index, sr.duration_ms, "sampled while it ran"))
+        if self.transactional or self.conn.info.transaction_status != 0:  # in a transaction: locks held
+            held, nodes = _own_locks(self.conn)
+            for key, names in held.items():
+                self.acquired.setdefault(key, (index, self.s0, names))
+            self._note_rewrites(index, nodes if self.transactional else None)
+        else:
+            self._note_rewrites(index)
+
+    def failed(self, index: int, stmt: Statement, exc: Exception) -> None:
+        sr = self._finish_statement()
+        # PostgreSQL releases an aborted transaction's locks at the error: what the failing
+        # statement held is what the sampler saw while it ran
+        for key, names in self.sampler.end_window().items():
+            if key in self.acquired:  # taken by an earlier statement, reported there
+                continue
+            observed = "sampled while it ran" + (" (released at the failure)" if self.transactional else "")
+            sr.locks.append(self._hold(key, names, index, sr.duration_ms, observed))
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _finish_statement(self) -> StatementReport:
+        sr = self.report.statements[-1]
+        sr.duration_ms = round((time.perf_counter() - self.s0) * 1000, 1)
+        return sr
+
+    def _hold(self, key: tuple[int, str], names: tuple[str, str], stmt: int, held_ms: float,
+              observed: str) -> LockHold:
+        oid, mode = key
+        rel = self.relations_before.get(oid)
+        size = rel.size if rel else None
+        blocks = BLOCKS.get(mode)
+        large = bool(blocks and names[1] in TABLE_KINDS and size is not None and size >= self.applier.large)
+        return LockHold(names[0], names[1], mode, stmt, round(held_ms), size, blocks, large, observed)
+
+    def _note_rewrites(self, index: int, nodes: dict[int, int] | None = None) -> None:
+        """Remember the first statement that gave each pre-existing relation a new relfilenode."""
+        for oid, node in (_filenodes(self.conn) if nodes is None else nodes).items():
+            if oid in self.filenodes and node != self.filenodes[oid] and oid not in self.changed:
+                self.changed[oid] = index
+
+    def report_held_locks(self) -> None:
+        """Locks held until the end of the file's transaction, with how long they were held."""
+        end = time.perf_counter()
+        statements = self.report.statements
+        for key, (i, s0, names) in self.acquired.items():
+            if not any(lk.relation == names[0] and lk.mode == key[1] for lk in statements[i - 1].locks):
+                statements[i - 1].locks.append(self._hold(key, names, i, (end - s0) * 1000,
+                                                          "pg_locks after the statement"))
+
+
+class _WouldFail(Exception):
+    """The executor's failure of a rehearsed migration (it rolled back and audited already)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure.error))
+        self.failure = failure
+
+
+def _describe(failure: Failure) -> Exception:
+    if isinstance(failure.error, RehearsalStoppedError):  # SIGTERM: the rehearsal stops, it does not "fail"
+        return failure.error
+    return _WouldFail(failure)
 
 
 class Applier:
-    """Runs one migration on the scratch database the way ``up`` does, observing as it goes."""
+    """Runs one migration on the scratch database through the executor, as ``up`` does, observing
+    each statement as it goes."""
 
     def __init__(self, conn: psycopg.Connection, scratch: Connection, settings: Settings, st: Any,
                  large_table_bytes: int, run_id: str | None) -> None:
@@ -270,39 +328,30 @@ class Applier:
         self.st = st
         self.large = large_table_bytes
         self.run_id = run_id
-        self.lock_ms, self.stmt_ms = _timeouts(settings)
-
-    def _hold(self, key: tuple[int, str], names: tuple[str, str], stmt: int, held_ms: float,
-              before: dict[int, _Rel], observed: str) -> LockHold:
-        oid, mode = key
-        rel = before.get(oid)
-        size = rel.size if rel else None
-        blocks = BLOCKS.get(mode)
-        large = bool(blocks and names[1] in TABLE_KINDS and size is not None and size >= self.large)
-        return LockHold(names[0], names[1], mode, stmt, round(held_ms), size, blocks, large, observed)
+        url_ms = prepare_url(settings.database_url).statement_timeout_ms if settings.database_url else None
+        self.timeouts = Timeouts.of(settings, url_ms)
 
     def run(self, migration: files.Migration, direction: str, target: int, version_before: int,
             predictions: list[Any]) -> MigrationReport:
-        import psycopg
-
         mf = migration.up if direction == "up" else migration.down
         assert mf is not None  # plan() only returns migrations with the file for the direction
         reason = _non_transactional_reason(mf.sql)
         report = MigrationReport(migration.version, migration.name, direction, str(mf.path), reason is None, reason)
         before = _relations(self.conn)
         sampler = _LockSampler(self.scratch, int(self.conn.info.backend_pid))
-        run = _Run(migration, direction, target, version_before, mf, report, _statements(mf.sql), before,
-                   {oid: r.filenode for oid, r in before.items() if r.filenode}, sampler)
+        run = _Run(self, migration, mf, report, reason is None, before, sampler)
+        executor = Executor(self.conn, self.st, self.timeouts, observer=run, progress=log.info)
+        audit = Audit(direction, migration.version, migration.name, self.run_id,
+                      f"rehearsal:{self.settings.environment}")
         sampler.start()
         try:
-            if reason is None:
-                self._apply_in_transaction(run)
-            else:
-                self._apply_outside_transaction(run)
-        except RehearsalStoppedError:
-            raise
-        except (psycopg.Error, MigratorError) as exc:
-            self._record_failure(run, exc)
+            executor.run(Job(mf, version_before, target, dirty_version=target), audit, _describe)
+            run.report_held_locks()
+        except _WouldFail as failed:
+            run.report_held_locks()
+            self._fail(report, mf, failed.failure)
+        except MigrationFileError as exc:  # refused before anything ran (an unbalanced BEGIN)
+            report.failed, report.error, report.location = True, redact(str(exc)), str(mf.path)
         finally:
             sampler.close()
         report.duration_ms = round((time.perf_counter() - run.t0) * 1000, 1)
@@ -310,125 +359,10 @@ class Applier:
         self._report_predictions(report, predictions)
         return report
 
-    def _entry(self, run: _Run, success: bool) -> Any:
-        """The schema_migrations_history row for this run (written in the same transaction as the state)."""
-        from migrator.state import HistoryEntry, statement_hash
-
-        return HistoryEntry(
-            version=run.migration.version, name=run.migration.name, direction=run.direction,
-            checksum=run.mf.sha256, success=success, from_version=run.version_before, to_version=run.target,
-            started_at=run.started, finished_at=datetime.now(UTC),
-            duration_ms=int((time.perf_counter() - run.t0) * 1000),
-            run_id=self.run_id, environment=f"rehearsal:{self.settings.environment}", error=None,
-            statements_total=len(run.stmts), statements_done=len(run.stmts) if success else None,
-            statement_hashes=[statement_hash(text) for _, _, text in run.stmts],
-        )
-
-    def _note_rewrites(self, run: _Run, index: int, nodes: dict[int, int] | None = None) -> None:
-        """Remember the first statement that gave each pre-existing relation a new relfilenode."""
-        for oid, node in (_filenodes(self.conn) if nodes is None else nodes).items():
-            if oid in run.filenodes and node != run.filenodes[oid] and oid not in run.changed:
-                run.changed[oid] = index
-
-    def _begin_statement(self, run: _Run, i: int, stmt: tuple[int, int, str]) -> StatementReport:
-        run.current = stmt
-        sr = StatementReport(i, _line_col(run.mf.sql, stmt[0])[0], _short(stmt[2]), 0.0)
-        run.report.statements.append(sr)
-        return sr
-
-    def _apply_in_transaction(self, run: _Run) -> None:
-        """The whole file, the state and the history row in one transaction, as ``up`` does."""
-        import psycopg
-
-        from migrator.state import history_statement, state_statements
-
-        conn = self.conn
-        conn.execute(b"BEGIN")
-        conn.execute(f"SET LOCAL lock_timeout = '{self.lock_ms}ms'".encode())
-        conn.execute(f"SET LOCAL statement_timeout = '{self.stmt_ms}ms'".encode())
-        for i, stmt in enumerate(run.stmts, 1):
-            s0 = time.perf_counter()
-            sr = self._begin_statement(run, i, stmt)
-            run.sampler.start_window()
-            try:
-                conn.execute(stmt[2].encode())
-            except psycopg.Error:
-                # PostgreSQL releases an aborted transaction's locks at the error: what the
-                # failing statement held is what the sampler saw while it ran
-                for key, names in run.sampler.end_window().items():
-                    if key in run.acquired:  # taken by an earlier statement, reported there
-                        continue
-                    sr.locks.append(self._hold(key, names, i, (time.perf_counter() - s0) * 1000, run.before,
-                                               "sampled while it ran (released at the failure)"))
-                raise
-            finally:
-                sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
-                run.sampler.end_window()
-            held, nodes = _own_locks(conn)
-            for key, names in held.items():
-                run.acquired.setdefault(key, (i, s0, names))
-            self._note_rewrites(run, i, nodes)
-        run.current = None
-        for query in state_statements(self.st, run.target, False):
-            conn.execute(query)
-        conn.execute(history_statement(conn, self.st, self._entry(run, True)).encode())
-        conn.execute(b"COMMIT")
-        end = time.perf_counter()
-        for key, (i, s0, names) in run.acquired.items():
-            run.report.statements[i - 1].locks.append(
-                self._hold(key, names, i, (end - s0) * 1000, run.before, "pg_locks after the statement"))
-
-    def _apply_outside_transaction(self, run: _Run) -> None:
-        """Statement by statement in autocommit, dirty while it runs, as ``up`` does for such files."""
-        from migrator.state import write_history, write_state
-
-        conn = self.conn
-        write_state(conn, self.st, run.target, True)
-        conn.execute(f"SET lock_timeout = '{self.lock_ms}ms'; SET statement_timeout = '{self.stmt_ms}ms'"
-                     .encode())
-        for i, stmt in enumerate(run.stmts, 1):
-            sr = self._begin_statement(run, i, stmt)
-            run.sampler.start_window()
-            s0 = time.perf_counter()
-            try:
-                conn.execute(stmt[2].encode())
-            finally:
-                sr.duration_ms = round((time.perf_counter() - s0) * 1000, 1)
-                seen = run.sampler.end_window()
-                for key, names in seen.items():
-                    sr.locks.append(self._hold(key, names, i, sr.duration_ms, run.before, "sampled while it ran"))
-            if conn.info.transaction_status != 0:  # BEGIN in the file: its locks are still held
-                for key, names in _own_locks(conn)[0].items():
-                    run.acquired.setdefault(key, (i, s0, names))
-            self._note_rewrites(run, i)
-        run.current = None
-        if conn.info.transaction_status != 0:
-            raise MigratorError(f"{run.mf.path}: the file opens a transaction (BEGIN) that it never commits")
-        conn.execute(b"RESET lock_timeout; RESET statement_timeout")
-        with conn.transaction():
-            write_state(conn, self.st, run.target, False)
-            write_history(conn, self.st, self._entry(run, True))
-
-    def _record_failure(self, run: _Run, exc: Exception) -> None:
-        """Roll back what is open, report the locks still unreported, and say where it failed."""
-        import psycopg
-
-        conn = self.conn
-        end = time.perf_counter()
-        with contextlib.suppress(psycopg.Error):
-            if conn.info.transaction_status != 0:
-                conn.execute(b"ROLLBACK")
-        statements = run.report.statements
-        for key, (i, s0, names) in run.acquired.items():
-            if not any(lk.relation == names[0] and lk.mode == key[1] for lk in statements[i - 1].locks):
-                statements[i - 1].locks.append(
-                    self._hold(key, names, i, (end - s0) * 1000, run.before, "pg_locks after the statement"))
-        self._fail(run.report, run.mf, run.current, exc)
-
     def _report_rewrites(self, run: _Run, rolled_back: bool) -> None:
         after = _relations(self.conn)
         for oid, index in sorted(run.changed.items(), key=lambda x: x[1]):
-            rel = run.before[oid]
+            rel = run.relations_before[oid]
             now = after.get(oid)
             if rolled_back:
                 now = rel  # rolled back: the rewrite happened, its result was discarded
@@ -445,24 +379,15 @@ class Applier:
                 _measured(by_index.get(k) if k else None, report.rewrites)))
 
     @staticmethod
-    def _fail(report: MigrationReport, mf: files.MigrationFile, current: tuple[int, int, str] | None,
-              exc: Exception) -> None:
-        diag = getattr(exc, "diag", None)
-        message = redact(getattr(diag, "message_primary", None) or str(exc)).strip()
-        detail = getattr(diag, "message_detail", None)
+    def _fail(report: MigrationReport, mf: files.MigrationFile, failure: Failure) -> None:
+        message, detail, line, col = error_location(failure.error, mf, failure.statement)
         if detail:
             message += f" ({redact(detail)})"
         report.failed = True
         report.error = message
-        if current is not None:
-            pos = getattr(diag, "statement_position", None)
-            text = current[2]
-            offset = current[0] + (int(pos) - 1 if pos else len(text) - len(text.lstrip()))
-            line, col = _line_col(mf.sql, offset)
+        if failure.statement is not None and not failure.stopped_before:
             report.location = f"{mf.path}:{line}:{col}"
             if report.statements:
                 report.statements[-1].error = message
         else:
             report.location = str(mf.path)
-
-

@@ -234,3 +234,48 @@ def _spans(sql: str) -> list[tuple[int, int]]:
         start = sql.index(stripped[0])
         return [(start, start + len(stripped))]
     return [(st.start, st.end) for st in statements_from_tokens(sql, tokens)]
+
+
+@dataclass(frozen=True)
+class TransactionProblem:
+    """An explicit ``BEGIN``/``COMMIT`` that does not pair up (validate's MIG115; the engine refuses it)."""
+
+    hit: NonTransactional  # the statement at fault
+    message: str
+
+
+def explicit_transactions(
+    sql: str, hits: list[NonTransactional]
+) -> tuple[list[tuple[NonTransactional, NonTransactional | None]], list[TransactionProblem]]:
+    """The file's own BEGIN ... COMMIT blocks (the end None when never committed) and its unmatched
+    transaction control, in file order. One reading for the linter and the executor, so ``up``
+    refuses exactly what ``validate`` reports."""
+    blocks: list[tuple[NonTransactional, NonTransactional | None]] = []
+    problems: list[TransactionProblem] = []
+    open_begin: NonTransactional | None = None
+    for h in hits:
+        if h.kind != "transaction-control":
+            continue
+        if h.keyword in ("BEGIN", "START TRANSACTION"):
+            if open_begin is not None:
+                problems.append(TransactionProblem(h, (
+                    f"{h.keyword} at line {h.line} while the transaction opened at line {open_begin.line} is "
+                    "still open (PostgreSQL only warns and ignores it)")))
+                continue
+            open_begin = h
+        elif open_begin is None:
+            problems.append(TransactionProblem(h, f"{h.keyword} at line {h.line} has no BEGIN before it in this file"))
+        else:
+            blocks.append((open_begin, h))
+            open_begin = None
+    if open_begin is not None:
+        blocks.append((open_begin, None))
+        problems.append(TransactionProblem(open_begin, (
+            f"BEGIN at line {open_begin.line} is never committed: the changes are rolled back when the session ends")))
+    return blocks, problems
+
+
+def unbalanced_transactions(sql: str) -> tuple[int, str] | None:
+    """(line, message) of the first unpaired BEGIN/COMMIT of a whole file, or None."""
+    problems = explicit_transactions(sql, classify(sql))[1]
+    return (problems[0].hit.line, problems[0].message) if problems else None

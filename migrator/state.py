@@ -170,6 +170,7 @@ _AUDIT_COLUMNS = {
     "statement_hashes": "text[]",  # statement_hash of each statement, in file order
     "action": "text",  # recoveries: revert | resume | mark_applied | leave_dirty
     "comment": "text",
+    "transactional": "boolean",  # the file ran in one transaction (a failure changed nothing), NULL if unknown
 }
 
 
@@ -293,12 +294,36 @@ def write_state(conn: psycopg.Connection, st: StateTable, version: int, dirty: b
             conn.execute(stmt)
 
 
-def statement_hash(text: str) -> str:
-    """sha256 of a statement with its whitespace normalised (runs of blanks -> one space, trimmed).
+TOKEN_HASH_PREFIX = "t:"
 
-    ``resume`` compares these to tell whether the statements already run are unchanged in a fixed file.
+
+def statement_hash(text: str) -> str:
+    """``t:`` + sha256 of a statement's PostgreSQL tokens joined by one space.
+
+    ``resume`` compares these to tell whether the statements already run are unchanged in a fixed
+    file: layout and comments between tokens do not count, but every token does byte for byte, so
+    a change inside a string literal (``'a  b'`` -> ``'a b'``) is a change.
     """
+    from migrator.sql import COMMENT_TOKENS, scan
+
+    tokens = scan(text)
+    if tokens is None:  # does not even scan: compare the text itself
+        return TOKEN_HASH_PREFIX + hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
+    raw = text.encode("utf-8")  # the scanner's offsets are byte offsets, end inclusive
+    joined = b" ".join(raw[t.start:t.end + 1] for t in tokens if t.name not in COMMENT_TOKENS)
+    return TOKEN_HASH_PREFIX + hashlib.sha256(joined).hexdigest()
+
+
+def _legacy_statement_hash(text: str) -> str:
+    """The hash older migrators wrote: sha256 of the text with every run of whitespace as one space."""
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def statement_matches(recorded: str, text: str) -> bool:
+    """Whether ``text`` is the statement whose hash an audit row recorded (either hash format)."""
+    if recorded.startswith(TOKEN_HASH_PREFIX):
+        return recorded == statement_hash(text)
+    return recorded == _legacy_statement_hash(text)
 
 
 STARTED_ERROR = "started: not finished (the process was killed or the server crashed during this migration)"
@@ -328,12 +353,13 @@ class HistoryEntry:
     statement_hashes: list[str] | None = None
     action: str | None = None
     comment: str | None = None
+    transactional: bool | None = None
 
 
 _HISTORY_COLUMNS = (
     "run_id", "version", "name", "direction", "checksum", "success", "from_version", "to_version",
     "client_host", "tool_version", "environment", "error", "approved_by", "statements_total",
-    "statements_done", "failed_statement", "statement_hashes", "action", "comment",
+    "statements_done", "failed_statement", "statement_hashes", "action", "comment", "transactional",
     "started_at", "finished_at", "duration_ms",
 )  # fmt: skip
 
@@ -409,6 +435,7 @@ def _history_params(entry: HistoryEntry) -> tuple[object, ...]:
         entry.statement_hashes,
         entry.action,
         entry.comment,
+        entry.transactional,
     )
 
 
@@ -449,6 +476,7 @@ class Attempt:
     comment: str | None
     from_version: int | None = None
     to_version: int | None = None
+    transactional: bool | None = None
 
 
 _ATTEMPT_FIELDS = [f.name for f in fields(Attempt)]

@@ -1,4 +1,5 @@
-"""Post-apply verification: the database is clean, at the expected version, and without drift.
+"""Post-apply verification: the database is clean, at the expected version, without an INVALID
+index and without drift.
 
 The core of the ``verify`` step of the flows (the task is a thin wrapper), kept out of
 ``engine.py`` so the engine stays the apply path only. Plain Python, no Prefect.
@@ -46,6 +47,8 @@ def verify(settings: Settings, expected_version: int, check_drift: bool = True) 
         problems.append(f"database is dirty at version {status.version}")
     if status.version != expected_version:
         problems.append(f"database is at version {status.version}, expected {expected_version}")
+    problems.extend(f"INVALID index {index}: drop it (DROP INDEX CONCURRENTLY) and build it again"
+                    for index in status.invalid_indexes)
     drift: list[str] = []
     if check_drift:
         drift = [

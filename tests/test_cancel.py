@@ -82,7 +82,7 @@ def test_sigterm_mid_non_transactional_file_ends_dirty_and_audited(db_url: str, 
     )
     code, err, _took = run_and_signal(db_url, migrations_dir, signal.SIGTERM, "pg_sleep(30)")
     assert code == 143, err
-    assert "cancelled by SIGTERM" in err and "DIRTY at version 1" in err and "migrator force" in err
+    assert "cancelled by SIGTERM" in err and "DIRTY at version 1" in err and "migrator recover" in err
     assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
     assert rows(db_url, "SELECT to_regclass('never')") == [(None,)]
     hist = rows(db_url, "SELECT success, error, statements_done, failed_statement FROM schema_migrations_history")

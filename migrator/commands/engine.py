@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 EXIT_DIRTY = 3
 EXIT_PENDING = 4
+EXIT_INVALID_INDEX = 5
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -40,7 +41,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="do not ask when forcing a CLEAN database to another version (marks migrations applied or "
                    "not applied without running them)")
     p = add(
-        "status", "version, dirty flag, applied and pending migrations (exit 3 when dirty)", cmd_status
+        "status", "version, dirty flag, applied and pending migrations (exit 3 when dirty, 5 with an INVALID index)",
+        cmd_status,
     )
     p.add_argument("--check", action="store_true", help="exit 4 when migrations are pending")
     p.add_argument("--alert", action="store_true", help="send a database.dirty alert when dirty")
@@ -204,6 +206,11 @@ def _print_status(st: Status, show_all: bool = False, last_failed: dict[str, Any
             output.line(text, style="bold red" if text.startswith("DIRTY") else None)
     if not st.version_has_file:
         output.line(f"version {st.version} has no migration file in this folder", style="red")
+    for index in st.invalid_indexes:
+        name = index.split(" ", 1)[0]
+        output.line(f"INVALID index {index}: it enforces nothing and the planner ignores it (a failed or killed "
+                    f"CONCURRENTLY build); drop it with DROP INDEX CONCURRENTLY IF EXISTS {name}, then build it "
+                    "again (`migrator recover --resume` does both while the database is dirty)", style="bold red")
 
 
 def _one_line(sql: str, limit: int | None = None) -> str:
@@ -333,6 +340,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
             alert_dirty(ctx)
         return EXIT_DIRTY
+    if st.invalid_indexes:
+        return EXIT_INVALID_INDEX
     if args.check and st.pending:
         if not ctx.json:
             output.info(f"{len(st.pending)} migration(s) pending")

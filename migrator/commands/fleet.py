@@ -16,6 +16,7 @@ from migrator.commands import Context
 from migrator.errors import ConfigError
 
 EXIT_DIRTY = 3
+EXIT_INVALID_INDEX = 5  # as `migrator status`
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -105,4 +106,6 @@ def run_fleet_status(ctx: Context, args: argparse.Namespace) -> int:
             print(line)
     if any(s.dirty for s in states):
         return EXIT_DIRTY
-    return 1 if any(s.error for s in states) else 0
+    if any(s.error for s in states):
+        return 1
+    return EXIT_INVALID_INDEX if any(s.invalid_indexes for s in states) else 0

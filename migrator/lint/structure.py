@@ -12,7 +12,7 @@ import itertools
 from migrator.files import NAME_RE, MigrationSet, Problem
 from migrator.lint.model import ERROR, WARNING, Finding, finding
 from migrator.lint.parse import ParsedFile
-from migrator.sql import NonTransactional, classify, statements_from_tokens
+from migrator.sql import NonTransactional, classify, explicit_transactions, statements_from_tokens
 
 PROBLEM_RULES = {
     "bad-name": "MIG100",
@@ -105,47 +105,26 @@ def transaction_findings(pf: ParsedFile) -> list[Finding]:
 
 
 def _explicit_transactions(pf: ParsedFile, hits: list[NonTransactional], out: list[Finding]) -> list[tuple[int, int]]:
-    """The file's own BEGIN ... COMMIT ranges (MIG114), and its unmatched ones (MIG115)."""
+    """The file's own BEGIN ... COMMIT ranges (MIG114), and its unmatched ones (MIG115), as
+    ``migrator.sql.explicit_transactions`` reads them (the engine refuses the same MIG115 files)."""
     file = pf.file
-    open_begin: int | None = None  # offset of the BEGIN of the currently open explicit transaction
-    open_line = 0
-    explicit_ranges: list[tuple[int, int]] = []
-    for h in hits:
-        col = pf.pos(h.start)[1]
-        if h.kind != "transaction-control":
-            continue
-        if h.keyword in ("BEGIN", "START TRANSACTION"):
-            if open_begin is not None:
-                out.append(finding(
-                    "MIG115", file,
-                    f"{h.keyword} at line {h.line} while the transaction opened at line {open_line} is "
-                    "still open (PostgreSQL only warns and ignores it)",
-                    h.line, col, offset=h.start,
-                ))
-                continue
-            open_begin, open_line = h.start, h.line
-        elif open_begin is None:
-            out.append(finding(
-                "MIG115", file, f"{h.keyword} at line {h.line} has no BEGIN before it in this file",
-                h.line, col, offset=h.start,
-            ))
-        else:
-            explicit_ranges.append((open_begin, h.start))
-            out.append(finding(
+    blocks, problems = explicit_transactions(pf.sql, hits)
+    found: list[tuple[int, Finding]] = []
+    for p in problems:
+        found.append((p.hit.start, finding("MIG115", file, p.message, p.hit.line, pf.pos(p.hit.start)[1],
+                                           offset=p.hit.start)))
+    ranges: list[tuple[int, int]] = []
+    for begin, end in blocks:
+        ranges.append((begin.start, end.start if end is not None else len(pf.sql)))
+        if end is not None:
+            found.append((begin.start, finding(
                 "MIG114", file,
-                f"explicit transaction: BEGIN at line {open_line}, {h.keyword} at line {h.line}; migrator "
+                f"explicit transaction: BEGIN at line {begin.line}, {end.keyword} at line {end.line}; migrator "
                 "runs the file as is and records the version outside this transaction",
-                open_line, pf.pos(open_begin)[1], offset=open_begin,
-            ))
-            open_begin = None
-    if open_begin is not None:
-        explicit_ranges.append((open_begin, len(pf.sql)))
-        out.append(finding(
-            "MIG115", file,
-            f"BEGIN at line {open_line} is never committed: the changes are rolled back when the session ends",
-            open_line, pf.pos(open_begin)[1], offset=open_begin,
-        ))
-    return explicit_ranges
+                begin.line, pf.pos(begin.start)[1], offset=begin.start,
+            )))
+    out.extend(f for _pos, f in sorted(found, key=lambda x: x[0]))
+    return ranges
 
 
 def _outside_transaction_findings(pf: ParsedFile, hits: list[NonTransactional], explicit_ranges: list[tuple[int, int]],
