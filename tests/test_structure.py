@@ -243,3 +243,48 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     ]
     prefect = [(i.module, i.target) for i in imports(tmp_path, ("migrator",)) if _is_prefect(i.target)]
     assert prefect == [("migrator.quiet", "prefect.logging")]  # the TYPE_CHECKING import never runs
+
+
+# -- only the executor runs migration SQL (issue 19) ------------------------------------------------
+
+EXECUTOR = "migrator.executor"
+_RUNS_SQL = {"execute", "executemany", "send_query", "run_batch"}
+_MIGRATION_TEXT = {"text", "sql"}  # Statement.text, MigrationFile.sql
+
+
+def _names_migration_text(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr in _MIGRATION_TEXT for n in ast.walk(node))
+
+
+def migration_sql_calls(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Every call that sends a statement's ``.text`` or a file's ``.sql`` to a server (``execute``,
+    ``send_query``, ``run_batch``), as ``module:line``."""
+    found = []
+    for module, path in modules(root, packages).items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name in _RUNS_SQL and any(_names_migration_text(a) for a in node.args):
+                found.append(f"{module}:{node.lineno}")
+    return found
+
+
+def test_only_the_executor_runs_migration_sql():
+    outside = [c for c in migration_sql_calls(ROOT) if not c.startswith(EXECUTOR + ":")]
+    assert not outside, f"migration SQL runs outside {EXECUTOR} (recovery and rehearsal call it): {outside}"
+    assert [c for c in migration_sql_calls(ROOT) if c.startswith(EXECUTOR + ":")], "the check finds nothing at all"
+
+
+def test_only_the_executor_uses_the_batch_wire_path():
+    users = sorted({i.module for i in imports(ROOT) if i.target.startswith("migrator.batch")})
+    assert users == [EXECUTOR], users
+
+
+def test_the_sql_check_finds_what_it_looks_for(tmp_path):
+    (tmp_path / "migrator").mkdir()
+    (tmp_path / "migrator" / "copy.py").write_text(
+        "def f(conn, stmt, mf):\n    conn.execute(stmt.text.encode())\n    conn.execute('SELECT 1')\n"
+        "    run_batch(conn, [s.text for s in x])\n    conn.pgconn.send_query(mf.sql)\n")
+    assert migration_sql_calls(tmp_path, ("migrator",)) == ["migrator.copy:2", "migrator.copy:4", "migrator.copy:5"]
