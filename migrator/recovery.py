@@ -66,6 +66,9 @@ class RecoveryError(MigratorError):
     def __init__(self, result: RecoveryResult) -> None:
         super().__init__(result.message)
         self.result = result
+        for name, code in (("SIGTERM", 143), ("SIGINT", 130)):  # stopped by a signal: exit as `up` does
+            if (result.error or "").startswith(f"cancelled by {name}"):
+                self.exit_code = code
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_error, (self.result.to_dict(),))

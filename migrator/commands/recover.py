@@ -76,6 +76,13 @@ def _print_incident(inc: Any) -> None:
         ["#", "line", "statement", "state"],
         [(r.index, r.line, r.text[:100], r.state + (f": {r.error}" if r.error else "")) for r in inc.statements],
     )
+    if inc.partly_reverted:
+        output.table(
+            f"{inc.revert_file}: statements a revert ran afterwards (the schema is partly undone)",
+            ["#", "line", "statement", "state"],
+            [(r.index, r.line, r.text[:100], r.state + (f": {r.error}" if r.error else ""))
+             for r in inc.revert_statements],
+        )
     output.table(
         "what each action does now",
         ["command", "does", "allowed"],
