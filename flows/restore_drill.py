@@ -27,7 +27,7 @@ def restore_into_scratch(environment: str) -> dict[str, Any]:
 
     env = load_environment(environment)
     log = run_logger()
-    with scratch_database(db.resolve(env.settings), "restore_drill") as target:
+    with scratch_database(db.resolve(env.settings), "drill", say=log.info) as target:
         result = restore_backup(env.settings, "latest", target)
         log.info("restored %s (%s bytes) into a scratch database: schema version %s", result.key, result.size,
                  result.schema_version)

@@ -4,6 +4,7 @@ approval given and timed out, force refused, status monitor, restore drill, dry 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -276,7 +277,8 @@ def test_rollback_and_restore_drill(env: dict[str, Any]) -> None:
     drill = restore_drill(environment="test")
     assert drill["schema_version"] == 2  # the latest backup was taken at version 2, before the rollback
     with psycopg.connect(env["db_url"].rsplit("/", 1)[0] + "/postgres") as conn:
-        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_drill_%'").fetchone()
+        left = conn.execute(r"SELECT count(*) FROM pg_database WHERE datname LIKE 'migrator\_scratch\_drill\_%%' "
+                            "AND split_part(datname, '_', 5) = %s", (str(os.getpid()),)).fetchone()
     assert left == (0,)
 
 

@@ -6,6 +6,7 @@ nothing reaches the database; ``rehearsal.max_backup_bytes`` skips with a warnin
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -204,4 +205,5 @@ def test_unresolvable_rehearsal_server_fails_closed(env: dict[str, Any], monkeyp
     assert [e["event"] for e in evs] == ["rehearsal.failed"]
     assert "rehearsal.server_url does not resolve" in evs[0]["error"] and "nothing was applied" in evs[0]["message"]
     with psycopg.connect(SERVER_URL) as conn:
-        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'rehearsal_test_%'").fetchone()
+        assert not conn.execute(r"SELECT 1 FROM pg_database WHERE datname LIKE 'migrator\_scratch\_rehearsal\_%%' "
+                                "AND split_part(datname, '_', 5) = %s", (str(os.getpid()),)).fetchone()
