@@ -203,7 +203,7 @@ class ChosenBackup:
         taken = f", taken {newest.created_at:%Y-%m-%d %H:%M:%S} UTC" if newest.created_at else ""
         ours = f"{self.created_at:%Y-%m-%d %H:%M:%S} UTC" if self.created_at else "an unknown time"
         return (
-            f"the newest backup {newest.key}{taken} is INCOMPLETE ({newest.problem})"
+            f"the newest backup {newest.key}{taken}{',' if taken else ''} is INCOMPLETE ({newest.problem})"
             + (f", and {others} more newer one(s)" if others else "")
             + f"; rehearsed on the newest complete one instead, {self.key} (taken {ours}): its data is older "
             "than production's. Take a new backup (`migrator backup`) and see `migrator backups list`"

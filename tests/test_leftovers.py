@@ -198,7 +198,7 @@ def test_a_truncated_newest_backup_is_reported_not_skipped(cli: Any, env: dict[s
     assert r.code == 0, r.err
     warning = next(line for line in r.err.splitlines() if line.startswith("warning: the newest backup"))
     newer_key = newer.relative_to(backups).as_posix()
-    assert f"the newest backup {newer_key}, taken 2999-12-31 23:59:59 UTC is INCOMPLETE" in warning
+    assert f"the newest backup {newer_key}, taken 2999-12-31 23:59:59 UTC, is INCOMPLETE" in warning
     assert f"its metadata records {len(data)} bytes, the stored object has {len(data) // 2}" in warning
     assert f"rehearsed on the newest complete one instead, {good.key}" in warning and "migrator backup" in warning
     assert f"restoring backup {good.key} (taken " in r.err  # which backup, and when it was taken
