@@ -167,6 +167,31 @@ def test_kill_at_every_step_of_an_s3_backup(s3: S3Server, db: str, operation: st
     assert sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(b.key for b in listed)
 
 
+def test_the_next_backup_removes_what_a_killed_s3_backup_left(s3: S3Server, db: str) -> None:
+    """Issue 19: killed after uploading a part, the backup leaves an unfinished multipart upload at a
+    staging key naming its pid; the next backup aborts it (the process is gone) and says what it freed."""
+    bucket = s3.create_bucket()
+    dest = f"s3://{bucket}/n"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "killpoint.py"), "UploadPart", "backup"],
+        env=child_env(db, dest),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    client = s3.client()
+    (up,) = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert f"-{proc.pid}-" in up["Key"] and up["Key"].endswith(".partial")
+
+    result = create_backup(settings(db, dest))
+    assert result.cleanup is not None
+    assert result.cleanup.startswith(f"removed 1 leftover of an interrupted backup ({up['Key']}, 5.0 MB) ")
+    assert result.cleanup.endswith(f"of a process that is gone (pid {proc.pid} on this host)")
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert [b.key for b in list_backups(settings(db, dest))] == [result.key]
+    assert create_backup(settings(db, dest)).cleanup is None  # nothing left to remove
+
+
 def test_kill_mid_upload_leaves_an_unfinished_upload_that_prune_aborts(s3: S3Server, db: str, cli: Any) -> None:
     bucket = s3.create_bucket()
     dest = f"s3://{bucket}/m"

@@ -150,7 +150,7 @@ def sweep_interrupted(store: Store, prefix: str, *, max_age_hours: float = DEFAU
                 store.remove(x)
                 x.reason = why
                 removed.append(x)
-    except BackupError as exc:
+    except (BackupError, OSError) as exc:
         log.warning("could not look for leftovers of interrupted backups in %s: %s", store.url, exc)
     line = summary("leftover of an interrupted backup", "leftovers of interrupted backups",
                    [Removed(x.key, x.size, x.reason or "") for x in removed])
