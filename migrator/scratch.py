@@ -54,10 +54,6 @@ class Sweep:
             line += f" on {self.server}"
         return line
 
-    def to_dict(self) -> dict[str, object]:
-        return {"server": self.server, "freed_bytes": self.freed_bytes,
-                "removed": [r.__dict__ for r in self.removed], "kept": [list(k) for k in self.kept]}
-
 
 def sweep_scratch_databases(conn_info: Connection, *, max_age_hours: float = leftover.DEFAULT_MAX_AGE_HOURS,
                             say: Callable[[str], None] | None = None) -> Sweep:
