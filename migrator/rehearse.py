@@ -37,7 +37,7 @@ from migrator.rehearse_model import (
     human_bytes,
     human_ms,
 )
-from migrator.scratch import scratch_database, scratch_name
+from migrator.scratch import scratch_database
 
 if TYPE_CHECKING:
     import psycopg
@@ -332,16 +332,18 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
             say(report.skipped)
             report.total_seconds = round(time.perf_counter() - started, 3)
             return report
-    name = scratch_name("rehearsal", keep=options.keep)
-    report.scratch_database = name
     settings = Settings(**{**settings.__dict__, "table": _table_spec(settings, source)})
 
     def swept(line: str) -> None:
         report.cleanup = line
         say(line)
 
-    with scratch_database(server, name=name, keep=options.keep, user="the rehearsal server's user",
+    with scratch_database(server, "rehearsal", keep=options.keep, user="the rehearsal server's user",
                           say=swept) as scratch_conninfo:
+        from psycopg.conninfo import conninfo_to_dict
+
+        name = str(conninfo_to_dict(scratch_conninfo)["dbname"])
+        report.scratch_database = name
         scratch = prepare_url(scratch_conninfo)
         taken = f" (taken {chosen.created_at:%Y-%m-%d %H:%M:%S} UTC)" if chosen.created_at else ""
         say(f"restoring backup {key}{taken} into scratch database {name} on {report.scratch_server}")

@@ -117,20 +117,29 @@ def scratch_database(conn_info: Connection, purpose: str = "scratch", *, name: s
     logged, never raised, so that it cannot hide the caller's own outcome. ``user`` names whose
     CREATEDB the error asks for."""
     import psycopg
+    import psycopg.errors
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
 
     if sweep:
         sweep_scratch_databases(conn_info, say=say)
-    name = name or scratch_name(purpose, keep=keep)
+    given = name
     with db.connect(conn_info) as admin:
-        try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot create the scratch database {name} on {conn_info.display}: {redact(str(exc).strip())}; "
-                f"{user} needs CREATEDB"
-            ) from None
+        for attempt in range(3):
+            name = given or scratch_name(purpose, keep=keep)
+            try:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                break
+            except psycopg.errors.DuplicateDatabase:
+                if given or attempt == 2:  # two names of one process in one second, same random part
+                    raise ConfigError(f"the scratch database {name} already exists on {conn_info.display}; "
+                                      "retry, or drop it if nothing uses it") from None
+            except psycopg.Error as exc:
+                raise ConfigError(
+                    f"cannot create the scratch database {name} on {conn_info.display}: "
+                    f"{redact(str(exc).strip())}; {user} needs CREATEDB"
+                ) from None
+    assert name is not None
     try:
         yield make_conninfo(conn_info.conninfo, dbname=name)
     finally:

@@ -279,3 +279,22 @@ def test_a_backup_killed_with_sigkill_leaves_a_partial_file_the_next_backup_remo
     r = cli("backups", "prune", "--keep-last", "5", "--keep-days", "0", "--yes", env=env)  # default 24 h grace
     assert r.code == 0 and f"removed partial file {live.name}" in r.err and "of a process that is gone" in r.err
     assert not live.exists()
+
+
+def test_two_scratch_databases_with_the_same_name_tag_get_two_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two scratch databases of one process in one second whose random parts collide: the second
+    one draws again instead of failing with 'already exists' (or blaming CREATEDB)."""
+    from migrator.config import prepare_url
+    from migrator.scratch import scratch_database
+
+    tag = f"{leftover.host_tag()}_{os.getpid()}_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    suffixes = iter(["a1a1", "a1a1", "b2b2"])
+    monkeypatch.setattr(leftover, "maker_tag", lambda sep="_", now=None: tag)
+    monkeypatch.setattr(leftover, "random_suffix", lambda: next(suffixes))
+    server = prepare_url(SERVER_URL)
+    with scratch_database(server, "roundtrip", sweep=False) as first, \
+            scratch_database(server, "roundtrip", sweep=False) as second:
+        names = [psycopg.conninfo.conninfo_to_dict(c)["dbname"] for c in (first, second)]
+        assert names == [f"migrator_scratch_roundtrip_{tag}_a1a1", f"migrator_scratch_roundtrip_{tag}_b2b2"]
+        assert all(scratch_exists(str(n)) for n in names)
+    assert not any(scratch_exists(str(n)) for n in names)
