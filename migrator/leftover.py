@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -98,7 +99,8 @@ def process_alive(pid: int, made_at: datetime | None = None) -> bool:
         pass  # exists, owned by another user
     if made_at is not None:
         started = _process_started(pid)
-        if started is not None and started > made_at + timedelta(seconds=2):  # tags are whole seconds
+        # a minute of slack: tags are whole seconds, and the wall clock may have been stepped since
+        if started is not None and started > made_at + timedelta(seconds=60):
             return False
     return True
 
@@ -108,11 +110,12 @@ def _process_started(pid: int) -> datetime | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 (starttime), counted after "pid (comm)"
-        with open("/proc/stat", encoding="ascii") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        ticks = int(fields[19])  # field 22 (starttime, clock ticks after boot), counted after "pid (comm)"
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        boot = time.time() - uptime  # boot time on today's wall clock (btime is the clock of boot day)
         return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return None
 
 
