@@ -134,6 +134,8 @@ def removable(maker: Maker | None, made_at: datetime | None, *, max_age_hours: f
         return True, f"of a process that is gone (pid {maker.pid} on this host)"
     if age_hours is not None and age_hours >= max_age_hours:
         return True, f"older than {max_age_hours:g} h ({age_hours:.0f} h old)"
+    if age_hours is None:
+        return False, "its name does not say who made it and its age is unknown"
     if maker is None:
         return False, f"younger than {max_age_hours:g} h and its name does not say who made it"
     return False, f"made on another host ({maker.host}) less than {max_age_hours:g} h ago"
