@@ -4,7 +4,8 @@ Environments with ``rehearsal.enabled`` (prod by default) restore the run's back
 database on their rehearsal server and apply the pending migrations there first. The measured
 table (locks, hold times, rewrites) is returned for the approval form and kept as an artifact; a
 migration that would fail, or a rehearsal that cannot run, fails the run before the approval pause
-with one ``rehearsal.failed`` alert, and nothing reaches the database.
+with one ``rehearsal.failed`` alert, and nothing reaches the database. A rehearsal that had to pass
+over an incomplete newest backup sends ``backup.incomplete`` and goes on with the older one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def rehearse_before_approval(env: Environment, summary: dict[str, Any], target_v
         summary["alerted"] = True
         raise
     summary["rehearsal"] = result["summary"]
+    problem = result["report"].get("backup_problem")
+    if problem:  # rehearsed on an older backup than the newest: said and alerted, never silent (issue 19)
+        notify(env.name, "backup.incomplete", **{**context, "backup_key": result["report"]["backup_key"]},
+               message=f"rehearsal on {env.name}: {problem}")
     create_markdown_artifact(markdown=result["markdown"], key=artifact_key("rehearsal", env.name),
                              description=f"rehearsal {env.name}: locks, hold times, rewrites")
     if not result["ok"]:

@@ -1,7 +1,9 @@
 """``restore-drill`` flow (weekly): prove the latest backup restores.
 
 Restores it into a scratch database next to the environment's database, checks the restored
-schema version against the backup's metadata, and drops the scratch database; alerts on failure.
+schema version against the backup's metadata, and drops the scratch database; alerts on failure
+(``backup.failed``), and with ``backup.incomplete`` when the newest backup is incomplete and an older
+one had to be restored. The scratch databases of killed drills are dropped first (``scratch``).
 """
 
 from __future__ import annotations
@@ -22,21 +24,31 @@ from tasks.notify import notify
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=30, cache_policy=NO_CACHE)
 def restore_into_scratch(environment: str) -> dict[str, Any]:
     from migrator import db
-    from migrator.backup import restore_backup
+    from migrator.backup import list_backups, parse_key, restore_backup
     from migrator.scratch import scratch_database
 
     env = load_environment(environment)
     log = run_logger()
-    with scratch_database(db.resolve(env.settings), "restore_drill") as target:
+    newest = next((b for b in list_backups(env.settings) if b.created_at is not None), None)
+    with scratch_database(db.resolve(env.settings), "drill", say=log.info) as target:
         result = restore_backup(env.settings, "latest", target)
-        log.info("restored %s (%s bytes) into a scratch database: schema version %s", result.key, result.size,
-                 result.schema_version)
+        parsed = parse_key(result.key)
+        taken = f"{parsed[2]:%Y-%m-%d %H:%M:%S} UTC" if parsed else "at an unknown time"
+        log.info("restored %s (%s bytes, taken %s) into a scratch database: schema version %s", result.key,
+                 result.size, taken, result.schema_version)
+        out = result.to_dict()
+        out["newest_problem"] = None
+        if newest is not None and not newest.complete and newest.key != result.key:
+            # the drill proves "latest" restores; a broken newest backup is the finding, not a detail
+            out["newest_problem"] = (f"the newest backup {newest.key} is INCOMPLETE ({newest.problem}); the drill "
+                                     f"restored the newest complete one, {result.key}; take a new backup")
+            log.warning("%s", out["newest_problem"])
         if result.backup_schema_version is not None and result.schema_version != result.backup_schema_version:
             raise MigratorError(
                 f"restored {result.key} is at schema version {result.schema_version}, but the backup "
                 f"recorded {result.backup_schema_version}"
             )
-        return result.to_dict()
+        return out
 
 
 @flow(name="restore-drill")
@@ -47,8 +59,12 @@ def restore_drill(environment: str = "local") -> dict[str, Any]:
         environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
     """
     try:
-        return restore_into_scratch(environment)
+        result = restore_into_scratch(environment)
     except Exception as exc:
         notify(environment, "backup.failed", message=f"restore drill failed on {environment}: {exc}",
                drill=True, **failure_fields(exc))
         raise
+    if result.get("newest_problem"):
+        notify(environment, "backup.incomplete", backup_key=result["key"], drill=True,
+               message=f"restore drill on {environment}: {result['newest_problem']}")
+    return result

@@ -206,6 +206,7 @@ EVENTS: dict[str, EventType] = {
         EventType("migration.failed", ":x:", "Migration failed", "critical", _migration_failed),
         EventType("database.dirty", ":warning:", "Database is dirty", "critical", _dirty),
         EventType("backup.failed", ":x:", "Backup failed", "critical"),
+        EventType("backup.incomplete", ":warning:", "Newest backup is incomplete", "warning"),
         EventType("approval.requested", ":raised_hand:", "Approval requested", "info", _approval_requested),
         EventType("approval.rejected", ":no_entry_sign:", "Approval rejected: nothing applied", "warning"),
         EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),

@@ -21,10 +21,9 @@ import contextlib
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,37 +180,65 @@ def check_not_source(
     return warnings, scr_version
 
 
-# ---------------------------------------------------------------------------------- scratch database
-
-
-def _scratch_name(environment: str) -> str:
-    env = re.sub(r"[^a-z0-9]", "_", environment.lower())[:20]
-    return f"rehearsal_{env}_{datetime.now(UTC):%Y%m%d%H%M%S}_{uuid.uuid4().hex[:6]}"
-
-
 # ----------------------------------------------------------------------------------------- rehearse
 
 
-def resolve_backup(settings: Settings, key: str, destination: str | None) -> tuple[str, int | None]:
-    """(key, size) of the backup to restore: ``latest`` is the newest complete backup."""
+@dataclass
+class ChosenBackup:
+    """The backup a rehearsal restores, and the newer ones it could not use (issue 19: a truncated
+    newest backup is said, never silently passed over)."""
+
+    key: str
+    size: int | None
+    created_at: datetime | None = None
+    newer_incomplete: list[Any] = field(default_factory=list)  # BackupInfo of newer, unusable backups
+
+    @property
+    def problem(self) -> str | None:
+        """The warning to show when the newest backup was not the one restored, else None."""
+        if not self.newer_incomplete:
+            return None
+        newest = self.newer_incomplete[0]
+        others = len(self.newer_incomplete) - 1
+        taken = f", taken {newest.created_at:%Y-%m-%d %H:%M:%S} UTC" if newest.created_at else ""
+        ours = f"{self.created_at:%Y-%m-%d %H:%M:%S} UTC" if self.created_at else "an unknown time"
+        return (
+            f"the newest backup {newest.key}{taken}{',' if taken else ''} is INCOMPLETE ({newest.problem})"
+            + (f", and {others} more newer one(s)" if others else "")
+            + f"; rehearsed on the newest complete one instead, {self.key} (taken {ours}): its data is older "
+            "than production's. Take a new backup (`migrator backup`) and see `migrator backups list`"
+        )
+
+
+def resolve_backup(settings: Settings, key: str, destination: str | None) -> ChosenBackup:
+    """The backup to restore: ``latest`` is the newest complete backup, and any newer incomplete
+    one is named in ``problem``."""
     from migrator.backup import BackupError, list_backups
 
     if key.strip() != "latest":
         wanted = key.strip()
         for every in (False, True):  # the database's own group first: listing a whole bucket is slow
             infos = list_backups(settings, destination=destination, all_groups=every)
-            size = next((b.size for b in infos if wanted in (b.key, b.url)), None)
-            if size is not None:
-                break
-        return wanted, size
-    infos = [b for b in list_backups(settings, destination=destination) if b.complete]
-    infos = [b for b in infos if b.created_at is not None]
-    if not infos:
+            found = next((b for b in infos if wanted in (b.key, b.url)), None)
+            if found is not None:
+                return ChosenBackup(wanted, found.size, found.created_at)
+        return ChosenBackup(wanted, None)
+    dated = [b for b in list_backups(settings, destination=destination) if b.created_at is not None]
+    newer: list[Any] = []
+    for b in dated:  # newest first
+        if b.complete:
+            return ChosenBackup(b.key, b.size, b.created_at, newer)
+        newer.append(b)
+    if newer:
         raise BackupError(
-            f"no complete backup of {settings.environment!r} to rehearse on; run `migrator backup` first, or pass "
-            "--backup KEY (see `migrator backups list`)"
+            f"no complete backup of {settings.environment!r} to rehearse on: the newest, {newer[0].key}, is "
+            f"INCOMPLETE ({newer[0].problem}){f' and so are {len(newer) - 1} older one(s)' if len(newer) > 1 else ''}; "
+            "run `migrator backup` first, or pass --backup KEY (see `migrator backups list`)"
         )
-    return infos[0].key, infos[0].size
+    raise BackupError(
+        f"no complete backup of {settings.environment!r} to rehearse on; run `migrator backup` first, or pass "
+        "--backup KEY (see `migrator backups list`)"
+    )
 
 
 @contextlib.contextmanager
@@ -274,7 +301,8 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
         allow = settings.environment == "local"
     warnings, server_version = check_not_source(source, server, allow_same_server=allow,
                                                 environment=settings.environment)
-    key, size = resolve_backup(settings, options.backup, options.backup_destination)
+    chosen = resolve_backup(settings, options.backup, options.backup_destination)
+    key, size = chosen.key, chosen.size
     report = RehearsalReport(
         environment=settings.environment,
         database=_endpoint(source.conninfo)[2],
@@ -286,7 +314,12 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
         large_table_bytes=options.large_table_bytes,
         warnings=warnings,
         server_version=server_version,
+        backup_created_at=chosen.created_at.isoformat() if chosen.created_at else None,
+        backup_problem=chosen.problem,
     )
+    if chosen.problem:
+        report.warnings.insert(0, chosen.problem)
+        say(f"warning: {chosen.problem}")
     if options.max_backup_bytes is not None:
         if size is None:
             report.skipped = (f"rehearsal skipped: the size of backup {key} is unknown and rehearsal.max_backup_bytes "
@@ -299,12 +332,21 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
             say(report.skipped)
             report.total_seconds = round(time.perf_counter() - started, 3)
             return report
-    name = _scratch_name(settings.environment)
-    report.scratch_database = name
     settings = Settings(**{**settings.__dict__, "table": _table_spec(settings, source)})
-    with scratch_database(server, name=name, keep=options.keep, user="the rehearsal server's user") as scratch_conninfo:
+
+    def swept(line: str) -> None:
+        report.cleanup = line
+        say(line)
+
+    with scratch_database(server, "rehearsal", keep=options.keep, user="the rehearsal server's user",
+                          say=swept) as scratch_conninfo:
+        from psycopg.conninfo import conninfo_to_dict
+
+        name = str(conninfo_to_dict(scratch_conninfo)["dbname"])
+        report.scratch_database = name
         scratch = prepare_url(scratch_conninfo)
-        say(f"restoring {key} into scratch database {name} on {report.scratch_server}")
+        taken = f" (taken {chosen.created_at:%Y-%m-%d %H:%M:%S} UTC)" if chosen.created_at else ""
+        say(f"restoring backup {key}{taken} into scratch database {name} on {report.scratch_server}")
         _restore(settings, key, scratch_conninfo, options.backup_destination, report)
         say(f"restored in {report.restore_seconds:.1f} s")
         _apply_all(settings, scratch, migrations, options, report, say, run_id)

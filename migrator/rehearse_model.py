@@ -165,6 +165,9 @@ class RehearsalReport:
     skipped: str | None = None
     warnings: list[str] = field(default_factory=list)
     server_version: str | None = None
+    backup_created_at: str | None = None  # when the restored backup was taken (ISO, UTC)
+    backup_problem: str | None = None  # a newer backup that could not be used: the warning (issue 19)
+    cleanup: str | None = None  # what the run removed of killed runs' scratch databases, one line
 
     @property
     def failure(self) -> MigrationReport | None:

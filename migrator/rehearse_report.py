@@ -63,6 +63,18 @@ def headline(report: RehearsalReport) -> str:
             f"{rewrites} rewrite(s)")
 
 
+def _taken(report: RehearsalReport) -> str:
+    """", taken 2026-12-04 20:50:15 UTC" when the backup's time is known."""
+    if not report.backup_created_at:
+        return ""
+    from datetime import datetime
+
+    try:
+        return f", taken {datetime.fromisoformat(report.backup_created_at):%Y-%m-%d %H:%M:%S} UTC"
+    except ValueError:
+        return f", taken {report.backup_created_at}"
+
+
 def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -80,6 +92,8 @@ def to_markdown(report: RehearsalReport) -> str:
         return redact(md)
     if not report.ok:
         md += f"**{_md(report.failure_message())}**\n\n"
+    if report.backup_problem:  # the approver must know the copy is older than the newest backup
+        md += f"> ⚠ **Warning:** {_md(report.backup_problem)}\n\n"
     if report.migrations:
         md += f"**Production estimate: {human_ms(report.estimate_seconds * 1000)}** ({report.estimate_label}).\n\n"
     for m in report.migrations:
@@ -106,11 +120,13 @@ def to_markdown(report: RehearsalReport) -> str:
         if not any(_shown(lk) for lk in m.locks) and not m.rewrites and not m.failed:
             md += "- no table lock and no rewrite measured\n"
         md += "\n"
-    if report.warnings:
-        md += "".join(f"> ⚠ {_md(w)}\n" for w in report.warnings) + "\n"
+    others = [w for w in report.warnings if w != report.backup_problem]
+    if others:
+        md += "".join(f"> ⚠ {_md(w)}\n" for w in others) + "\n"
     md += (f"_⚠ = a lock that blocks the application on a table of at least "
            f"{human_bytes(report.large_table_bytes)}. Backup `{report.backup_key}` "
-           f"({human_bytes(report.backup_size)}) restored into scratch database `{report.scratch_database}` on "
+           f"({human_bytes(report.backup_size)}{_taken(report)}) restored into scratch database "
+           f"`{report.scratch_database}` on "
            f"{report.scratch_server} (PostgreSQL {report.server_version}) in {report.restore_seconds:.1f} s; "
            f"version {report.version_before} → {report.version_after}; locks read from pg_locks after each "
            f"statement, held until commit._\n")
@@ -125,7 +141,8 @@ def print_human(report: RehearsalReport) -> None:
     line(headline(report), style="bold red" if not report.ok else "bold")
     if report.skipped:
         return
-    line(f"backup {report.backup_key} ({human_bytes(report.backup_size)}) restored into {report.scratch_database} "
+    line(f"backup {report.backup_key} ({human_bytes(report.backup_size)}{_taken(report)}) restored into "
+         f"{report.scratch_database} "
          f"on {report.scratch_server} (PostgreSQL {report.server_version}) in {report.restore_seconds:.1f} s; "
          f"version {report.version_before} -> {report.version_after}")
     for m in report.migrations:
@@ -157,4 +174,5 @@ def print_human(report: RehearsalReport) -> None:
 def summary_dict(report: RehearsalReport) -> dict[str, Any]:
     """A short dict for the flow's run summary (the full report is in the artifact)."""
     return {"ok": report.ok, "skipped": report.skipped, "backup_key": report.backup_key,
+            "backup_created_at": report.backup_created_at, "backup_problem": report.backup_problem,
             "estimate_seconds": report.estimate_seconds, "failure": report.failure_message()}

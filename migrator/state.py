@@ -11,22 +11,25 @@ The audit trail lives in ``{table}_history`` next to it; golang-migrate never re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
 import socket
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg.errors
 from psycopg import sql
 
 from migrator import __version__
 from migrator.config import TableName
-from migrator.errors import ConfigError, LockTimeoutError
+from migrator.errors import ConfigError, LockTimeoutError, MigratorError
+from migrator.redact import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -218,6 +221,44 @@ def ensure_tables(conn: psycopg.Connection, st: StateTable) -> None:
             ).format(st.history)
         )
     _upgrade_history(conn, st)
+    repair_history_sequence(conn, st)
+
+
+def repair_history_sequence(conn: psycopg.Connection, st: StateTable) -> int | None:
+    """Move the audit table's id sequence past ``max(id)`` when it is behind; the id it moved to, else None.
+
+    After a restore of the rows without their sequence, a template clone or a crash the sequence
+    can hand out ids that exist, and every audited command then fails with a duplicate key (issue
+    19). Called from ``ensure_tables``, under the migration lock every audit writer holds, so no
+    row is inserted between the check and the ``setval``. Two index-only reads when nothing is wrong.
+    """
+    history = st.history.as_string(conn)
+    try:
+        row = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", (history,)).fetchone()
+        seq = row[0] if row else None
+        if not seq:  # an id that is not serial/identity: ids are not ours to allocate
+            return None
+        row = conn.execute(
+            sql.SQL("SELECT s.last_value, s.is_called, (SELECT max(id) FROM {}) FROM {} s").format(
+                st.history, sql.SQL(seq)  # pg_get_serial_sequence returns the name quoted
+            )
+        ).fetchone()
+        assert row is not None
+        last, called, top = int(row[0]), bool(row[1]), row[2]
+        next_id = last + 1 if called else last
+        if top is None or next_id > int(top):
+            return None
+        conn.execute("SELECT setval(%s::regclass, %s, true)", (seq, int(top)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        log.warning("could not check the id sequence of the audit table %s.%s_history: %s", st.schema, st.table,
+                    str(exc).splitlines()[0])
+        return None
+    log.warning(
+        "the id sequence %s of the audit table %s.%s_history was behind its rows (next id %s, highest id %s): "
+        "moved it on to %s so audit rows can be written (a restore without the sequence, a template clone or a crash)",
+        seq, st.schema, st.table, next_id, top, int(top) + 1,
+    )
+    return int(top) + 1
 
 
 def _history_columns(conn: psycopg.Connection, st: StateTable) -> set[str]:
@@ -371,13 +412,44 @@ def _insert(st: StateTable, timings: sql.Composable) -> sql.Composed:
 
 
 def write_history(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> int:
-    """INSERT one audit row; returns its id."""
-    row = conn.execute(
-        _insert(st, sql.SQL("%s, %s, %s")) + sql.SQL(" RETURNING id"),
-        (*_history_params(entry), entry.started_at, entry.finished_at, entry.duration_ms),
-    ).fetchone()
+    """INSERT one audit row; returns its id. A row the table refuses raises AuditWriteError."""
+    with audit_write(st, entry):
+        row = conn.execute(
+            _insert(st, sql.SQL("%s, %s, %s")) + sql.SQL(" RETURNING id"),
+            (*_history_params(entry), entry.started_at, entry.finished_at, entry.duration_ms),
+        ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+class AuditWriteError(MigratorError, psycopg.errors.DatabaseError):
+    """The audit table refused a row (a constraint, a permission, a changed column): one line.
+
+    Also a psycopg ``DatabaseError``, so code that handles a failed database write (a failed
+    migration still reporting its own error, a recovery rolling back) treats it as before, and
+    the CLI and the flows print the line instead of an internal error (exit 70).
+    """
+
+
+@contextlib.contextmanager
+def audit_write(st: StateTable, entry: HistoryEntry) -> Iterator[None]:
+    """Turn the audit table refusing a row into AuditWriteError (a lost connection or a cancel
+    is left as it is: the engine's own handling says what state that leaves)."""
+    try:
+        yield
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError, psycopg.errors.ProgrammingError) as exc:
+        diag = exc.diag
+        detail = diag.message_detail or ""
+        reason = (diag.message_primary or str(exc).splitlines()[0]) + (
+            f" ({detail})" if detail and not detail.startswith("Failing row contains") else ""  # the row: noise
+        )
+        what = f"{entry.direction} of version {entry.version}" + (f" ({entry.action})" if entry.action else "")
+        raise AuditWriteError(
+            f"could not write the audit row for the {what} to {st.schema}.{st.table}_history: {redact(reason)}; "
+            "the step that row records was not made (it is written in the same transaction, or first). "
+            "Fix the audit table (its constraints, permissions or columns: \\d "
+            f"{st.schema}.{st.table}_history) and retry; `migrator status` shows the database's state"
+        ) from exc
 
 
 def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> str:

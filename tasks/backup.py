@@ -32,6 +32,8 @@ def backup_database(environment: str) -> dict[str, Any]:
     env = load_environment(environment)
     log = run_logger()
     result = create_backup(env.settings, run_id=flow_run_id())
+    if result.cleanup:
+        log.info("%s", result.cleanup)
     log.info("backup %s written: %s bytes, sha256 %s", result.key, result.size, result.sha256)
     check = verify_backup(env.settings, result.key)
     log.info("backup %s verified: %s TOC entries", result.key, check.toc_entries)

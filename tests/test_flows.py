@@ -4,6 +4,7 @@ approval given and timed out, force refused, status monitor, restore drill, dry 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -276,8 +277,30 @@ def test_rollback_and_restore_drill(env: dict[str, Any]) -> None:
     drill = restore_drill(environment="test")
     assert drill["schema_version"] == 2  # the latest backup was taken at version 2, before the rollback
     with psycopg.connect(env["db_url"].rsplit("/", 1)[0] + "/postgres") as conn:
-        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_drill_%'").fetchone()
+        left = conn.execute(r"SELECT count(*) FROM pg_database WHERE datname LIKE 'migrator\_scratch\_drill\_%%' "
+                            "AND split_part(datname, '_', 5) = %s", (str(os.getpid()),)).fetchone()
     assert left == (0,)
+
+
+def test_restore_drill_alerts_a_truncated_newest_backup(env: dict[str, Any]) -> None:
+    """Issue 19: the drill proves `latest` restores; when the newest backup is cut short it restores
+    the newest complete one and says so with one backup.incomplete alert naming both."""
+    from flows.migrate import migrate
+    from flows.restore_drill import restore_drill
+
+    migrate(environment="test")
+    (good,) = backups(env)
+    client = env["s3"].client()
+    head = client.head_object(Bucket=env["bucket"], Key=good)
+    body = client.get_object(Bucket=env["bucket"], Key=good)["Body"].read()
+    newer = good.replace(good.rsplit("/", 1)[1], "29991231T235959.000Z_v2.dump")
+    client.put_object(Bucket=env["bucket"], Key=newer, Body=body[: len(body) // 2], Metadata=head["Metadata"])
+    sent = len(events(env["hook"]))
+    drill = restore_drill(environment="test")
+    assert drill["key"] == good and newer in drill["newest_problem"] and "INCOMPLETE" in drill["newest_problem"]
+    (alert,) = events(env["hook"])[sent:]
+    assert alert["event"] == "backup.incomplete" and alert["backup_key"] == good
+    assert newer in alert["message"] and "restore drill on test" in alert["message"]
 
 
 def test_dry_run_changes_nothing(env: dict[str, Any]) -> None:

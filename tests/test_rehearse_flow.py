@@ -6,6 +6,7 @@ nothing reaches the database; ``rehearsal.max_backup_bytes`` skips with a warnin
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -204,4 +205,39 @@ def test_unresolvable_rehearsal_server_fails_closed(env: dict[str, Any], monkeyp
     assert [e["event"] for e in evs] == ["rehearsal.failed"]
     assert "rehearsal.server_url does not resolve" in evs[0]["error"] and "nothing was applied" in evs[0]["message"]
     with psycopg.connect(SERVER_URL) as conn:
-        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'rehearsal_test_%'").fetchone()
+        assert not conn.execute(r"SELECT 1 FROM pg_database WHERE datname LIKE 'migrator\_scratch\_rehearsal\_%%' "
+                                "AND split_part(datname, '_', 5) = %s", (str(os.getpid()),)).fetchone()
+
+
+def test_a_truncated_newest_backup_is_alerted_and_shown_first(env: dict[str, Any]) -> None:
+    """Issue 19: the rehearsal step asked for `latest` while the newest backup is truncated: one
+    backup.incomplete alert naming both backups, the warning first in the rehearsal section, and the
+    rehearsal runs on the newest complete backup."""
+    import json
+
+    from prefect import flow
+
+    from flows.rehearsal import rehearse_before_approval
+    from migrator.backup import create_backup
+    from migrator.config import Settings
+    from tasks.environment import load_environment
+
+    write_migration(env["dir"], 2, "add_note", JUST + "ALTER TABLE patients ADD COLUMN note text;",
+                    JUST + "ALTER TABLE patients DROP COLUMN IF EXISTS note;")
+    backups = env["tmp"] / "backups"
+    good = create_backup(Settings(database_url=env["db_url"], backup_url=f"file://{backups}", environment="test"))
+    bad = backups / good.key.replace(good.key.rsplit("/", 1)[1], "29991231T235959.000Z_v1.dump")
+    data = (backups / good.key).read_bytes()
+    bad.write_bytes(data[:1000])
+    (bad.parent / (bad.name + ".json")).write_text((backups / (good.key + ".json")).read_text())
+
+    @flow(name="rehearsal-step")
+    def step() -> str | None:
+        return rehearse_before_approval(load_environment("test"), {"database": "x", "backup_key": None})
+
+    md = step()
+    assert md is not None and md.split("\n")[2].startswith("> ⚠ **Warning:** the newest backup")
+    (alert,) = events(env["hook"])
+    assert alert["event"] == "backup.incomplete" and alert["backup_key"] == good.key
+    assert "INCOMPLETE" in alert["message"] and bad.relative_to(backups).as_posix() in alert["message"]
+    assert PASSWORD not in json.dumps(alert)

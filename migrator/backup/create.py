@@ -25,7 +25,8 @@ from typing import IO, Any
 from migrator import __version__
 from migrator.backup import pgtools
 from migrator.backup.errors import BackupError
-from migrator.backup.keys import make_key, open_destination
+from migrator.backup.keys import group_prefix, make_key, open_destination
+from migrator.backup.retention import sweep_interrupted
 from migrator.backup.stores import READ_CHUNK, S3_MAX_PARTS, MiB, S3Store, Store, Upload, part_size_from_env
 from migrator.config import Connection, Settings, state_table_name
 from migrator.redact import redact
@@ -54,6 +55,7 @@ class BackupResult:
     run_id: str | None
     created_at: str
     duration_seconds: float
+    cleanup: str | None = None  # what this run removed of interrupted backups' leftovers, one line
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,6 +197,7 @@ def create_backup(
     run_id = run_id or settings.run_id
     conn_info = resolve(settings)
     store.preflight()
+    _removed, cleanup = sweep_interrupted(store, group_prefix(store, settings, None))
     dsn, env = pgtools.child_connection(conn_info.conninfo)
     holder = pgtools.SnapshotHolder.open(dsn, env, conn_info.display)
     now = datetime.now(UTC)
@@ -230,6 +233,7 @@ def create_backup(
         run_id=run_id,
         created_at=metadata["created-at"],
         duration_seconds=round(time.monotonic() - started, 3),
+        cleanup=cleanup,
     )
 
 

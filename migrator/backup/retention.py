@@ -4,7 +4,10 @@ Only complete backups count: the newest ``keep_last`` and every one younger than
 kept, and always the newest complete one, so an incomplete object can never be the backup a policy
 keeps while it deletes the good ones. Incomplete objects and leftovers of interrupted uploads
 (unfinished multipart uploads, staging objects, ``.partial`` files) are removed once older than the
-grace period (an upload still running is younger than that).
+grace period (an upload still running is younger than that). A leftover whose name says it was
+written on this host by a process that is gone goes at once, and one whose process still runs
+stays whatever its age (issue 19; ``migrator.leftover``). ``sweep_interrupted`` does the same at the
+start of every backup.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from migrator.backup.catalog import BackupInfo, list_in
 from migrator.backup.keys import group_prefix, open_destination
 from migrator.backup.stores import Leftover, Store
 from migrator.config import Settings
+from migrator.leftover import Removed, removable, summary
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +118,8 @@ def prune_backups(
             age = _age(b.stored_at or b.created_at, now)
             (result.incomplete if age is not None and age >= grace else result.waiting).append(b)
     for x in store.leftovers(prefix):
-        age = x.age_seconds(now)
-        (result.leftovers if age is not None and age >= grace else result.waiting).append(x)
+        ok, x.reason = removable(x.maker, _aware(x.started_at), max_age_hours=orphan_grace_hours, now=now)
+        (result.leftovers if ok else result.waiting).append(x)
     if yes:
         _delete(store, result)
     return result
@@ -127,6 +131,36 @@ def find_leftovers(
     """Remains of interrupted backups in scope (what ``prune`` removes once older than the grace period)."""
     store = open_destination(settings, destination)
     return list(store.leftovers(group_prefix(store, settings, database, all_groups)))
+
+
+def sweep_interrupted(store: Store, prefix: str, *, max_age_hours: float = DEFAULT_ORPHAN_GRACE_HOURS
+                      ) -> tuple[list[Leftover], str | None]:
+    """Remove what interrupted backups left under ``prefix`` (and the folder's root) when their
+    process is gone or they are older than ``max_age_hours``; (removed, the one line saying so).
+
+    Run at the start of every backup. Best effort: a store that refuses the listing or a delete (a
+    PutObject-only role) is logged and the backup goes on; ``backups prune`` reports the rest."""
+    from migrator.backup.errors import BackupError
+
+    removed: list[Leftover] = []
+    try:
+        for x in store.leftovers(prefix):
+            ok, why = removable(x.maker, _aware(x.started_at), max_age_hours=max_age_hours)
+            if ok:
+                store.remove(x)
+                x.reason = why
+                removed.append(x)
+    except (BackupError, OSError) as exc:
+        log.warning("could not look for leftovers of interrupted backups in %s: %s", store.url, exc)
+    line = summary("leftover of an interrupted backup", "leftovers of interrupted backups",
+                   [Removed(x.key, x.size, x.reason or "") for x in removed])
+    if line:
+        log.info("%s", line)
+    return removed, line
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
 def _age(when: datetime | None, now: datetime | None) -> float | None:

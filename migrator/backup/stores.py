@@ -3,7 +3,8 @@
 S3: the dump is streamed as a multipart upload, part by part (memory is bounded by a few parts); a
 dump smaller than one part is a single PUT with its final metadata. Object metadata must be given
 when an upload starts, but the sha256 and size are known only at the end, so the multipart upload
-goes to a staging key (``<key>.incoming-<id>.partial``, never listed as a backup); once complete and
+goes to a staging key (``<key>.incoming-<host>-<pid>-<time>-<rand>.partial``, never listed as a
+backup; the tag says which process wrote it, see ``migrator.leftover``); once complete and
 its size checked, it is copied server-side to the backup's key with the final metadata (sha256,
 size) and the staging object is deleted. The backup's key therefore only ever holds a complete,
 checksummed object: a kill at any point leaves at most a staging object or an unfinished multipart
@@ -12,10 +13,11 @@ we see aborts the upload or deletes what was written.
 Endpoint, region and credentials come only from boto3's own configuration (AWS_ENDPOINT_URL_S3,
 AWS_DEFAULT_REGION, AWS_PROFILE, environment credentials, instance roles).
 
-file://: the same key layout under a folder, written to ``.incoming-<id>.dump.partial`` at the
-folder's root, then its JSON metadata sidecar (``<key>.json``, sha256 included) is written and the
+file://: the same key layout under a folder, written to ``.incoming-<host>-<pid>-<time>-<rand>.dump.partial``
+at the folder's root, then its JSON metadata sidecar (``<key>.json``, sha256 included) is written and the
 dump renamed to its key (atomic). A kill leaves a ``.partial`` file (or, between the two renames, a
-sidecar without its dump): leftovers, also removed by ``backups prune``.
+sidecar without its dump): leftovers, removed by the next backup when their process is gone, and by
+``backups prune``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from urllib.parse import quote, unquote, urlsplit
 from migrator import __version__
 from migrator.backup.errors import BackupError, StorageError
 from migrator.errors import ConfigError
+from migrator.leftover import Maker, find_maker, maker_tag, random_suffix
 from migrator.redact import redact
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,12 @@ class Leftover:
     size: int | None
     started_at: datetime | None
     upload_id: str | None = None
+    reason: str | None = None  # why it may be removed, or why it stays (set by retention)
+
+    @property
+    def maker(self) -> Maker | None:
+        """Who wrote it, from the tag in its name (None for names from before issue 19)."""
+        return find_maker(self.key.rsplit("/", 1)[-1], "-")
 
     def age_seconds(self, now: datetime | None = None) -> float | None:
         if self.started_at is None:
@@ -99,13 +107,21 @@ class Leftover:
 
     def to_dict(self) -> dict[str, Any]:
         age = self.age_seconds()
+        maker = self.maker
         return {
             "kind": self.kind,
             "key": self.key,
             "size": self.size,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "age_seconds": round(age, 1) if age is not None else None,
+            "maker": maker.describe() if maker else None,
+            "reason": self.reason,
         }
+
+
+def incoming_tag() -> str:
+    """``incoming-<host>-<pid>-<UTC time>-<rand>``: the name part of a backup being written."""
+    return f"incoming-{maker_tag('-')}-{random_suffix()}"
 
 
 STAGING_SUFFIX = ".partial"
@@ -341,7 +357,7 @@ class S3Upload(Upload):
         c = self.store.client
         if self.upload_id is None:
             key, metadata = self.described()
-            self.staging = f"{key}.incoming-{uuid.uuid4().hex[:12]}{STAGING_SUFFIX}"
+            self.staging = f"{key}.{incoming_tag()}{STAGING_SUFFIX}"
             r = self._call(
                 "starting the multipart upload",
                 c.create_multipart_upload,
@@ -624,7 +640,7 @@ class FileUpload(Upload):
     def __init__(self, store: FileStore, describe: Describe) -> None:
         super().__init__(describe)
         self.store = store
-        self.partial = store.root / f".incoming-{uuid.uuid4().hex}.dump.partial"
+        self.partial = store.root / f".{incoming_tag()}.dump.partial"
         self.sidecar: Path | None = None
         self.path: Path | None = None
         try:

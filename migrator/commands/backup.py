@@ -152,6 +152,8 @@ def run_backup(ctx: Context, args: argparse.Namespace) -> int:
     tool = result.pg_dump
     info(f"used {tool['name']} {tool['version']} ({tool['source']}: {tool['path']})")
     version = "no version" if result.schema_version < 0 else f"version {result.schema_version}"
+    if result.cleanup:
+        info(result.cleanup)
     info(
         f"backup of {result.database} ({version}{', DIRTY' if result.dirty else ''}) written to {result.url}: "
         f"{_human_size(result.size)}, sha256 {result.sha256}, {result.parts} part(s), encryption {result.encryption}"
@@ -323,11 +325,15 @@ def _report_removed(result: Any) -> None:
     for b in result.incomplete:
         info(f"{verb} incomplete backup {b.url} ({_human_size(b.size)}): {b.problem}")
     for x in result.leftovers:
-        info(f"{verb} {x.kind} {x.key} ({_human_size(x.size or 0)}, {_human_age(x.age_seconds())} old)")
+        why = f": {x.reason}" if x.reason else ""
+        info(f"{verb} {x.kind} {x.key} ({_human_size(x.size or 0)}, {_human_age(x.age_seconds())} old){why}")
     if result.dry_run and (result.incomplete or result.leftovers):
         info("dry run: add --yes to remove them")
-    if result.waiting:
+    running = [x for x in result.waiting if getattr(x, "reason", None) and "still running" in x.reason]
+    if len(result.waiting) > len(running):
         info(
-            f"left alone: {len(result.waiting)} incomplete object(s)/unfinished upload(s) younger than "
-            f"{result.grace_hours:g} h (a backup may still be running; --orphan-grace HOURS)"
+            f"left alone: {len(result.waiting) - len(running)} incomplete object(s)/unfinished upload(s) younger "
+            f"than {result.grace_hours:g} h (a backup may still be running; --orphan-grace HOURS)"
         )
+    for x in running:
+        info(f"left alone: {x.kind} {x.key} ({_human_size(x.size or 0)}): {x.reason}")

@@ -159,7 +159,7 @@ def verify_roundtrip(settings: Settings, progress: Callable[[str], None] | None 
     with db.connect(conn_info) as admin:
         server_major = admin.info.server_version // 10000
     pg_dump, _dump_major = choose_pg_dump(server_major)
-    with scratch_database(conn_info, "migrator_roundtrip") as scratch:
+    with scratch_database(conn_info, "roundtrip", say=say) as scratch:
         name = conninfo_to_dict(scratch)["dbname"]
         result = RoundtripResult(ok=False, scratch_database=str(name), migrations=len(mset), pg_dump=pg_dump)
         # The URL's x-migrations-table is not part of the conninfo: pass the table explicitly.
