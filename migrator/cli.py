@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "migrator.commands.rehearse",
     "migrator.commands.recover",
     "migrator.commands.fleet",
+    "migrator.commands.drift",
 )
 
 
