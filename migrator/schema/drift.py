@@ -56,7 +56,8 @@ class Difference:
         if self.kind == "index" and self.attribute == "valid" and self.database == "no":
             return (f"~ {what} INVALID (valid in migrations): a failed CREATE INDEX CONCURRENTLY; drop it and "
                     f"create it again, or `REINDEX INDEX CONCURRENTLY {display(self.name)}`")
-        left, right = self.database or "(none)", self.migrations or "(none)"
+        left = self.database or ("no" if self.migrations == "yes" else "(none)")
+        right = self.migrations or ("no" if self.database == "yes" else "(none)")
         if max(len(left), len(right)) > _LONG or "\n" in left + right:
             return f"~ {what} {self.attribute} differs (`migrator drift --json` shows both)"
         return f"~ {what} {self.attribute} {left} != {right}"
