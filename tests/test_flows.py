@@ -160,6 +160,32 @@ def test_monitor_alerts_on_pending(env: dict[str, Any]) -> None:
     assert ev["event"] == "migration.pending" and "pending" in ev["message"]
 
 
+def test_monitor_alerts_schema_drift_once_naming_the_object(env: dict[str, Any], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.migrate import migrate
+    from flows.status_monitor import status_monitor
+
+    monkeypatch.setenv("MIGRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    assert migrate(environment="test")["outcome"] == "succeeded"  # verify found no drift
+    env["hook"].clear()
+    assert status_monitor(environment="test")["drift"] == []
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("CREATE INDEX patients_email_idx ON a (id)")
+        conn.execute("ALTER TABLE b ALTER COLUMN id TYPE bigint")
+    result = status_monitor(environment="test")
+    assert result["alerts"] == ["schema.drift"]
+    assert result["drift"] == ["~ column b.id type bigint != integer", "+ index patients_email_idx (not in migrations)"]
+    (ev,) = events(env["hook"])
+    assert ev["event"] == "schema.drift" and ev["details"]["differences"] == result["drift"]
+    assert "patients_email_idx" in ev["message"] and "migrator drift" in ev["message"]
+    assert_no_secret(env["hook"])
+    assert status_monitor(environment="test")["alerts"] == []  # the same list: alerted once
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("DROP INDEX patients_email_idx")
+    assert status_monitor(environment="test")["alerts"] == ["schema.drift"]  # a different list alerts again
+    assert [e["event"] for e in events(env["hook"])] == ["schema.drift", "schema.drift"]
+
+
 def test_backup_failure_stops_before_apply(env: dict[str, Any]) -> None:
     from flows.migrate import migrate
 

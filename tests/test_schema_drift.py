@@ -264,3 +264,19 @@ def test_verify_does_not_pass_a_drift_check_that_could_not_run(migrated: str, tm
 
     with pytest.raises(VerifyError, match="schema drift not checked: drift ignore file .*missing.ignore"):
         verify(Settings.from_env(), 2, drift_ignore=tmp_path / "missing.ignore")
+
+
+def test_a_bad_drift_setting_names_the_file_and_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrator.errors import ConfigError
+    from tasks.environment import load_environment
+
+    monkeypatch.setenv("MIGRATOR_DEPLOYMENTS_DIR", str(tmp_path))
+    (tmp_path / "local.yaml").write_text("environment: local\ndrift: {verify: maybe}\n")
+    with pytest.raises(ConfigError, match=r"local.yaml: drift.verify must be fail, warn or off \(not 'maybe'\)"):
+        load_environment("local")
+    (tmp_path / "local.yaml").write_text("environment: local\ndrift: {verfy: warn}\n")
+    with pytest.raises(ConfigError, match=r"drift.verfy is not a setting"):
+        load_environment("local")
+    (tmp_path / "local.yaml").write_text("environment: local\ndrift: {verify: warn, ignore: ops/drift.ignore}\n")
+    env = load_environment("local")
+    assert env.drift_verify == "warn" and env.drift_ignore is not None and env.drift_ignore.name == "drift.ignore"
