@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "migrator.commands.recover",
     "migrator.commands.fleet",
     "migrator.commands.drift",
+    "migrator.commands.schema",
 )
 
 

@@ -10,11 +10,13 @@ version and the capture format: a warm check reads one small file instead of bui
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +44,20 @@ class Expected:
     path: Path | None
 
 
-def cache_key(mset: MigrationSet, version: int, server_major: int, table: str) -> str:
-    """sha256 over the capture format, the server's major version, the state table and each applied up file."""
-    h = hashlib.sha256(f"format {catalog.FORMAT}\nserver {server_major}\ntable {table}\nversion {version}\n".encode())
+def files_digest(mset: MigrationSet, version: int) -> str:
+    """sha256 over each up file applied at ``version`` (its version and its own sha256)."""
+    h = hashlib.sha256()
     for mig in mset:
         if mig.version > version:
             break
         h.update(f"{mig.version} {mig.up.sha256 if mig.up else '-'}\n".encode())
     return h.hexdigest()
+
+
+def cache_key(mset: MigrationSet, version: int, server_major: int, table: str) -> str:
+    """sha256 over the capture format, the server's major version, the state table and each applied up file."""
+    text = f"format {catalog.FORMAT}\nserver {server_major}\ntable {table}\nversion {version}\n"
+    return hashlib.sha256((text + files_digest(mset, version)).encode()).hexdigest()
 
 
 def expected_catalog(settings: Settings, mset: MigrationSet, version: int, server_major: int,
@@ -86,24 +94,34 @@ def _build(settings: Settings, version: int, exclude: list[tuple[str, str]],
            scratch_url: str | None) -> catalog.Catalog:
     """Apply the files up to ``version`` on a scratch database with the engine, then read its catalog."""
     from migrator import db
+
+    with built_database(settings, version, exclude[0], scratch_url) as scratch, \
+            db.connect(db.resolve(scratch)) as conn:
+        return catalog.capture(conn, exclude)
+
+
+@contextlib.contextmanager
+def built_database(settings: Settings, version: int, table: tuple[str, str],
+                   scratch_url: str | None = None) -> Iterator[Settings]:
+    """A scratch database migrated from nothing to ``version`` by the engine (``Migrator.goto``), as the
+    Settings to reach it; dropped afterwards. ``table`` is the live state table's (schema, name)."""
+    from migrator import db
     from migrator.engine import Migrator
     from migrator.errors import MigratorError
     from migrator.scratch import scratch_database
 
     server = db.resolve(dataclasses.replace(settings, database_url=scratch_url) if scratch_url else settings)
-    schema, table = exclude[0]
-    qualified = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+    schema, name = table
+    qualified = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
     with scratch_database(server, "migrator_drift") as scratch:
         # the live state table's schema is named explicitly: the scratch database's search_path may differ
         scratch_settings = dataclasses.replace(settings, database_url=scratch, table=qualified)
-        engine = Migrator(scratch_settings, progress=lambda _m: None)
         if version >= 0:
             try:
-                engine.goto(version)
+                Migrator(scratch_settings, progress=lambda _m: None).goto(version)
             except MigratorError as exc:
                 raise MigratorError(
                     f"building the expected schema failed: applying the migrations up to {version} on a scratch "
                     f"database: {exc}; fix the file, or check it with `migrator verify-roundtrip`"
                 ) from None
-        with db.connect(db.resolve(scratch_settings)) as conn:
-            return catalog.capture(conn, exclude)
+        yield scratch_settings
