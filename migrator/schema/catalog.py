@@ -12,7 +12,7 @@ What is read (in the application's schemas: every schema but ``pg_catalog``, ``i
 extensions, types (enum, domain, composite, range), tables (and their partitioning, inheritance,
 row-level security), columns, constraints, indexes (with validity), sequences, views, materialized
 views, functions and procedures, triggers, RLS policies and grants. Not compared: owners (a scratch
-build is owned by whoever runs it), comments, statistics and data (sequence values).
+build is owned by whoever runs it), column order, comments, statistics and data (sequence values).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 # Bump when what is captured changes: cached expected schemas of another format are rebuilt.
-FORMAT = 1
+FORMAT = 2
 
 # The order objects are reported in.
 KINDS = (
@@ -74,7 +74,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relrowsecurit
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
        (SELECT string_agg(pn.nspname || '.' || pc.relname, ', ' ORDER BY i.inhseqno)
           FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-         WHERE i.inhrelid = c.oid AND NOT c.relispartition),
+         WHERE i.inhrelid = c.oid),
        format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
        (SELECT d.deptype::text || ' ' || rn.nspname || '.' || rc.relname || '.' || a.attname
           FROM pg_depend d JOIN pg_class rc ON rc.oid = d.refobjid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
@@ -228,8 +228,9 @@ def capture(conn: psycopg.Connection, exclude: Iterable[tuple[str, str]] = ()) -
             _add(out, kind, name, {"definition": viewdef})
             continue
         tables.append(oid)
-        _add(out, kind, name, {"unlogged": persistence == "u" or None, "partition of": bound,
-                               "partitioned by": partkey, "inherits": parents,
+        partition_of = f"{display(parents)} {bound}" if bound else None  # a partition's parent and its bounds
+        _add(out, kind, name, {"unlogged": persistence == "u" or None, "partition of": partition_of,
+                               "partitioned by": partkey, "inherits": None if bound else parents,
                                "row level security": rls or None, "forced row level security": force_rls or None})
     params = {"ns": ns, "rels": list(rels), "tables": tables}
     for relid, col, typ, notnull, default, identity, generated, collation in conn.execute(_COLUMNS, params):
