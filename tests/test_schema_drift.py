@@ -243,6 +243,10 @@ def test_verify_fails_on_schema_drift_by_default_and_warns_when_asked(migrated: 
     run_sql(migrated, "CREATE INDEX patients_email_idx ON patients (email)")
     with pytest.raises(VerifyError, match=r"schema drift: \+ index patients_email_idx \(not in migrations\)"):
         verify(settings, 2)
+    run_sql(migrated, "ALTER TABLE users ALTER COLUMN phone TYPE text")
+    with pytest.raises(VerifyError, match=r"schema drift: ~ column users.phone type text != varchar\(20\)"):
+        verify(settings, 2)
+    run_sql(migrated, "ALTER TABLE users ALTER COLUMN phone TYPE varchar(20)")
     warned = verify(settings, 2, schema_drift="warn")
     assert warned.ok and warned.schema_drift == ["+ index patients_email_idx (not in migrations)"]
     assert warned.warnings == ["schema drift: + index patients_email_idx (not in migrations)"]
@@ -280,3 +284,14 @@ def test_a_bad_drift_setting_names_the_file_and_setting(tmp_path: Path, monkeypa
     (tmp_path / "local.yaml").write_text("environment: local\ndrift: {verify: warn, ignore: ops/drift.ignore}\n")
     env = load_environment("local")
     assert env.drift_verify == "warn" and env.drift_ignore is not None and env.drift_ignore.name == "drift.ignore"
+
+
+def test_scratch_url_builds_elsewhere_and_a_bad_one_is_one_redacted_line(migrated: str, cli,  # type: ignore[no-untyped-def]
+                                                                        tmp_path: Path) -> None:
+    run_sql(migrated, "CREATE INDEX patients_email_idx ON patients (email)")
+    elsewhere = cli("drift", "--scratch-url", SERVER_URL, env={"MIGRATOR_CACHE_DIR": str(tmp_path / "other")})
+    assert elsewhere.code == 3 and elsewhere.out == "+ index patients_email_idx (not in migrations)\n"
+    bad = cli("drift", "--scratch-url", "postgresql://postgres:Scratch-pw-9@127.0.0.1:1/postgres",
+              env={"MIGRATOR_CACHE_DIR": str(tmp_path / "third")})
+    assert bad.code == 2 and len(bad.err.strip().splitlines()) == 1 and "Scratch-pw-9" not in bad.err
+    assert "127.0.0.1:1" in bad.err
