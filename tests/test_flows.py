@@ -186,6 +186,17 @@ def test_monitor_alerts_schema_drift_once_naming_the_object(env: dict[str, Any],
     assert [e["event"] for e in events(env["hook"])] == ["schema.drift", "schema.drift"]
 
 
+def test_monitor_says_why_drift_was_not_checked_and_still_checks_pending(env: dict[str, Any], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.status_monitor import status_monitor
+
+    yaml = tmp_path / "deployments" / "test.yaml"
+    yaml.write_text(yaml.read_text() + f"drift: {{ignore: {tmp_path / 'missing.ignore'}}}\n")
+    result = status_monitor(environment="test")
+    assert "drift ignore file" in result["drift_error"] and "missing.ignore" in result["drift_error"]
+    assert result["alerts"] == ["migration.pending"]
+
+
 def test_backup_failure_stops_before_apply(env: dict[str, Any]) -> None:
     from flows.migrate import migrate
 
