@@ -176,7 +176,8 @@ def _pending(e: Mapping[str, Any]) -> str:
 def _schema_drift(e: Mapping[str, Any]) -> str:
     found = (e.get("details") or {}).get("differences") or []
     listed = "; ".join(str(d) for d in found[:5]) + (f"; ... {len(found) - 5} more" if len(found) > 5 else "")
-    return (f"{_where(e)}: the schema differs from its migrations at version {e.get('version_before')}"
+    ver = e.get("version_after") if e.get("version_after") is not None else e.get("version_before")
+    return (f"{_where(e)}: the schema differs from its migrations at version {ver}"
             + (f": {listed}" if listed else "") + "; run `migrator drift` for the list")
 
 

@@ -22,7 +22,17 @@ from migrator.errors import MigratorError
 
 
 class VerifyError(MigratorError):
-    """After apply, the database is not what the plan said it would be."""
+    """After apply, the database is not what the plan said it would be. ``schema_drift`` holds the live
+    schema drift lines, ``only_schema_drift`` says nothing else was wrong (the flows then alert
+    ``schema.drift``, not ``migration.failed``: the migration itself is applied)."""
+
+    def __init__(self, message: str, schema_drift: list[str] | None = None, only_schema_drift: bool = False) -> None:
+        super().__init__(message)
+        self.schema_drift = list(schema_drift or [])
+        self.only_schema_drift = only_schema_drift
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (VerifyError, (str(self), self.schema_drift, self.only_schema_drift))
 
 
 @dataclass
@@ -82,7 +92,12 @@ def verify(settings: Settings, expected_version: int, check_drift: bool = True, 
     result = Verification(status=status.to_dict(), expected_version=expected_version, drift=drift, problems=problems,
                           schema_drift=live, warnings=warnings)
     if problems:
-        raise VerifyError("verify failed: " + "; ".join(problems))
+        hint = ""
+        if live and schema_drift == "fail":
+            hint = ("; the migration is applied: run `migrator drift --json` for both sides, then put each change in a "
+                    "new migration, undo it, or list it in migrations/.driftignore")
+        only = bool(live) and schema_drift == "fail" and len(problems) == len(live)
+        raise VerifyError("verify failed: " + "; ".join(problems) + hint, live if schema_drift == "fail" else [], only)
     return result
 
 

@@ -186,6 +186,21 @@ def test_monitor_alerts_schema_drift_once_naming_the_object(env: dict[str, Any],
     assert [e["event"] for e in events(env["hook"])] == ["schema.drift", "schema.drift"]
 
 
+def test_migrate_fails_verify_on_schema_drift_and_alerts_schema_drift(env: dict[str, Any], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.migrate import migrate
+
+    monkeypatch.setenv("MIGRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE hotfix (id int)")  # made by hand before the release
+    state = migrate(environment="test", return_state=True)
+    assert state.is_failed() and db_state(env["db_url"]) == [(2, False)]  # applied; verify found the drift
+    assert "+ table hotfix (not in migrations)" in str(state.message) and "migration is applied" in str(state.message)
+    (ev,) = events(env["hook"])
+    assert ev["event"] == "schema.drift" and ev["details"]["differences"] == ["+ table hotfix (not in migrations)"]
+    assert ev["version_after"] == 2 and "at version 2" in ev["message"]
+
+
 def test_monitor_says_why_drift_was_not_checked_and_still_checks_pending(env: dict[str, Any], tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.status_monitor import status_monitor
