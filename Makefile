@@ -12,7 +12,7 @@ ARGS ?=
 
 .PHONY: help migrate-up migrate-down migrate-down-all migrate-reset migrate-status migrate-create \
 	migrate-list migrate-validate migrate-goto migrate-force migrate-tool-up migrate-tool-down \
-	migrate-tool-status migrate-tool-create migrate-history setup test lint bench \
+	migrate-tool-status migrate-tool-create migrate-history migrate-drift setup test lint bench \
 	prefect-up prefect-down
 
 help: ## list targets
@@ -57,6 +57,9 @@ migrate-force: $(COMPILED) ## set the version and clear dirty (careful): make mi
 
 migrate-history: $(COMPILED) ## audit trail of applied, reverted and forced migrations
 	@$(MIGRATOR) history $(ARGS)
+
+migrate-drift: $(COMPILED) ## live schema vs what the applied migrations produce (exit 3 on drift)
+	@$(MIGRATOR) drift $(ARGS)
 
 # The seed's "built-in migration tool" targets: the same CLI.
 migrate-tool-up: migrate-up ## same as migrate-up

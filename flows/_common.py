@@ -31,6 +31,7 @@ from migrator.errors import (
 from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, recovery_md, statements_md
 from migrator.recovery import Incident, RecoveryResult, inspect, version_text, yes_no
 from migrator.redact import redact
+from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.backup import backup_task
 from tasks.environment import Environment
@@ -168,6 +169,10 @@ class RunReport:
             self.page_incident(str(exc))
             return
         if isinstance(exc, ApprovalRejected):  # request_approval sent approval.rejected: not a failure page
+            return
+        if isinstance(exc, VerifyError) and exc.only_schema_drift:  # applied; the schema differs: say that
+            self.alert("schema.drift", version_after=self.version_after, dirty=self.dirty_after,
+                       differences=exc.schema_drift, next_step="run `migrator drift --json` (docs/drift.md)")
             return
         fields = failure_fields(exc)
         fields.setdefault("version_after", self.version_after)

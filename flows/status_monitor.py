@@ -1,10 +1,16 @@
-"""``status-monitor`` flow (scheduled): alert on a dirty database, or on migrations pending too long.
+"""``status-monitor`` flow (scheduled): alert on a dirty database, on schema drift, or on migrations
+pending too long.
 
 A dirty database is paged once per incident (``migrator.incident``): every 15 minutes the monitor
 finds the same dirty version and stays quiet, except for a reminder after the configured interval.
 
 "Pending since" is remembered per environment in a Prefect Variable, so the threshold counts from
 the first check that saw the oldest pending version, whatever the schedule.
+
+Schema drift (``migrator.schema.drift``: the live schema against the one its applied migrations
+produce) is alerted as ``schema.drift`` with the list of differences, once per distinct list: the
+list last alerted is kept in a Prefect Variable, so the same hotfix index is not paged every 15
+minutes, while a new difference (or drift coming back after it was fixed) alerts again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from prefect import flow
 from prefect.variables import Variable
 
 from flows._common import RunReport
+from tasks.drift import schema_drift
 from tasks.environment import Environment, load_environment
 from tasks.notify import notify
 from tasks.status import read_status
@@ -23,6 +30,33 @@ from tasks.status import read_status
 
 def _variable(environment: str) -> str:
     return f"askfrank_pending_since_{environment}".replace("-", "_")
+
+
+def _drift_variable(environment: str) -> str:
+    return f"askfrank_schema_drift_{environment}".replace("-", "_").replace(":", "_")
+
+
+def alert_drift(environment: str, st: dict[str, Any]) -> dict[str, Any]:
+    """schema.drift with every difference, unless this same list was already alerted."""
+    report = schema_drift(environment)
+    name = _drift_variable(environment)
+    if report.get("error"):
+        return {"drift_error": report["error"]}
+    lines = [d["line"] for d in report["differences"]]
+    if not lines:
+        Variable.set(name, {}, overwrite=True)
+        return {"drift": []}
+    import hashlib
+
+    fingerprint = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    seen: dict[str, Any] = Variable.get(name, default={}) or {}
+    out: dict[str, Any] = {"drift": lines}
+    if seen.get("fingerprint") != fingerprint:
+        notify(environment, "schema.drift", database=st["database"], version_before=st["version"],
+               differences=lines, summary=report["summary"])
+        Variable.set(name, {"fingerprint": fingerprint, "since": datetime.now(UTC).isoformat()}, overwrite=True)
+        out["alerted"] = True
+    return out
 
 
 def page_dirty(env: Environment) -> list[str]:
@@ -57,7 +91,8 @@ def alert_invalid_indexes(environment: str, st: dict[str, Any]) -> list[str]:
 
 @flow(name="status-monitor")
 def status_monitor(environment: str = "local", pending_alert_after_minutes: float | None = None) -> dict[str, Any]:
-    """Alert when the database is dirty, or when migrations have been pending too long.
+    """Alert when the database is dirty, when its schema drifted from its migrations, or when migrations
+    have been pending too long.
 
     Args:
         environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
@@ -71,7 +106,12 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
                               "alerts": []}
     if st["dirty"]:  # paged once per incident (a reminder after monitor.dirty_reminder_minutes)
         result["alerts"] += page_dirty(env)
-    result["alerts"] += alert_invalid_indexes(environment, st)
+    elif env.drift_monitor:  # a dirty database has no expected schema: drift waits for the incident's end
+        drift = alert_drift(environment, st)
+        result["alerts"] += ["schema.drift"] if drift.pop("alerted", False) else []
+        result.update(drift)
+    else:  # no drift check here: an INVALID index still gets its own alert
+        result["alerts"] += alert_invalid_indexes(environment, st)
     name = _variable(environment)
     if not st["pending"]:
         Variable.set(name, {}, overwrite=True)

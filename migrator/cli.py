@@ -32,6 +32,8 @@ COMMAND_MODULES = (
     "migrator.commands.rehearse",
     "migrator.commands.recover",
     "migrator.commands.fleet",
+    "migrator.commands.drift",
+    "migrator.commands.schema",
 )
 
 

@@ -24,7 +24,7 @@ FILE_RE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 MAX_VERSION = 2**63 - 1  # schema_migrations.version is a bigint
 DIGITS = 6
-IGNORED_FILES = {".gitkeep", ".keep", ".DS_Store"}
+IGNORED_FILES = {".gitkeep", ".keep", ".DS_Store", ".driftignore", "schema.sql"}  # the last two: migrator.schema
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 

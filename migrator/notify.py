@@ -173,6 +173,14 @@ def _pending(e: Mapping[str, Any]) -> str:
     return f"{_where(e)}: migrations pending since version {e.get('version_before')}"
 
 
+def _schema_drift(e: Mapping[str, Any]) -> str:
+    found = (e.get("details") or {}).get("differences") or []
+    listed = "; ".join(str(d) for d in found[:5]) + (f"; ... {len(found) - 5} more" if len(found) > 5 else "")
+    ver = e.get("version_after") if e.get("version_after") is not None else e.get("version_before")
+    return (f"{_where(e)}: the schema differs from its migrations at version {ver}"
+            + (f": {listed}" if listed else "") + "; run `migrator drift` for the list")
+
+
 def _test(e: Mapping[str, Any]) -> str:
     return f"{_where(e)}: test alert from `migrator notify test`"
 
@@ -211,6 +219,7 @@ EVENTS: dict[str, EventType] = {
         EventType("approval.rejected", ":no_entry_sign:", "Approval rejected: nothing applied", "warning"),
         EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),
         EventType("index.invalid", ":warning:", "INVALID index", "warning"),
+        EventType("schema.drift", ":mag:", "Schema drift", "warning", _schema_drift),
         EventType("recovery.completed", ":white_check_mark:", "Recovery completed", "info"),
         EventType("recovery.failed", ":x:", "Recovery failed", "critical"),
         EventType("rehearsal.failed", ":x:", "Rehearsal failed", "critical"),

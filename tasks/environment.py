@@ -45,6 +45,10 @@ class Environment:
     pending_alert_after_minutes: float = 120
     keep_last: int = 30
     keep_days: float = 35
+    drift_verify: str = "fail"  # fail | warn | off: what live schema drift does to the verify step
+    drift_monitor: bool = True  # the status monitor checks schema drift (alert ``schema.drift``)
+    drift_ignore: Path | None = None
+    drift_scratch_url: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -150,6 +154,7 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     approval = raw.get("approval") or {}
     timeouts = raw.get("timeouts") or {}
     monitor = raw.get("monitor") or {}
+    drift = raw.get("drift") or {}
     strict = not is_local(fleet_name, raw)
     spec = fleet.parse_fleet(raw, fleet_name)
     if spec is None and member is not None:
@@ -199,7 +204,31 @@ def load_environment(name: str, **overrides: Any) -> Environment:
         keep_days=float(backup.get("keep_days", 35)),
         raw=raw,
     )
+    _drift_settings(env, drift, path, fleet_name, strict)
     for key in ("approval_required", "approval_timeout_seconds"):
         if overrides.get(key) is not None:
             setattr(env, key, overrides[key])
     return env
+
+
+DRIFT_VERIFY = ("fail", "warn", "off")
+
+
+def _drift_settings(env: Environment, drift: Any, path: Path, fleet_name: str, strict: bool) -> None:
+    """``drift: {verify: fail|warn|off, monitor: true, ignore: FILE, scratch_url: REF}`` (migrator.schema.drift)."""
+    if not isinstance(drift, dict):
+        raise ConfigError(f"{path}: drift must be a mapping, e.g. drift: {{verify: fail, monitor: true}}")
+    unknown = sorted(set(drift) - {"verify", "monitor", "ignore", "scratch_url"})
+    if unknown:
+        raise ConfigError(f"{path}: drift.{unknown[0]} is not a setting; use verify, monitor, ignore or scratch_url")
+    verify = str(drift.get("verify", "fail"))
+    if verify not in DRIFT_VERIFY:
+        raise ConfigError(f"{path}: drift.verify must be fail, warn or off (not {verify!r})")
+    monitor = drift.get("monitor", True)
+    if not isinstance(monitor, bool):
+        raise ConfigError(f"{path}: drift.monitor must be true or false (not {monitor!r})")
+    env.drift_verify, env.drift_monitor = verify, monitor
+    if drift.get("ignore"):
+        ignore = Path(str(drift["ignore"]))
+        env.drift_ignore = ignore if ignore.is_absolute() else ROOT / ignore
+    env.drift_scratch_url = _secret(drift.get("scratch_url"), "drift.scratch_url", fleet_name, required=strict)

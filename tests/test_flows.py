@@ -161,6 +161,58 @@ def test_monitor_alerts_on_pending(env: dict[str, Any]) -> None:
     assert ev["event"] == "migration.pending" and "pending" in ev["message"]
 
 
+def test_monitor_alerts_schema_drift_once_naming_the_object(env: dict[str, Any], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.migrate import migrate
+    from flows.status_monitor import status_monitor
+
+    monkeypatch.setenv("MIGRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    assert migrate(environment="test")["outcome"] == "succeeded"  # verify found no drift
+    env["hook"].clear()
+    assert status_monitor(environment="test")["drift"] == []
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("CREATE INDEX patients_email_idx ON a (id)")
+        conn.execute("ALTER TABLE b ALTER COLUMN id TYPE bigint")
+    result = status_monitor(environment="test")
+    assert result["alerts"] == ["schema.drift"]
+    assert result["drift"] == ["~ column b.id type bigint != integer", "+ index patients_email_idx (not in migrations)"]
+    (ev,) = events(env["hook"])
+    assert ev["event"] == "schema.drift" and ev["details"]["differences"] == result["drift"]
+    assert "patients_email_idx" in ev["message"] and "migrator drift" in ev["message"]
+    assert_no_secret(env["hook"])
+    assert status_monitor(environment="test")["alerts"] == []  # the same list: alerted once
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("DROP INDEX patients_email_idx")
+    assert status_monitor(environment="test")["alerts"] == ["schema.drift"]  # a different list alerts again
+    assert [e["event"] for e in events(env["hook"])] == ["schema.drift", "schema.drift"]
+
+
+def test_migrate_fails_verify_on_schema_drift_and_alerts_schema_drift(env: dict[str, Any], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.migrate import migrate
+
+    monkeypatch.setenv("MIGRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    with psycopg.connect(env["db_url"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE hotfix (id int)")  # made by hand before the release
+    state = migrate(environment="test", return_state=True)
+    assert state.is_failed() and db_state(env["db_url"]) == [(2, False)]  # applied; verify found the drift
+    assert "+ table hotfix (not in migrations)" in str(state.message) and "migration is applied" in str(state.message)
+    (ev,) = events(env["hook"])
+    assert ev["event"] == "schema.drift" and ev["details"]["differences"] == ["+ table hotfix (not in migrations)"]
+    assert ev["version_after"] == 2 and "at version 2" in ev["message"]
+
+
+def test_monitor_says_why_drift_was_not_checked_and_still_checks_pending(env: dict[str, Any], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.status_monitor import status_monitor
+
+    yaml = tmp_path / "deployments" / "test.yaml"
+    yaml.write_text(yaml.read_text() + f"drift: {{ignore: {tmp_path / 'missing.ignore'}}}\n")
+    result = status_monitor(environment="test")
+    assert "drift ignore file" in result["drift_error"] and "missing.ignore" in result["drift_error"]
+    assert result["alerts"] == ["migration.pending"]
+
+
 def test_backup_failure_stops_before_apply(env: dict[str, Any]) -> None:
     from flows.migrate import migrate
 

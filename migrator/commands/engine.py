@@ -100,7 +100,29 @@ def _run_change(ctx: Context, command: str, action: Any, m: Migrator | None = No
                 f"{result.database}: version {result.version_before} -> {result.version_after} "
                 f"({len(result.steps)} migration{'s' if len(result.steps) != 1 else ''})"
             )
+    if result.changed:
+        _refresh_schema_file(ctx)
     return 0
+
+
+def _refresh_schema_file(ctx: Context) -> None:
+    """dbmate's habit: after a change in the local environment, rewrite migrations/schema.sql when the
+    project keeps one (it exists). Never fails the command: the migration is already applied."""
+    settings = ctx.settings
+    from migrator.schema.dumpfile import SCHEMA_FILE
+
+    if settings.environment != "local" or not (settings.migrations_path / SCHEMA_FILE).exists():
+        return
+    from migrator.schema.dumpfile import dump
+
+    try:
+        result = dump(settings)
+    except MigratorError as exc:
+        output.info(f"warning: {settings.migrations_path / SCHEMA_FILE} not updated: {exc}; "
+                    "run `migrator schema dump`")
+        return
+    if result.changed and not ctx.json:
+        output.info(f"wrote {result.path} (schema at version {result.version})")
 
 
 def _confirm(ctx: Context, args: argparse.Namespace, question: str) -> None:

@@ -145,6 +145,14 @@ def validate_folder(
             kept, about_allow = allow.apply(pf, file_findings)
             found.extend(kept)
             found.extend(about_allow)
+    schema_file = mset.directory / "schema.sql"
+    if schema_file.exists():  # migrator.schema.dumpfile: only projects that keep one
+        from migrator.lint.model import finding
+        from migrator.schema.dumpfile import stale_reason
+
+        reason = stale_reason(mset, schema_file)
+        if reason:
+            found.append(finding("MIG305", show(schema_file), f"{schema_file.name} {reason}"))
     if drift and settings is not None:
         from migrator.lint import drift as drift_mod
 

@@ -242,6 +242,11 @@ _CATALOGUE = [
        "Renumber it after the current version (next free number suggested).", silenceable=False),
     _r("MIG304", "drift-dirty", ERROR, "The database is marked dirty.", "A migration failed half-way.",
        "Inspect the schema, then `migrator force V`.", silenceable=False),
+    # --- the committed schema file (no database: its header against the files)
+    _r("MIG305", "schema-file-stale", ERROR, "migrations/schema.sql is not the schema of the current files.",
+       "Review sees a schema the migrations no longer produce; the next `migrator up` rewrites it in someone "
+       "else's change.", "Run `migrator up` on your development database (or `migrator schema dump --from-files`) "
+       "and commit schema.sql.", silenceable=False),
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _CATALOGUE}

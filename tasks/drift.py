@@ -1,0 +1,33 @@
+"""Schema drift step: the live schema against the schema its applied migrations produce.
+
+Used by the status monitor. Retried like the other reads; a check that cannot run (no CREATEDB
+for the scratch build, a bad ignore file) comes back as ``error`` so the monitor still does its
+other checks and says why drift was not checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks._common import retry_unless_permanent, run_logger
+from tasks.environment import load_environment
+
+
+@task(name="schema-drift", task_run_name="schema drift {environment}", retries=2,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def schema_drift(environment: str) -> dict[str, Any]:
+    """The drift report as a dict (``differences``, ``summary``), or ``{"error": ...}`` when it could not run."""
+    from migrator.errors import MigratorError
+    from migrator.schema.drift import check
+
+    env = load_environment(environment)
+    try:
+        report = check(env.settings, ignore=env.drift_ignore, scratch_url=env.drift_scratch_url)
+    except MigratorError as exc:  # the same on a retry: say why, let the monitor go on
+        run_logger().warning("schema drift not checked: %s", exc)
+        return {"error": str(exc)}
+    run_logger().info("%s", report.summary())
+    return report.to_dict()
