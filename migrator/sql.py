@@ -12,6 +12,7 @@ neither split the statement nor look like ``COMMIT``. The engine calls
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,9 +121,18 @@ def _names(st: StatementTokens, limit: int = 8) -> list[str]:
 def classify(sql: str, tokens: list[Any] | None = None) -> list[NonTransactional]:
     """Every statement of ``sql`` that cannot run inside a transaction block, in file order."""
     if tokens is None:
-        tokens = scan(sql)
-        if tokens is None:
-            return []
+        return list(_classify_text(sql))
+    return _classify_tokens(sql, tokens)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_text(sql: str) -> tuple[NonTransactional, ...]:
+    """``classify`` of a whole text, remembered: the executor's preflight and its path choice both ask."""
+    tokens = scan(sql)
+    return () if tokens is None else tuple(_classify_tokens(sql, tokens))
+
+
+def _classify_tokens(sql: str, tokens: list[Any]) -> list[NonTransactional]:
     found: list[NonTransactional] = []
     for st in statements_from_tokens(sql, tokens):
         hit = _classify_statement(st)
@@ -216,7 +226,13 @@ def split_statements(sql: str) -> list[Statement]:
     scanner's top-level ``;`` instead (pglast's own parser-less split drops statements that do not
     start with a keyword), and text that does not even scan is returned as one statement.
     """
-    return [Statement(start, end, sql[start:end], line_col(sql, start)[0]) for start, end in _spans(sql)]
+    return list(_split(sql))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split(sql: str) -> tuple[Statement, ...]:
+    """``split_statements``, remembered (Statement is frozen): the engine checks a plan before it runs it."""
+    return tuple(Statement(start, end, sql[start:end], line_col(sql, start)[0]) for start, end in _spans(sql))
 
 
 def _spans(sql: str) -> list[tuple[int, int]]:
