@@ -47,6 +47,7 @@ from migrator.state import (
     NO_VERSION,
     STARTED_ERROR,
     Attempt,
+    AttemptProgress,
     HistoryEntry,
     LockWaitStopped,
     StateTable,
@@ -54,6 +55,7 @@ from migrator.state import (
     ensure_tables,
     last_applied_ups,
     last_attempt,
+    progress_of,
     read_history,
     read_state,
     release_lock,
@@ -157,6 +159,9 @@ class DirtyFailure:
     finished: bool  # False: the "started" row was never completed (kill -9, server crash)
     file_changed: bool  # the file's statements differ from those the attempt ran
     statements: list[StatementState] = field(default_factory=list)
+    reverted: int | None = None  # statements of the down file a later revert ran before it stopped
+    revert_total: int | None = None
+    revert_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -645,18 +650,20 @@ def _dirty_failure(
         attempt = last_attempt(conn, st, version)
         if attempt is None or attempt.success:
             return None
-    return describe_attempt(attempt, ms)
+    return describe_attempt(attempt, ms, progress_of(conn, st, attempt))
 
 
-def describe_attempt(attempt: Attempt, ms: files.MigrationSet) -> DirtyFailure:
-    """An unsuccessful attempt against the file on disk: which statements ran, failed, or never ran."""
+def describe_attempt(attempt: Attempt, ms: files.MigrationSet, progress: AttemptProgress | None = None) -> DirtyFailure:
+    """An unsuccessful attempt against the file on disk: which statements ran, failed, or never ran
+    (``progress``: moved on by the recovery rows after it, a partial revert included)."""
     m = ms.get(attempt.version)
     mf = (m.up if attempt.direction == "up" else m.down) if m else None
     statements = split_statements(mf.sql) if mf else []
-    done = attempt.statements_done or 0
-    finished = attempt.error != STARTED_ERROR
+    row = progress.row if progress is not None else attempt
+    done = row.statements_done or 0
+    finished = row.error != STARTED_ERROR
     # a killed attempt never recorded a failing statement: the one it was running did not complete
-    failed = attempt.failed_statement or (done + 1 if not finished and done < len(statements) else None)
+    failed = row.failed_statement or (done + 1 if not finished and done < len(statements) else None)
     states: list[StatementState] = []
     for i, stmt in enumerate(statements, start=1):
         outcome: StatementOutcome = "done" if i <= done else ("failed" if i == failed else "not run")
@@ -665,6 +672,7 @@ def describe_attempt(attempt: Attempt, ms: files.MigrationSet) -> DirtyFailure:
     changed = bool(recorded) and (len(recorded) != len(statements) or not all(
         statement_matches(h, x.text) for h, x in zip(recorded, statements, strict=False)))
     failing = states[failed - 1] if failed and failed <= len(states) else None
+    revert = progress.revert if progress is not None else None
     return DirtyFailure(
         version=attempt.version,
         name=attempt.name,
@@ -672,13 +680,16 @@ def describe_attempt(attempt: Attempt, ms: files.MigrationSet) -> DirtyFailure:
         file=str(mf.path) if mf else None,
         line=failing.line if failing else None,
         statement=failing.text if failing else None,
-        pg_error=attempt.error,
-        run_id=attempt.run_id,
+        pg_error=row.error,
+        run_id=row.run_id,
         attempt_id=attempt.id,
         started_at=f"{attempt.started_at:%Y-%m-%d %H:%M:%S %Z}",
         finished=finished,
         file_changed=changed,
         statements=states,
+        reverted=progress.reverted if progress is not None else None,
+        revert_total=revert.statements_total if revert is not None else None,
+        revert_file=(str(m.down.path) if m is not None and m.down is not None else None) if revert else None,
     )
 
 

@@ -37,11 +37,11 @@ from migrator.executor import Audit, Executor, Failure, Job, error_location
 from migrator.redact import redact
 from migrator.state import (
     NO_VERSION,
-    STARTED_ERROR,
     Attempt,
     HistoryEntry,
     StateTable,
     last_attempt,
+    progress_of,
     read_state,
     statement_matches,
     write_history,
@@ -267,10 +267,7 @@ class _Row:
 
 @dataclass
 class _Progress:
-    """How far the failed file got, from its attempt and the recovery rows after it, in both
-    directions: ``done`` statements of the failed file ran (a later failed resume moves it on),
-    and ``reverted`` statements of the down file a revert ran before it failed or was killed
-    (None: no revert changed anything)."""
+    """``state.AttemptProgress`` as the incident reads it (what ran, in both directions)."""
 
     done: int = 0
     hashes: list[str] | None = None
@@ -282,32 +279,15 @@ class _Progress:
     revert_error: str | None = None
 
 
-_LATER_RECOVERY = """SELECT id, statements_done, statement_hashes, error, failed_statement, run_id, started_at, success,
-       transactional FROM {} WHERE direction = 'recover' AND action = %s AND id > %s
-       AND statements_done IS NOT NULL ORDER BY id DESC LIMIT 1"""
-
-
 def _progress(conn: psycopg.Connection, st: StateTable, attempt: Attempt | None) -> _Progress:
-    """Every recovery row after the failed attempt belongs to this incident (a new up/down would be
-    a newer attempt): the newest resume carries the failed file's progress, and a revert after it
-    that ran part of the down file outside a transaction means the schema is partly undone."""
     if attempt is None:
         return _Progress()
-    p = _Progress(attempt.statements_done or 0, attempt.statement_hashes, attempt.error, attempt.failed_statement,
-                  _Row(attempt.run_id, attempt.started_at))
-    query = sql.SQL(_LATER_RECOVERY).format(st.history)
-    since = attempt.id
-    resumed = conn.execute(query, ("resume", since)).fetchone()
-    if resumed is not None:
-        since = int(resumed[0])
-        p.done, p.hashes, p.error, p.failed = int(resumed[1]), resumed[2], resumed[3], resumed[4]
-        p.row = _Row(resumed[5], resumed[6])
-    reverted = conn.execute(query, ("revert", since)).fetchone()
-    if reverted is not None and not reverted[7] and not reverted[8]:  # failed, outside a transaction
-        done, killed = int(reverted[1]), reverted[3] == STARTED_ERROR
-        if done > 0 or killed:
-            p.reverted, p.revert_hashes, p.revert_error = done, reverted[2], reverted[3]
-    return p
+    p = progress_of(conn, st, attempt)
+    r = p.row
+    out = _Progress(p.done, r.statement_hashes, r.error, r.failed_statement, _Row(r.run_id, r.started_at))
+    if p.revert is not None:
+        out.reverted, out.revert_hashes, out.revert_error = p.reverted, p.revert.statement_hashes, p.revert.error
+    return out
 
 
 def _statement_rows(text: str, done: int | None, failed_index: int | None, error: str | None) -> list[StatementRow]:

@@ -576,6 +576,51 @@ def last_attempt(conn: psycopg.Connection, st: StateTable, version: int | None =
         return cur.execute(q + sql.SQL(" ORDER BY id DESC LIMIT 1"), params).fetchone()
 
 
+def recovery_after(conn: psycopg.Connection, st: StateTable, after_id: int, action: str) -> Attempt | None:
+    """The newest ``recover`` row of ``action`` (resume, revert) after audit row ``after_id`` that
+    recorded statement progress, or None."""
+    if not table_exists(conn, st, history=True):
+        return None
+    have = _history_columns(conn, st)
+    select = sql.SQL(", ").join(
+        sql.Identifier(f) if f in have else sql.SQL("NULL AS {}").format(sql.Identifier(f)) for f in _ATTEMPT_FIELDS
+    )
+    from psycopg.rows import class_row
+
+    q = sql.SQL("SELECT {} FROM {} WHERE direction = 'recover' AND action = %s AND id > %s "
+                "AND statements_done IS NOT NULL ORDER BY id DESC LIMIT 1").format(select, st.history)
+    with conn.cursor(row_factory=class_row(Attempt)) as cur:
+        return cur.execute(q, (action, after_id)).fetchone()
+
+
+@dataclass
+class AttemptProgress:
+    """How far a failed file got, in both directions: the failed attempt moved on by the newest
+    resume after it (``done`` statements ran), and a revert after that which ran part of the down
+    file outside a transaction (``reverted`` of its statements; None when no revert changed anything).
+    Every recovery row after the failed attempt belongs to that incident: a new up/down would be a
+    newer attempt. ``row`` is the row the progress comes from (the attempt or its last resume)."""
+
+    row: Attempt
+    done: int
+    revert: Attempt | None = None
+
+    @property
+    def reverted(self) -> int | None:
+        return None if self.revert is None else int(self.revert.statements_done or 0)
+
+
+def progress_of(conn: psycopg.Connection, st: StateTable, attempt: Attempt) -> AttemptProgress:
+    """The failed ``attempt``'s progress after the recovery rows that followed it (see ``AttemptProgress``)."""
+    row = recovery_after(conn, st, attempt.id, "resume") or attempt
+    p = AttemptProgress(row, int(row.statements_done or 0))
+    revert = recovery_after(conn, st, row.id, "revert")
+    outside = revert is not None and not revert.success and not revert.transactional
+    if outside and revert is not None and ((revert.statements_done or 0) > 0 or revert.error == STARTED_ERROR):
+        p.revert = revert
+    return p
+
+
 def last_applied_ups(conn: psycopg.Connection, st: StateTable) -> dict[int, tuple[datetime, str | None]]:
     """(finished_at, sha256) of each version's last successful up in the audit trail."""
     if not table_exists(conn, st, history=True):

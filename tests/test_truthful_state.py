@@ -118,6 +118,10 @@ def test_a_partial_revert_blocks_resume_and_the_next_revert_continues(
     inc = inspect(s)
     assert inc.partly_reverted and inc.reverted == 1 and [r.state for r in inc.revert_statements] == ["done", "failed"]
     assert "a revert ran 1 of 2 statement(s)" in inc.headline()
+    from migrator.commands.engine import dirty_lines
+
+    lines = "\n".join(dirty_lines(Migrator(s).status()))  # status tells the same, not "stay applied"
+    assert "then a revert ran 1 of 2 statement(s) of" in lines and "stay applied" not in lines
     (migrations_dir / "000002_index_hbig.up.sql").write_text(UP_1.replace("h_missing", "hbig"))
     resumed = recover(s, "resume", "ben")
     assert resumed.outcome == "refused" and "partly undone" in resumed.message and state(db_url) == [(2, True)]

@@ -278,13 +278,19 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
         if failure.statement:
             lines.append(f"  statement: {_one_line(str(failure.statement))}")
         states = list(failure.statements or [])
+        reverted = getattr(failure, "reverted", None)
         if states:
             done = sum(1 for s in states if s.state == "done")
-            lines.append(f"  statements ({done} of {len(states)} ran and stay applied):")
+            stay = "ran; a revert afterwards undid part of them" if reverted is not None else "ran and stay applied"
+            lines.append(f"  statements ({done} of {len(states)} {stay}):")
             for s in states:
                 mark = {"done": "done   ", "failed": "FAILED " if finished else "running", "not run": "not run"}.get(
                     s.state, s.state)
                 lines.append(f"    {s.index:>3}  line {s.line:<5} {mark}  {_one_line(s.text, 100)}")
+        if reverted is not None:
+            lines.append(f"  then a revert ran {reverted} of {failure.revert_total or '?'} statement(s) of "
+                         f"{_shown_path(failure.revert_file)} and stopped: the schema is partly undone; "
+                         "`migrator recover --revert` continues it where it stopped")
         if failure.run_id:
             lines.append(f"  run id: {failure.run_id}")
     elif last_failed is not None:
