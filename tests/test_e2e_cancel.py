@@ -131,3 +131,67 @@ def test_cancel_mid_non_transactional_file_ends_dirty_and_paged(
     assert hist[-1][3] == 1  # the index was built; the sleep was cancelled
     assert state is not None and state["type"] == "CANCELLED", (state, logs)
     assert events.count("database.dirty") == 1, (events, logs)
+
+
+def test_cancel_a_recover_run_cancels_its_sql(
+    prefect_server: PrefectServer, db_url: str, tmp_path: Path  # noqa: F811
+) -> None:
+    """A `recover` run goes through the executor too (issue 19): Cancel in Prefect while its resume
+    sleeps on the server cancels that statement; the run is Cancelled, the database stays dirty, and
+    the audit row says where it stopped."""
+    from migrator.config import Settings
+    from migrator.engine import Migrator
+    from migrator.errors import MigrationFailedError
+
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    header = "-- Migration: {}\n-- Business justification: cancel test.\n\n"
+    write_migration(migrations, 1, "a", header.format("000001_a") + "CREATE TABLE tbl_a (id int PRIMARY KEY);\n",
+                    header.format("000001_a (rollback)") + "DROP TABLE IF EXISTS tbl_a;\n")
+    broken = "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_a ON tbl_a (nope);\nSELECT pg_sleep(120);\n"
+    write_migration(migrations, 2, "slow", header.format("000002_slow") + broken,
+                    header.format("000002_slow (rollback)") + "DROP INDEX CONCURRENTLY IF EXISTS idx_a;\n")
+    with pytest.raises(MigrationFailedError):
+        Migrator(Settings(database_url=db_url, migrations_path=migrations)).up()  # type: ignore[arg-type]
+    up = next(migrations.glob("000002_*.up.sql"))
+    up.write_text(up.read_text().replace("(nope)", "(id)"))
+    env = prefect_server.client_env(MIGRATOR_PROJECT_DIR=str(ROOT))
+    r = _run([PREFECT_BIN, "work-pool", "create", "migrations", "--type", "process", "--overwrite"], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _run([PREFECT_BIN, "--no-prompt", "deploy", "--name", "recover/dev"], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    hook = WebhookReceiver().start()
+    worker_env = {"ASKFRANK_DEV_DATABASE_URL": db_url, "MIGRATIONS_PATH": str(migrations),
+                  "BACKUP_URL": f"file://{tmp_path / 'backups'}", "WEBHOOK_URL": hook.url,
+                  "WEBHOOK_SECRET": "e2e-cancel-hook-secret", "MIGRATOR_PROJECT_DIR": str(ROOT)}
+    try:
+        with running_worker(prefect_server, "migrations", cwd=ROOT, env=worker_env) as worker:
+            r = _run([sys.executable, "-m", "migrator", "trigger", "recover/dev", "--param", "action=resume",
+                      "--param", "engineer=e2e", "--json"], env)
+            assert r.returncode == 0, r.stdout + r.stderr
+            run_id = json.loads(r.stdout)["flow_run_id"]
+            deadline = time.monotonic() + 180
+            while not _sleeping(db_url):
+                ended = _state(prefect_server, run_id)["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
+                assert time.monotonic() < deadline and not ended, worker.log_tail(60)
+                time.sleep(0.5)
+            r = _run([PREFECT_BIN, "flow-run", "cancel", run_id], env)
+            assert r.returncode == 0, r.stdout + r.stderr
+            t0 = time.monotonic()
+            state = None
+            while time.monotonic() - t0 < 60:
+                state = _state(prefect_server, run_id)
+                if state["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED"):
+                    break
+                time.sleep(0.5)
+            logs = worker.log_tail(200)
+    finally:
+        hook.stop()
+    assert not _sleeping(db_url)  # cancelled on the server, not left running
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(2, True)]
+        row = conn.execute("SELECT action, success, error, statements_done FROM schema_migrations_history "
+                           "ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None and row[0] == "resume" and row[1] is False, row
+    assert str(row[2]).startswith("cancelled by SIGTERM") and row[3] == 1, row  # the index was built, the sleep not
+    assert state is not None and state["type"] == "CANCELLED", (state, logs)
