@@ -35,12 +35,39 @@ COMMAND_MODULES = (
 )
 
 
+GLOBALS_NOTE = (
+    "global options (--database-url URL, --path DIR, --table NAME, --json, -v, --env NAME, ...) work here too; "
+    "`migrator --help` describes them"
+)
+
+
+class _SubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Sub-command parsers whose page starts with what the command does (its one-line help)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if kwargs.get("description") is None and kwargs.get("help"):
+            kwargs["description"] = kwargs["help"]
+        return super().add_parser(name, **kwargs)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: <what>; see `migrator CMD --help``` and exit 2.
 
     argparse's default prints the whole usage block before the error, which buries the one line
-    that matters; subcommand parsers inherit this class, so the hint names the command.
+    that matters; subcommand parsers inherit this class, so the hint names the command. A
+    sub-command's page lists its own arguments; the global options are shown once, by
+    ``migrator --help``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubParsers)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.prog != "migrator":
+            text = text.rstrip("\n") + "\n\n" + GLOBALS_NOTE + "\n"
+        return text
 
     def error(self, message: str, prog: str | None = None) -> NoReturn:  # type: ignore[override]
         message = _shorter_choice_error(message)
@@ -74,35 +101,44 @@ def _shorter_choice_error(message: str) -> str:
     return f"{label} {given!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (one of: {', '.join(choices)})")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    """Options accepted by every command; SUPPRESS keeps a later position from erasing an earlier one."""
+def _common_options(shown: bool = True) -> argparse.ArgumentParser:
+    """Options accepted by every command; SUPPRESS keeps a later position from erasing an earlier one.
+
+    ``shown=False`` is the copy sub-commands get: the same options, left out of their help pages.
+    """
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    g = p.add_argument_group("global options")
-    g.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (env DATABASE_URL; default: embedded)")
-    g.add_argument("--path", metavar="DIR", help="migrations folder (env MIGRATIONS_PATH; default ./migrations)")
-    g.add_argument("--table", metavar="NAME", help="state table, [schema.]table (default schema_migrations)")
-    g.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    g = p.add_argument_group("global options (before or after the command)")
+
+    def h(text: str) -> str:
+        return text if shown else argparse.SUPPRESS
+
+    g.add_argument("--database-url", metavar="URL", help=h("PostgreSQL URL (env DATABASE_URL; default: embedded)"))
+    g.add_argument("--path", metavar="DIR", help=h("migrations folder (env MIGRATIONS_PATH; default ./migrations)"))
+    g.add_argument("--table", metavar="NAME", help=h("state table, [schema.]table (default schema_migrations)"))
+    g.add_argument("--json", action="store_true", help=h("machine-readable output on stdout"))
     g.add_argument("--lock-timeout", metavar="DUR", type=argtypes.duration("--lock-timeout"),
-                   help="PostgreSQL lock_timeout per migration (default 10s)")
+                   help=h("PostgreSQL lock_timeout per migration (default 10s)"))
     g.add_argument("--statement-timeout", metavar="DUR", type=argtypes.duration("--statement-timeout"),
-                   help="PostgreSQL statement_timeout per migration (default 30min)")
+                   help=h("PostgreSQL statement_timeout per migration (default 30min)"))
     g.add_argument("--lock-wait", metavar="SECONDS", type=argtypes.seconds,
-                   help="max wait for the migration lock (300)")
-    g.add_argument("--run-id", metavar="ID", help="caller's run id recorded in the audit trail")
-    g.add_argument("--env", metavar="NAME", help="environment name for audit, backups and alerts (local)")
-    g.add_argument("--webhook-url", metavar="URL", help="alert webhook (env WEBHOOK_URL)")
-    g.add_argument("--webhook-secret", metavar="S", help="HMAC secret (prefer env WEBHOOK_SECRET)")
-    g.add_argument("--webhook-format", choices=["json", "slack"], help="alert payload format (json)")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr; validate: also show notes")
+                   help=h("max wait for the migration lock (300)"))
+    g.add_argument("--run-id", metavar="ID", help=h("caller's run id recorded in the audit trail"))
+    g.add_argument("--env", metavar="NAME", help=h("environment name for audit, backups and alerts (local)"))
+    g.add_argument("--webhook-url", metavar="URL", help=h("alert webhook (env WEBHOOK_URL)"))
+    g.add_argument("--webhook-secret", metavar="S", help=h("HMAC secret (prefer env WEBHOOK_SECRET)"))
+    g.add_argument("--webhook-format", choices=["json", "slack"], help=h("alert payload format (json)"))
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help=h("debug logging on stderr; validate: also show notes"))
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common_options()
+    common = _common_options(shown=False)
     parser = Parser(
         prog="migrator",
-        description="AskFrank database migrations (golang-migrate compatible).",
-        parents=[common],
+        description="AskFrank database migrations (golang-migrate compatible). "
+        "`migrator COMMAND --help` describes a command's own arguments.",
+        parents=[_common_options()],
     )
     parser.add_argument("--version", action="version", version=f"migrator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -130,6 +166,10 @@ def _setup_logging(verbose: bool) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the command, and turn every failure into an exit code and one line."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # a bare `migrator`: what it can do, not just "COMMAND is required"
+        sys.stderr.write(parser.format_help())
+        return 2
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
     ctx = Context(args=args, json=getattr(args, "json", False))

@@ -59,7 +59,7 @@ def test_every_engine_command(cli, db_url: str, two: Path) -> None:  # type: ign
     r = cli("down-all", "--yes", *g)
     assert r.code == 0
     r = cli("reset", "--yes", *g)
-    assert r.code == 0 and "version -1 -> 2" in r.err
+    assert r.code == 0 and "version none -> 2" in r.err
     r = cli("force", "1", *g)  # clean database: forcing it elsewhere asks, and without a terminal needs --yes
     assert r.code == 1 and "add --yes" in r.err
     r = cli("force", "1", "--yes", *g)
