@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from migrator.lint.model import ERROR, INFO, RULES, SEVERITY_ORDER, WARNING, Finding
 
@@ -58,6 +58,18 @@ class ValidationReport:
         from migrator.lint.report import to_json
 
         return to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        """The report ``to_dict`` describes (what the validate cache stores)."""
+        known = {"rule", "name", "severity", "file", "line", "column", "message", "help"}
+        findings = [
+            Finding(rule=d["rule"], severity=d["severity"], file=d["file"], message=d["message"], line=d["line"],
+                    column=d["column"], help=d.get("help", ""), extra={k: v for k, v in d.items() if k not in known})
+            for d in data["findings"]
+        ]
+        return cls(directory=data["directory"], migrations=data["migrations"], files=data["files"],
+                   findings=findings, drift_checked=data["drift_checked"])
 
 
 def require_justification_default() -> bool:
