@@ -70,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.flow == "migrate" and not (args.dry_run or args.always_run or args.target is not None):
         try:
             quick = nothing_to_do(args.env)
-        except MigratorError as exc:
-            error(str(exc))
-            return 1
+        except MigratorError:  # e.g. the database is unreachable: the flow retries, reports and alerts
+            quick = None
         if quick is not None:
             print(json.dumps(quick, indent=2, default=str) if args.json else summary_line("migrate", args.env, quick))
             return 0

@@ -42,12 +42,21 @@ def _linter_fingerprint() -> str:
 
     root = Path(__file__).resolve().parent.parent
     parts = [__version__, str(CACHE_VERSION)]
-    for rel in _LINTER_FILES:
+    files = [root / rel for rel in _LINTER_FILES]
+    try:  # PostgreSQL's parser (pglast's extension): found, not imported
+        import importlib.util
+
+        spec = importlib.util.find_spec("pglast")
+        if spec is not None and spec.submodule_search_locations:
+            files += sorted(Path(next(iter(spec.submodule_search_locations))).glob("parser*.so"))
+    except (ImportError, ValueError):
+        pass
+    for path in files:
         try:
-            st = (root / rel).stat()
-            parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+            st = path.stat()
+            parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
         except OSError:
-            parts.append(f"{rel}:-")
+            parts.append(f"{path.name}:-")
     return "|".join(parts)
 
 
