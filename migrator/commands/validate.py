@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from migrator import output
+from migrator import validate_cache as cache
 from migrator.commands import Context
-from migrator.lint import cache
 
 FORMATS = ("human", "text", "json", "sarif", "github", "markdown")
 
@@ -96,11 +96,9 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cached_validate(folder: Path, args: argparse.Namespace, fmt: str, show_info: bool) -> int:
     """validate through the content-hash cache: an unchanged folder is not parsed again."""
-    from migrator.lint import ValidationReport, report, require_justification_default, validate_folder
-
     justification = args.require_justification
     if justification is None:
-        justification = require_justification_default()
+        justification = cache.require_justification_default()
     options = {"justification": justification, "base": str(Path.cwd().resolve())}
     keys = cache.folder_key(folder, options)
     base = cache.slot(folder, options)
@@ -118,8 +116,12 @@ def _cached_validate(folder: Path, args: argparse.Namespace, fmt: str, show_info
             sys.stdout.flush()
             return _exit_code(counts["errors"], counts["warnings"], args.strict)
         stored = cache.load_report(base)
+        from migrator.lint import ValidationReport
+
         if stored is not None:
             report_ = ValidationReport.from_dict(stored)
+    from migrator.lint import report, validate_folder
+
     new_report = report_ is None
     if report_ is None:
         report_ = validate_folder(folder, require_justification=justification)

@@ -7,7 +7,6 @@ Prefect flows; nothing heavy is imported at module level.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,9 @@ class ValidationReport:
 
 def require_justification_default() -> bool:
     """MIGRATOR_REQUIRE_JUSTIFICATION=0/false/no turns the header requirement off (default on)."""
-    return os.environ.get("MIGRATOR_REQUIRE_JUSTIFICATION", "1").strip().lower() not in ("0", "false", "no", "off")
+    from migrator.validate_cache import require_justification_default as default
+
+    return default()
 
 
 def _display(base: Path | None) -> Callable[[object], str]:

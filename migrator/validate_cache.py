@@ -6,7 +6,8 @@ findings (the justification requirement, where paths are shown from) and the lin
 the stored findings are used as they are, and the output already rendered for the same format
 is written back without importing the parser: an unchanged folder re-validates in the time it
 takes to read it. Drift is never cached (it depends on the database), so validate with a
-database URL bypasses the cache. Only the standard library here: this is the fast path.
+database URL bypasses the cache. Only the standard library here, and outside ``migrator.lint``
+(whose import builds the rule catalogue): this is the fast path.
 
 ``--no-cache`` or ``MIGRATOR_NO_CACHE=1`` turn it off; ``MIGRATOR_CACHE_DIR`` moves it. A cache
 that cannot be read or written is ignored (the validation just runs).
@@ -26,7 +27,12 @@ from typing import Any
 CACHE_VERSION = 1
 _LINTER_FILES = ("files.py", "sql.py", "redact.py", "lint/__init__.py", "lint/allow.py", "lint/hipaa.py",
                  "lint/model.py", "lint/parse.py", "lint/report.py", "lint/rules.py", "lint/structure.py",
-                 "lint/stable_functions.txt", "lint/cache.py")
+                 "lint/stable_functions.txt", "validate_cache.py")
+
+
+def require_justification_default() -> bool:
+    """As ``migrator.lint.require_justification_default``, without importing the linter."""
+    return os.environ.get("MIGRATOR_REQUIRE_JUSTIFICATION", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def enabled(no_cache: bool = False) -> bool:
@@ -40,7 +46,7 @@ def cache_dir() -> Path:
 def _linter_fingerprint() -> str:
     from migrator import __version__
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent
     parts = [__version__, str(CACHE_VERSION)]
     files = [root / rel for rel in _LINTER_FILES]
     try:  # PostgreSQL's parser (pglast's extension): found, not imported
