@@ -9,6 +9,8 @@ SYNCED := $(VENV)/.migrator-synced
 COMPILED := $(VENV)/.migrator-compiled
 MIGRATOR ?= $(VENV)/bin/migrator
 ARGS ?=
+# the CLI then suggests make's own forms (YES=1, ARGS="--expect 3") instead of its flags
+migrate-%: export MIGRATOR_VIA_MAKE = 1
 
 .PHONY: help migrate-up migrate-down migrate-down-all migrate-reset migrate-status migrate-create \
 	migrate-list migrate-validate migrate-goto migrate-force migrate-tool-up migrate-tool-down \
@@ -34,10 +36,11 @@ migrate-status: $(COMPILED) ## version, dirty flag, applied and pending
 	@$(MIGRATOR) status $(ARGS)
 
 migrate-create: $(COMPILED) ## create a migration pair: make migrate-create NAME=add_patient_table
-	@name="$(NAME)"; \
-	if [ -z "$$name" ] && [ -t 0 ]; then printf 'Migration name (snake_case, e.g. add_patient_table): '; read name; fi; \
+	@name="$(NAME)"; why=""; \
+	if [ -z "$$name" ] && [ -t 0 ]; then printf 'Migration name (snake_case, e.g. add_patient_table): '; read name; \
+	  case "$(ARGS)" in *--justification*) ;; *) printf 'Business justification (ticket and reason; empty leaves TODO, which validate refuses): '; read why;; esac; fi; \
 	if [ -z "$$name" ]; then echo "error: give the migration a name: make migrate-create NAME=add_patient_table" >&2; exit 2; fi; \
-	$(MIGRATOR) create "$$name" $(ARGS)
+	if [ -n "$$why" ]; then $(MIGRATOR) create "$$name" --justification "$$why" $(ARGS); else $(MIGRATOR) create "$$name" $(ARGS); fi
 
 migrate-list: $(COMPILED) ## every migration, applied or pending
 	@$(MIGRATOR) list $(ARGS)

@@ -37,12 +37,73 @@ COMMAND_MODULES = (
 )
 
 
+GLOBALS_NOTE = (
+    "global options (--database-url URL, --path DIR, --table NAME, --json, -v, --env NAME, ...) work here too; "
+    "`migrator --help` describes them"
+)
+
+# which module registers each top-level command, so a run builds only its own command's parser
+# (argparse costs ~15 ms for all of them); tests/test_cli.py checks this against the modules
+COMMAND_OWNERS = {
+    **dict.fromkeys(("up", "down", "down-all", "reset", "goto", "force", "status", "version", "list", "history",
+                     "create"), "migrator.commands.engine"),
+    **dict.fromkeys(("validate", "verify-roundtrip"), "migrator.commands.validate"),
+    "notify": "migrator.commands.notify",
+    **dict.fromkeys(("backup", "restore", "backups"), "migrator.commands.backup"),
+    "trigger": "migrator.commands.trigger",
+    "embedded": "migrator.commands.embedded",
+    "rehearse": "migrator.commands.rehearse",
+    "recover": "migrator.commands.recover",
+    "fleet-status": "migrator.commands.fleet",
+    "drift": "migrator.commands.drift",
+    "schema": "migrator.commands.schema",
+}
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without ``shutil`` (whose import, with bz2 and lzma, is 3 ms of
+    every run: argparse builds a formatter for each argument it adds)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                width = 80
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _SubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Sub-command parsers whose page starts with what the command does (its one-line help)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if kwargs.get("description") is None and kwargs.get("help"):
+            kwargs["description"] = kwargs["help"]
+        kwargs.setdefault("formatter_class", _Formatter)
+        return super().add_parser(name, **kwargs)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: <what>; see `migrator CMD --help``` and exit 2.
 
     argparse's default prints the whole usage block before the error, which buries the one line
-    that matters; subcommand parsers inherit this class, so the hint names the command.
+    that matters; subcommand parsers inherit this class, so the hint names the command. A
+    sub-command's page lists its own arguments; the global options are shown once, by
+    ``migrator --help``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubParsers)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.prog != "migrator":
+            text = text.rstrip("\n") + "\n\n" + GLOBALS_NOTE + "\n"
+        return text
 
     def error(self, message: str, prog: str | None = None) -> NoReturn:  # type: ignore[override]
         message = _shorter_choice_error(message)
@@ -76,39 +137,68 @@ def _shorter_choice_error(message: str) -> str:
     return f"{label} {given!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (one of: {', '.join(choices)})")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    """Options accepted by every command; SUPPRESS keeps a later position from erasing an earlier one."""
+def _common_options(shown: bool = True) -> argparse.ArgumentParser:
+    """Options accepted by every command; SUPPRESS keeps a later position from erasing an earlier one.
+
+    ``shown=False`` is the copy sub-commands get: the same options, left out of their help pages.
+    """
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    g = p.add_argument_group("global options")
-    g.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (env DATABASE_URL; default: embedded)")
-    g.add_argument("--path", metavar="DIR", help="migrations folder (env MIGRATIONS_PATH; default ./migrations)")
-    g.add_argument("--table", metavar="NAME", help="state table, [schema.]table (default schema_migrations)")
-    g.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    g = p.add_argument_group("global options (before or after the command)")
+
+    def h(text: str) -> str:
+        return text if shown else argparse.SUPPRESS
+
+    g.add_argument("--database-url", metavar="URL", help=h("PostgreSQL URL (env DATABASE_URL; default: embedded)"))
+    g.add_argument("--path", metavar="DIR", help=h("migrations folder (env MIGRATIONS_PATH; default ./migrations)"))
+    g.add_argument("--table", metavar="NAME", help=h("state table, [schema.]table (default schema_migrations)"))
+    g.add_argument("--json", action="store_true", help=h("machine-readable output on stdout"))
     g.add_argument("--lock-timeout", metavar="DUR", type=argtypes.duration("--lock-timeout"),
-                   help="PostgreSQL lock_timeout per migration (default 10s)")
+                   help=h("PostgreSQL lock_timeout per migration (default 10s)"))
     g.add_argument("--statement-timeout", metavar="DUR", type=argtypes.duration("--statement-timeout"),
-                   help="PostgreSQL statement_timeout per migration (default 30min)")
+                   help=h("PostgreSQL statement_timeout per migration (default 30min)"))
     g.add_argument("--lock-wait", metavar="SECONDS", type=argtypes.seconds,
-                   help="max wait for the migration lock (300)")
-    g.add_argument("--run-id", metavar="ID", help="caller's run id recorded in the audit trail")
-    g.add_argument("--env", metavar="NAME", help="environment name for audit, backups and alerts (local)")
-    g.add_argument("--webhook-url", metavar="URL", help="alert webhook (env WEBHOOK_URL)")
-    g.add_argument("--webhook-secret", metavar="S", help="HMAC secret (prefer env WEBHOOK_SECRET)")
-    g.add_argument("--webhook-format", choices=["json", "slack"], help="alert payload format (json)")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr; validate: also show notes")
+                   help=h("max wait for the migration lock (300)"))
+    g.add_argument("--run-id", metavar="ID", help=h("caller's run id recorded in the audit trail"))
+    g.add_argument("--env", metavar="NAME", help=h("environment name for audit, backups and alerts (local)"))
+    g.add_argument("--webhook-url", metavar="URL", help=h("alert webhook (env WEBHOOK_URL)"))
+    g.add_argument("--webhook-secret", metavar="S", help=h("HMAC secret (prefer env WEBHOOK_SECRET)"))
+    g.add_argument("--webhook-format", choices=["json", "slack"], help=h("alert payload format (json)"))
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help=h("debug logging on stderr; validate: also show notes"))
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _common_options()
+def _command_of(argv: Sequence[str], common: argparse.ArgumentParser) -> str | None:
+    """The command word in ``argv`` (global options may come first), or None."""
+    takes_value = {o for a in common._actions if a.nargs != 0 for o in a.option_strings}
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--":
+            return None
+        elif token.startswith("-"):
+            skip = token in takes_value  # --env NAME (not --env=NAME)
+        else:
+            return token
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv`` naming a known command, only that command's module is registered."""
+    common = _common_options(shown=False)
+    owner = COMMAND_OWNERS.get(_command_of(argv, common) or "") if argv is not None else None
     parser = Parser(
         prog="migrator",
-        description="AskFrank database migrations (golang-migrate compatible).",
-        parents=[common],
+        description="AskFrank database migrations (golang-migrate compatible). "
+        "`migrator COMMAND --help` describes a command's own arguments.",
+        parents=[_common_options()],
     )
     parser.add_argument("--version", action="version", version=f"migrator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
+        if owner is not None and name != owner:
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -131,7 +221,11 @@ def _setup_logging(verbose: bool) -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the command, and turn every failure into an exit code and one line."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    if not argv:  # a bare `migrator`: what it can do, not just "COMMAND is required"
+        sys.stderr.write(parser.format_help())
+        return 2
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
     ctx = Context(args=args, json=getattr(args, "json", False))

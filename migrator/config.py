@@ -300,25 +300,42 @@ def _query_options(query_s: str, setting: str) -> tuple[TableName | None, int | 
     kept: list[tuple[str, str]] = []
     server_options: list[str] = []
     query = parse_qsl(query_s, keep_blank_values=True)
-    qdict = dict(query)
+    first: dict[str, str] = {}
+    for key, value in query:  # Go's url.Values.Get: the first value of a repeated key
+        first.setdefault(key, value)
+    flags = {name: _x_bool(first, name, setting) for name in X_BOOL_OPTIONS}
+    for name in X_INT_OPTIONS:
+        raw = first.get(name, "")
+        if raw and not _GO_ATOI_RE.match(raw):
+            raise ConfigError(
+                f"{name}={raw!r} in {setting} is not a whole number; golang-migrate refuses it too "
+                f"(e.g. {name}=10485760, or remove the option)"
+            )
+    quoted = flags["x-migrations-table-quoted"]
+    if "x-migrations-table" in first:
+        value = first["x-migrations-table"]
+        if not value.strip():
+            raise ConfigError(
+                f"x-migrations-table in {setting} is empty; name the state table (e.g. "
+                "x-migrations-table=schema_migrations) or remove the option"
+            )
+        # golang-migrate: without x-migrations-table-quoted the value is the bare table name
+        table = _quoted_table(value, setting) if quoted else TableName(table=value)
+    elif quoted:
+        raise ConfigError(
+            f"x-migrations-table-quoted is true in {setting} but there is no x-migrations-table (golang-migrate "
+            'crashes on that URL); add x-migrations-table="schema"."table" or remove x-migrations-table-quoted'
+        )
+    if "x-statement-timeout" in first:
+        value = first["x-statement-timeout"]
+        if not value.isdigit() or int(value) > INT_MAX_MS:
+            raise ConfigError(
+                f"x-statement-timeout={value!r} in {setting} must be whole milliseconds from 0 to "
+                f"{INT_MAX_MS} (PostgreSQL's limit)"
+            )
+        statement_timeout_ms = int(value)
     for key, value in query:
-        if key == "x-migrations-table":
-            if not value.strip():
-                raise ConfigError(
-                    f"x-migrations-table in {setting} is empty; name the state table (e.g. "
-                    "x-migrations-table=schema_migrations) or remove the option"
-                )
-            # golang-migrate: without x-migrations-table-quoted the value is the bare table name
-            quoted = qdict.get("x-migrations-table-quoted", "").lower() in ("1", "true")
-            table = parse_table(value) if quoted else TableName(table=value)
-        elif key == "x-statement-timeout":
-            if not value.isdigit() or int(value) > INT_MAX_MS:
-                raise ConfigError(
-                    f"x-statement-timeout={value!r} in {setting} must be whole milliseconds from 0 to "
-                    f"{INT_MAX_MS} (PostgreSQL's limit)"
-                )
-            statement_timeout_ms = int(value)
-        elif key.startswith("x-"):
+        if key.startswith("x-"):  # golang-migrate's own options; the others are accepted and ignored
             continue
         elif key in LIBPQ_KEYWORDS:
             kept.append((key, value))
@@ -330,6 +347,54 @@ def _query_options(query_s: str, setting: str) -> tuple[TableName | None, int | 
         kept = [(k, v) for k, v in kept if k != "options"]
         kept.append(("options", " ".join(([existing] if existing else []) + server_options)))
     return table, statement_timeout_ms, kept
+
+
+# golang-migrate reads its boolean options with Go's strconv.ParseBool and refuses anything else.
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+X_BOOL_OPTIONS = ("x-migrations-table-quoted", "x-multi-statement")
+X_INT_OPTIONS = ("x-multi-statement-max-size",)  # read with strconv.Atoi (migrator ignores the value)
+_GO_ATOI_RE = re.compile(r"^[+-]?[0-9]+$")
+
+
+def go_parse_bool(value: str) -> bool | None:
+    """Go's ``strconv.ParseBool``: True, False, or None when Go would return an error."""
+    if value in GO_TRUE:
+        return True
+    if value in GO_FALSE:
+        return False
+    return None
+
+
+def _x_bool(first: dict[str, str], name: str, setting: str) -> bool:
+    """A boolean ``x-`` option as golang-migrate reads it: absent or empty is false."""
+    raw = first.get(name, "")
+    if not raw:
+        return False
+    parsed = go_parse_bool(raw)
+    if parsed is None:
+        raise ConfigError(
+            f"{name}={raw!r} in {setting} is not a boolean golang-migrate accepts (it refuses this URL too); "
+            "use true or false (also 1, t, T, TRUE, True, 0, f, F, FALSE, False)"
+        )
+    return parsed
+
+
+def _quoted_table(value: str, setting: str) -> TableName:
+    """``x-migrations-table`` with ``x-migrations-table-quoted`` true: golang-migrate's checks."""
+    if len(value) < 2 or not (value.startswith('"') and value.endswith('"')):
+        raise ConfigError(
+            f"x-migrations-table in {setting} must be quoted when x-migrations-table-quoted is true, as "
+            'golang-migrate requires: e.g. x-migrations-table="migrate"."schema_migrations" '
+            "(or drop x-migrations-table-quoted for a bare table name)"
+        )
+    try:
+        return parse_table(value)
+    except ConfigError:
+        raise ConfigError(
+            f"x-migrations-table in {setting} is not \"table\" or \"schema\".\"table\" (golang-migrate refuses "
+            'it too); e.g. x-migrations-table="migrate"."schema_migrations"'
+        ) from None
 
 
 def _host_from_env() -> bool:

@@ -35,8 +35,9 @@ class DirtyDatabaseError(MigratorError):
         self.version = version
         self.detail = detail
         msg = (
-            f"Dirty database version {version}. Fix and force version: inspect the schema, "
-            f"then run `migrator force V` with the last version that fully applied"
+            f"Dirty database version {version}. Fix and force version: `migrator status` shows what ran and the "
+            f"ways out (`migrator recover`, or fix it by hand, then `migrator force V --expect {version}` with the "
+            "last version that fully applied)"
         )
         super().__init__(msg + (f" ({detail})" if detail else ""))
 

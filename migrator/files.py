@@ -20,7 +20,9 @@ from pathlib import Path
 
 from migrator.errors import MigrationFileError
 
-FILE_RE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")
+# Go's regexp: ``$`` matches only at the very end (Python's also before a final newline, so
+# ``1_foobar.up.sql\n`` would be a migration here and skipped by golang-migrate): ``\Z`` is Go's ``$``.
+FILE_RE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 MAX_VERSION = 2**63 - 1  # schema_migrations.version is a bigint
 DIGITS = 6
@@ -264,6 +266,17 @@ def _read_entry(path: Path, m: re.Match[str] | None, problems: list[Problem]) ->
                     "bad-name",
                     rel,
                     "does not match {version}_{title}.{up|down}.sql; rename it (e.g. 000007_add_x.up.sql)",
+                )
+            )
+        elif any(ord(ch) < 32 for ch in path.name):  # e.g. a newline: shown escaped, so output stays one line
+            shown = rel.encode("unicode_escape").decode("ascii")
+            problems.append(
+                Problem(
+                    "warning",
+                    "not-a-migration",
+                    shown,
+                    "has a control character (e.g. a newline) in its name, so it is not a migration "
+                    "(golang-migrate ignores it too); rename it without it",
                 )
             )
         else:

@@ -27,6 +27,7 @@ _KV_PASSWORD = re.compile(
     r"(?P<key>\b(?:password|passwd|pgpassword|secret|token|api[_-]?key)\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|\S+)",
     re.IGNORECASE,
 )
+_KV_WORDS = ("passw", "pgpassword", "secret", "token", "api")  # what _KV_PASSWORD cannot match without
 
 
 def register_secret(secret: str | None) -> None:
@@ -68,8 +69,13 @@ def redact(text: object) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         if secret in s:
             s = s.replace(secret, MASK)
-    s = _URL_USERINFO.sub(lambda m: m.group("prefix") + (MASK if m.group("pw") else "") + m.group("at"), s)
-    s = _KV_PASSWORD.sub(lambda m: m.group("key") + MASK, s)
+    # each pattern only when its necessary text is there: a long report (validate's 2,000 lines) would
+    # otherwise spend most of its output time in these two scans
+    if "://" in s:
+        s = _URL_USERINFO.sub(lambda m: m.group("prefix") + (MASK if m.group("pw") else "") + m.group("at"), s)
+    low = s.lower()
+    if any(word in low for word in _KV_WORDS):
+        s = _KV_PASSWORD.sub(lambda m: m.group("key") + MASK, s)
     return s
 
 

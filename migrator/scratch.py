@@ -90,7 +90,10 @@ def sweep_scratch_databases(conn_info: Connection, *, max_age_hours: float = lef
                     sweep.kept.append((name, f"{why}, but it could not be dropped: {redact(str(exc).strip())}"))
                     continue
                 sweep.removed.append(leftover.Removed(name, int(size) if size is not None else None, why))
-    except (psycopg.Error, ConfigError) as exc:  # the sweep must never stop the caller's own work
+    except ConfigError as exc:  # unreachable: the caller's own connection says so next, in one line
+        log.info("could not look for leftover scratch databases on %s: %s", conn_info.display, redact(str(exc).strip()))
+        return sweep
+    except psycopg.Error as exc:  # the sweep must never stop the caller's own work
         log.warning("could not look for leftover scratch databases on %s: %s", conn_info.display,
                     redact(str(exc).strip()))
         return sweep

@@ -67,6 +67,7 @@ def split_url(url: str) -> UrlParts:
         if "=" not in field:
             raise UrlError("a query parameter has no '=' (a '?' or '&' in the password must be written %3F / %26)")
     for host in hosts.split(","):
+        _check_ipv6(host)
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
         if port and not port.isdigit():
             raise UrlError(
@@ -74,6 +75,18 @@ def split_url(url: str) -> UrlParts:
                 "a '/' in a password must be written %2F)"
             )
     return UrlParts(scheme, user, password, hosts, path, query)
+
+
+def _check_ipv6(host: str) -> None:
+    """An IPv6 address needs brackets (``[::1]:5432``), as in every URL; anything else is ambiguous."""
+    if "[" in host or "]" in host:
+        if not re.fullmatch(r"\[[0-9A-Fa-f:.]+(%[^\]]+)?\](:[0-9]*)?", host):
+            raise UrlError("an IPv6 host must be one bracketed address with an optional port, e.g. [::1]:5432")
+    elif host.count(":") > 1:
+        raise UrlError(
+            "a host has more than one ':' (an IPv6 host is written in brackets, e.g. postgresql://user@[::1]:5432/db; "
+            "a user:password must be followed by @host)"
+        )
 
 
 def password_candidates(url: str) -> set[str]:

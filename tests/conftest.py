@@ -23,6 +23,9 @@ from psycopg import sql
 # Nothing may leave 127.0.0.1: no Prefect telemetry, no analytics.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# validate's cache would let one test's answer stand in for another's monkeypatched linter;
+# tests/test_validate_cache.py turns it back on for itself
+os.environ.setdefault("MIGRATOR_NO_CACHE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -59,7 +59,7 @@ def test_every_engine_command(cli, db_url: str, two: Path) -> None:  # type: ign
     r = cli("down-all", "--yes", *g)
     assert r.code == 0
     r = cli("reset", "--yes", *g)
-    assert r.code == 0 and "version -1 -> 2" in r.err
+    assert r.code == 0 and "version none -> 2" in r.err
     r = cli("force", "1", *g)  # clean database: forcing it elsewhere asks, and without a terminal needs --yes
     assert r.code == 1 and "add --yes" in r.err
     r = cli("force", "1", "--yes", *g)
@@ -215,3 +215,25 @@ def test_status_shows_recent_applied_unless_all(cli, db_url: str, migrations_dir
     r = cli("status", "--all", *g)
     assert "create_t1 " in r.out and "not shown" not in r.out
     assert len(json.loads(cli("status", "--json", *g).out)["applied"]) == 11
+
+
+def test_command_owners_name_the_module_that_registers_each_command() -> None:
+    """cli.COMMAND_OWNERS lets a run build only its command's parser; it must match the modules."""
+    import argparse
+
+    from migrator.cli import COMMAND_MODULES, COMMAND_OWNERS, build_parser
+
+    owners: dict[str, str] = {}
+    for module in COMMAND_MODULES:
+        parser = build_parser()
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        before = set(sub.choices)
+        scratch = argparse.ArgumentParser()
+        scratch_sub = scratch.add_subparsers()
+        __import__(module, fromlist=["register"]).register(scratch_sub, argparse.ArgumentParser(add_help=False))
+        owners.update(dict.fromkeys(scratch_sub.choices, module))
+        assert set(scratch_sub.choices) <= before
+    assert owners == COMMAND_OWNERS
+    only = build_parser(["--env", "validate", "status", "--json"])
+    (sub,) = [a for a in only._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {k for k, v in COMMAND_OWNERS.items() if v == "migrator.commands.engine"}

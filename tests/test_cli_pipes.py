@@ -45,7 +45,7 @@ def two_migrations(d: Path) -> None:
         (["force"], "error: the following arguments are required: V; see `migrator force --help`"),
         (["statsu"], "error: unknown command 'statsu' (did you mean 'status'?); see `migrator --help`"),
         (["status", "--limit", "3"], "error: unrecognized arguments: --limit 3; see `migrator status --help`"),
-        ([], "error: the following arguments are required: COMMAND; see `migrator --help`"),
+        (["--json"], "error: the following arguments are required: COMMAND; see `migrator --help`"),  # bare: issue 21
         (["embedded", "start"], "error: unknown command 'start' (did you mean 'status'?); see `migrator embedded --help`"),
     ],
 )

@@ -53,3 +53,47 @@ def test_readme_is_short_and_its_links_resolve() -> None:
             if "://" in target or target.startswith("mailto:"):
                 continue
             assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)} links to missing {target}"
+
+
+CMD_BEGIN = "<!-- commands:begin"
+CMD_END = "<!-- commands:end -->"
+
+
+def _commands_block(text: str) -> str:
+    start = text.index(CMD_BEGIN)
+    return text[text.index("\n", start) + 1 : text.index(CMD_END)].strip("\n") + "\n"
+
+
+def test_docs_commands_reference_is_the_parser() -> None:
+    from migrator.cli_reference import markdown
+
+    doc = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert _commands_block(doc) == markdown(), (
+        "docs/commands.md's argument reference differs from the parser: regenerate it with "
+        "`python -m migrator.cli_reference` between the commands:begin/end markers"
+    )
+
+
+def test_docs_commands_table_has_every_command_and_every_argument_is_described() -> None:
+    import argparse
+
+    from migrator.cli import build_parser
+
+    doc = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    table = doc[: doc.index(CMD_BEGIN)]
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [name for name in sub.choices if f"`migrator {name}" not in table and f"`migrator {name}`" not in doc]
+    assert missing == [], f"commands without a row in docs/commands.md's table: {missing}"
+
+    def undocumented(p: argparse.ArgumentParser, path: str) -> list[str]:
+        found = [] if p.description else [f"{path}: no description"]
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, child in a.choices.items():
+                    found += undocumented(child, f"{path} {name}")
+            elif not isinstance(a, argparse._HelpAction) and not a.help:
+                found.append(f"{path} {a.option_strings or a.dest}: no help")
+        return found
+
+    assert undocumented(parser, "migrator") == []

@@ -4,6 +4,7 @@ light (stdlib and ``migrator`` basics) so that building the parser costs nothing
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,3 +39,18 @@ class Context:
                 webhook_format=getattr(a, "webhook_format", None),
             )
         return self._settings
+
+
+def via_make() -> bool:
+    """True when the Makefile's ``migrate-*`` targets run the command (they set MIGRATOR_VIA_MAKE=1)."""
+    return os.environ.get("MIGRATOR_VIA_MAKE") == "1"
+
+
+def suggest(cli: str, make: str | None = None) -> str:
+    """A command to suggest, as the person typed theirs: ``make migrate-...`` under make, else ``migrator ...``.
+
+    Without a make form, the CLI is named by its path in the venv (what the Makefile runs).
+    """
+    if not via_make():
+        return cli
+    return make if make is not None else ".venv/bin/" + cli

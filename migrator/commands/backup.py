@@ -207,7 +207,15 @@ def run_restore(ctx: Context, args: argparse.Namespace) -> int:
 def _table(
     title: str, columns: list[str], rows: list[list[str]], red: Callable[[list[str]], bool] | None = None
 ) -> None:
-    """Like ``output.table`` but keys are folded, never cut with an ellipsis, so they can be copied."""
+    """Like ``output.table`` but keys are folded, never cut with an ellipsis, so they can be copied.
+
+    Into a pipe or a file: plain columns, as every other table (no boxes for grep/awk to step around).
+    """
+    from migrator import output
+
+    if not output.is_terminal():
+        output.plain_table(title, columns, rows)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -216,9 +224,7 @@ def _table(
         t.add_column(col, overflow="fold", no_wrap=True)
     for row in rows:
         t.add_row(*(redact(v) for v in row), style="red" if red and red(row) else None)
-    # piped output (scripts, CI logs) gets the table's natural width instead of 80 columns
-    natural = sum(max([len(c), *(len(r[i]) for r in rows)]) + 3 for i, c in enumerate(columns)) + 1
-    Console(highlight=False, width=None if sys.stdout.isatty() else max(80, natural)).print(t)
+    Console(highlight=False).print(t)
 
 
 def _rows(backups: list[Any]) -> list[list[str]]:

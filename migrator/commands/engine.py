@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from migrator import argtypes, output
-from migrator.commands import Context
+from migrator.commands import Context, suggest
 from migrator.errors import DirtyDatabaseError, MigrationFailedError, MigratorError
 
 if TYPE_CHECKING:
@@ -25,17 +25,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     p = add("up", "apply all pending migrations, or the next N", cmd_up)
-    p.add_argument("n", nargs="?", type=argtypes.count, help="number of migrations to apply (default: all)")
+    p.add_argument("n", nargs="?", type=argtypes.count, metavar="N",
+                   help="number of migrations to apply (default: all)")
     p = add("down", "revert the last migration, or the last N", cmd_down)
-    p.add_argument("n", nargs="?", type=argtypes.count, default=1, help="number of migrations to revert (default: 1)")
+    p.add_argument("n", nargs="?", type=argtypes.count, default=1, metavar="N",
+                   help="number of migrations to revert (default: 1)")
     p = add("down-all", "revert ALL migrations (destructive; asks unless --yes)", cmd_down_all)
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (make: YES=1)")
     p = add("reset", "down-all then up (development databases; asks unless --yes)", cmd_reset)
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (make: YES=1)")
     p = add("goto", "migrate up or down to version V", cmd_goto)
-    p.add_argument("version", type=argtypes.version, metavar="V")
+    p.add_argument("version", type=argtypes.version, metavar="V",
+                   help="the version to end at: a migration's version (e.g. 3; it must have a file), or -1 to "
+                   "revert everything")
     p = add("force", "set version V and clear the dirty flag without running anything (-1: no version)", cmd_force)
-    p.add_argument("version", type=argtypes.version, metavar="V")
+    p.add_argument("version", type=argtypes.version, metavar="V",
+                   help="the version to record: the last migration that is fully applied, or -1 for none")
     p.add_argument("--expect", type=argtypes.version, metavar="CUR", help="refuse unless the recorded version is CUR")
     p.add_argument("-y", "--yes", action="store_true",
                    help="do not ask when forcing a CLEAN database to another version (marks migrations applied or "
@@ -50,10 +55,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add("version", "print the current version as golang-migrate does", cmd_version)
     add("list", "every migration file, applied or pending", cmd_list)
     p = add("history", "the audit trail of applied, reverted and forced migrations", cmd_history)
-    p.add_argument("--limit", type=argtypes.count, default=50)
+    p.add_argument("--limit", type=argtypes.count, default=50, metavar="N",
+                   help="show the newest N attempts (default 50)")
     p = add("create", "create the next migration pair NNNNNN_NAME.{up,down}.sql", cmd_create)
-    p.add_argument("name", help="descriptive snake_case name, e.g. add_patient_table")
-    p.add_argument("--justification", default="", help="business justification for the header comment")
+    p.add_argument("name", metavar="NAME", help="descriptive snake_case name, e.g. add_patient_table")
+    p.add_argument("--justification", default="", metavar="TEXT",
+                   help="business justification for the header comment (without it the header says TODO, which "
+                   "validate refuses)")
 
 
 def _migrator(ctx: Context) -> Migrator:
@@ -97,7 +105,8 @@ def _run_change(ctx: Context, command: str, action: Any, m: Migrator | None = No
             output.info(f"warning: {w}")
         if result.changed:
             output.info(
-                f"{result.database}: version {result.version_before} -> {result.version_after} "
+                f"{result.database}: version {_shown_version(result.version_before)} -> "
+                f"{_shown_version(result.version_after)} "
                 f"({len(result.steps)} migration{'s' if len(result.steps) != 1 else ''})"
             )
     if result.changed:
@@ -125,11 +134,16 @@ def _refresh_schema_file(ctx: Context) -> None:
         output.info(f"wrote {result.path} (schema at version {result.version})")
 
 
-def _confirm(ctx: Context, args: argparse.Namespace, question: str) -> None:
+def _shown_version(version: int) -> str:
+    return "none" if version == -1 else str(version)
+
+
+def _confirm(ctx: Context, args: argparse.Namespace, question: str, make_yes: str = "YES=1") -> None:
     if getattr(args, "yes", False):
         return
     if not sys.stdin.isatty():
-        raise MigratorError(f"{question.rstrip('?')}: refusing without confirmation; add --yes to proceed")
+        how = suggest("add --yes", f"add {make_yes}")
+        raise MigratorError(f"{question.rstrip('?')}: refusing without confirmation; {how} to proceed")
     answer = input(f"{question} [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise MigratorError("aborted: nothing was changed")
@@ -181,7 +195,7 @@ def cmd_force(ctx: Context, args: argparse.Namespace) -> int:
             f"warning: the database is clean at version {'none' if st.version == -1 else st.version}; "
             f"forcing {args.version} {what}"
         )
-        _confirm(ctx, args, f"Force version {args.version} anyway?")
+        _confirm(ctx, args, f"Force version {args.version} anyway?", make_yes='ARGS="--yes"')
         if expect is None:
             expect = st.version  # what was confirmed: refuse if someone changed the state meanwhile
     return _run_change(ctx, "force", lambda m: m.force(args.version, expected_current=expect), m)
@@ -308,20 +322,25 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
         "revert the statements that ran")
     finish_what = "run the rest of the down" if failure is not None and failure.direction == "down" else (
         "run the failed statement (fixed) and the ones after it")
+    def force(v: int) -> str:
+        return suggest(f"migrator force {v} --expect {st.version}",
+                       f'make migrate-force V={v} ARGS="--expect {st.version}"')
+
     lines += [
-        "Nothing runs until you choose one way out. Inspect the schema first (psql; `migrator embedded psql` on "
-        "the embedded server); a failed CREATE INDEX CONCURRENTLY leaves an INVALID index to drop:",
-        f"  finish by hand: {finish_what}, then `migrator force {finish} --expect {st.version}` "
+        "Nothing runs until you choose one way out. Inspect the schema first (psql; "
+        f"`{suggest('migrator embedded psql')}` on the embedded server); a failed CREATE INDEX CONCURRENTLY "
+        "leaves an INVALID index to drop:",
+        f"  finish by hand: {finish_what}, then `{force(finish)}` "
         f"(records {finish} as {'applied' if finish != -1 else 'no version'})",
-        f"  undo by hand:   {undo_what}, then `migrator force {undo} --expect {st.version}` "
+        f"  undo by hand:   {undo_what}, then `{force(undo)}` "
         + (f"(records {undo}: migration {undo} stays applied)" if failure is not None and failure.direction == "down"
            else f"(records {'no version' if undo == -1 else undo}: migration {finish} stays pending and runs again "
            "on the next up)"),
     ]
     if _recover_available():
         lines.append(
-            "  or let migrator do it, audited: `migrator recover` shows what each action would do now; "
-            "`migrator recover --resume` runs the statements that did not run (fix the file first), "
+            f"  or let migrator do it, audited: `{suggest('migrator recover')}` shows what each action would do now; "
+            f"`{suggest('migrator recover --resume')}` runs the statements that did not run (fix the file first), "
             "`--revert` runs the down file and records the previous version, "
             "`--mark-applied` records the version after you finished by hand"
         )
@@ -459,4 +478,11 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         output.print_json({"up": str(up), "down": str(down)})
     else:
         output.line(f"created {up}\ncreated {down}")
+        if not args.justification.strip():
+            how = suggest("--justification \"TICKET-42 why\"", "ARGS='--justification \"TICKET-42 why\"'")
+            validate = suggest("migrator validate", "make migrate-validate")
+            output.info(
+                f"note: the business justification in {up.name} is TODO: `{validate}` fails (MIG202) until you "
+                f"replace it (or create with {how})"
+            )
     return 0

@@ -28,9 +28,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run only the statements that did not run (fix the file first), then record it clean")
     g.add_argument("--mark-applied", dest="action", action="store_const", const="mark_applied",
                    help="you finished the change by hand: record the version, clean")
-    p.add_argument("--engineer", default=None,
+    p.add_argument("--engineer", default=None, metavar="NAME",
                    help="your name for the audit trail (env MIGRATOR_ENGINEER; default: your login name)")
-    p.add_argument("--comment", default="", help="ticket or reason, kept in the audit trail")
+    p.add_argument("--comment", default="", metavar="TEXT", help="ticket or reason, kept in the audit trail")
     p.set_defaults(func=cmd_recover, action=None)
 
 
@@ -54,7 +54,13 @@ def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
         else:
             _print_incident(inc)
         return EXIT_DIRTY if inc.dirty else 0
-    result = recover(ctx.settings, args.action, _engineer(args), args.comment, progress=output.info)
+    engineer = _engineer(args).strip()
+    if not engineer:  # the core's message also names the Prefect form's field; here only the CLI's ways count
+        from migrator.errors import ConfigError
+
+        raise ConfigError("a recovery is audited with your name and none was found (no login name); "
+                          "give it with --engineer NAME or MIGRATOR_ENGINEER=NAME")
+    result = recover(ctx.settings, args.action, engineer, args.comment, progress=output.info)
     _alert(ctx, result)
     if ctx.json:
         output.print_json({"ok": result.ok, **result.to_dict()})

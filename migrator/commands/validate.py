@@ -7,9 +7,12 @@ configured (--database-url / DATABASE_URL). Exit codes: 0 clean, 1 errors, 2 war
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from migrator import output
+from migrator import validate_cache as cache
 from migrator.commands import Context
 
 FORMATS = ("human", "text", "json", "sarif", "github", "markdown")
@@ -43,6 +46,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "MIGRATOR_REQUIRE_JUSTIFICATION=0 turns it off)",
     )
     p.add_argument("--no-drift", action="store_true", help="skip the drift check even when a database is configured")
+    p.add_argument("--no-cache", action="store_true",
+                   help="validate every file again instead of reusing the findings of an unchanged folder "
+                   "(.migrator/cache; env MIGRATOR_NO_CACHE=1)")
     p.set_defaults(func=cmd_validate)
 
     r: argparse.ArgumentParser = sub.add_parser(
@@ -78,14 +84,67 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
         raise ConfigError("--format markdown is for --list-rules; findings use human, text, json, sarif or github")
     fmt = args.format or ("json" if ctx.json else ("human" if output.is_terminal() else "text"))
     settings = ctx.settings
-    report_ = validate_folder(
-        settings.migrations_path,
-        require_justification=args.require_justification,
-        settings=settings,
-        drift=bool(settings.database_url) and not args.no_drift,
-    )
-    report.write(report_, fmt, show_info=getattr(args, "verbose", False))
+    show_info = bool(getattr(args, "verbose", False))
+    drift = bool(settings.database_url) and not args.no_drift
+    if drift or not cache.enabled(args.no_cache):  # drift depends on the database: never cached
+        report_ = validate_folder(settings.migrations_path, require_justification=args.require_justification,
+                                  settings=settings, drift=drift)
+        report.write(report_, fmt, show_info=show_info)
+        return report_.exit_code(args.strict)
+    return _cached_validate(settings.migrations_path, args, fmt, show_info)
+
+
+def _cached_validate(folder: Path, args: argparse.Namespace, fmt: str, show_info: bool) -> int:
+    """validate through the content-hash cache: an unchanged folder is not parsed again."""
+    justification = args.require_justification
+    if justification is None:
+        justification = cache.require_justification_default()
+    options = {"justification": justification, "base": str(Path.cwd().resolve())}
+    keys = cache.folder_key(folder, options)
+    base = cache.slot(folder, options)
+    index = cache.load_index(base, keys[0]) if keys else None
+    rendered_name = f"{fmt}:{int(show_info)}"
+    report_ = None
+    if index is not None:
+        counts = index["counts"]
+        text = cache.load_rendered(base, index, rendered_name) if fmt != "human" else None
+        if text is not None:  # the whole answer, as printed last time
+            if keys and index.get("signature") != keys[1]:
+                index["signature"] = keys[1]
+                cache.store(base, index)
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+            return _exit_code(counts["errors"], counts["warnings"], args.strict)
+        stored = cache.load_report(base)
+        from migrator.lint import ValidationReport
+
+        if stored is not None:
+            report_ = ValidationReport.from_dict(stored)
+    from migrator.lint import report, validate_folder
+
+    new_report = report_ is None
+    if report_ is None:
+        report_ = validate_folder(folder, require_justification=justification)
+        index = {"counts": {"errors": report_.errors, "warnings": report_.warnings}}
+    assert index is not None
+    rendered = None
+    if fmt == "human":
+        report.write(report_, fmt, show_info=show_info)
+    else:
+        text = report.render(report_, fmt, show_info)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        rendered = (rendered_name, text)
+    if keys is not None:
+        index.update(key=keys[0], signature=keys[1])
+        cache.store(base, index, report_.to_dict() if new_report else None, rendered)
     return report_.exit_code(args.strict)
+
+
+def _exit_code(errors: int, warnings: int, strict: bool) -> int:
+    if errors:
+        return 1
+    return 2 if strict and warnings else 0
 
 
 def cmd_roundtrip(ctx: Context, args: argparse.Namespace) -> int:

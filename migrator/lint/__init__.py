@@ -7,11 +7,10 @@ Prefect flows; nothing heavy is imported at module level.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from migrator.lint.model import ERROR, INFO, RULES, SEVERITY_ORDER, WARNING, Finding
 
@@ -59,10 +58,24 @@ class ValidationReport:
 
         return to_json(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        """The report ``to_dict`` describes (what the validate cache stores)."""
+        known = {"rule", "name", "severity", "file", "line", "column", "message", "help"}
+        findings = [
+            Finding(rule=d["rule"], severity=d["severity"], file=d["file"], message=d["message"], line=d["line"],
+                    column=d["column"], help=d.get("help", ""), extra={k: v for k, v in d.items() if k not in known})
+            for d in data["findings"]
+        ]
+        return cls(directory=data["directory"], migrations=data["migrations"], files=data["files"],
+                   findings=findings, drift_checked=data["drift_checked"])
+
 
 def require_justification_default() -> bool:
     """MIGRATOR_REQUIRE_JUSTIFICATION=0/false/no turns the header requirement off (default on)."""
-    return os.environ.get("MIGRATOR_REQUIRE_JUSTIFICATION", "1").strip().lower() not in ("0", "false", "no", "off")
+    from migrator.validate_cache import require_justification_default as default
+
+    return default()
 
 
 def _display(base: Path | None) -> Callable[[object], str]:

@@ -9,7 +9,9 @@ logs, which must not receive the data either.
 
 from __future__ import annotations
 
+import itertools
 import re
+from typing import Any
 
 from migrator.lint.model import Finding, finding
 from migrator.lint.parse import ParsedFile
@@ -52,8 +54,126 @@ def _phone_is_fictional(text: str) -> bool:
     return len(digits) == 10 and digits[3:6] == "555" and digits[6:8] == "01"
 
 
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "credential",
+                           "credentials", "pin"})
+_SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"),
+                           ("auth", "token"), ("client", "secret")})
+# a column about a secret, not holding one: password_changed_at, token_type, api_key_id, ...
+_NOT_SECRET_LAST = frozenset({"type", "kind", "hint", "id", "expires", "expiry", "at", "on", "name", "length",
+                              "count", "policy", "format", "version", "algorithm", "algo", "url", "set",
+                              "changed", "updated", "required", "enabled", "reset", "attempts", "prefix", "scope",
+                              "scopes", "salt", "hash", "hashed", "digest", "encrypted", "fingerprint"})
+_HASHED = re.compile(r"^(\$(2[abxy]|argon2(id|i|d)|pbkdf2[-_a-z0-9]*|scrypt|[156])\$|SCRAM-SHA-256\$|md5[0-9a-f]{32}$"
+                     r"|[0-9a-f]{64}$|[0-9a-f]{128}$)")
+
+
+def is_secret_column(name: str) -> bool:
+    """Whether a column named ``name`` holds a password, token or key (its value must never be a literal)."""
+    parts = [p for p in re.split(r"[^a-z0-9]+", name.lower()) if p]
+    if not parts or parts[-1] in _NOT_SECRET_LAST:
+        return False
+    return any(p in _SECRET_WORDS for p in parts) or any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))
+
+
+def _literal(node: object) -> tuple[str, int] | None:
+    """(value, byte location) of a string constant, also through a cast (``'x'::text``)."""
+    if not isinstance(node, dict):
+        return None
+    if "TypeCast" in node:
+        return _literal(node["TypeCast"].get("arg"))
+    const = node.get("A_Const")
+    if const and "sval" in const:
+        return const["sval"].get("sval", ""), const.get("location", -1)
+    return None
+
+
+def _assignments(kind: str, node: Any) -> list[tuple[str, Any]]:
+    """(column, value expression) pairs an INSERT, UPDATE, CREATE TABLE or ALTER TABLE writes."""
+    pairs: list[tuple[str, Any]] = []
+
+    def targets(items: Any) -> None:
+        for t in items or ():
+            rt = t.get("ResTarget") or {}
+            val = rt.get("val") or {}
+            if "MultiAssignRef" in val:  # SET (a, b) = ('x', 'y')
+                mar = val["MultiAssignRef"]
+                args = ((mar.get("source") or {}).get("RowExpr") or {}).get("args") or []
+                i = mar.get("colno", 0) - 1
+                val = args[i] if 0 <= i < len(args) else {}
+            pairs.append((rt.get("name") or "", val))
+
+    def column_defaults(col: Any) -> None:
+        for c in col.get("constraints") or ():
+            con = c.get("Constraint") or {}
+            if con.get("contype") == "CONSTR_DEFAULT":
+                pairs.append((str(col.get("colname") or ""), con.get("raw_expr")))
+
+    if kind == "InsertStmt":
+        cols = [(c.get("ResTarget") or {}).get("name") or "" for c in node.get("cols") or ()]
+        select = (node.get("selectStmt") or {}).get("SelectStmt") or {}
+        for row in select.get("valuesLists") or ():
+            for col, val in zip(cols, (row.get("List") or {}).get("items") or (), strict=False):
+                pairs.append((col, val))
+        targets((node.get("onConflictClause") or {}).get("targetList"))
+    elif kind == "UpdateStmt":
+        targets(node.get("targetList"))
+    elif kind == "CreateStmt":
+        for elt in node.get("tableElts") or ():
+            if "ColumnDef" in elt:
+                column_defaults(elt["ColumnDef"])
+    elif kind == "AlterTableStmt":
+        for c in node.get("cmds") or ():
+            cmd = c.get("AlterTableCmd") or {}
+            d = cmd.get("def") or {}
+            if cmd.get("subtype") == "AT_AddColumn" and "ColumnDef" in d:
+                column_defaults(d["ColumnDef"])
+            elif cmd.get("subtype") == "AT_ColumnDefault" and d:
+                pairs.append((cmd.get("name") or "", d))
+    return pairs
+
+
+def secret_column_findings(pf: ParsedFile, already: set[int]) -> list[Finding]:
+    """MIG201 for a plaintext string written to a password/secret/token column (not at ``already``)."""
+    out: list[Finding] = []
+    to_char = None
+    for st in pf.statements:
+        if st.kind not in ("InsertStmt", "UpdateStmt", "CreateStmt", "AlterTableStmt"):
+            continue
+        for column, expr in _assignments(st.kind, st.node):
+            lit = _literal(expr)
+            if lit is None or not lit[0] or not is_secret_column(column) or _HASHED.match(lit[0]):
+                continue
+            if to_char is None:
+                from migrator.lint.parse import byte_to_char
+
+                to_char = byte_to_char(pf.sql)
+            offset = to_char(lit[1]) if lit[1] >= 0 else st.start
+            if offset in already:
+                continue
+            line, col = pf.pos(offset)
+            out.append(
+                finding(
+                    "MIG201",
+                    pf.file,
+                    f"string literal at line {line} is a plaintext value for the secret column {column}; never "
+                    "write passwords, tokens or keys into migration files (set them at run time, hashed)",
+                    line,
+                    col,
+                    offset=offset,
+                )
+            )
+    return out
+
+
 def sensitive_findings(pf: ParsedFile) -> list[Finding]:
     """MIG201 for each literal or comment that looks like patient data or a secret."""
+    out = _token_findings(pf)
+    if pf.error is None:
+        out.extend(secret_column_findings(pf, {f.offset for f in out if f.offset is not None}))
+    return out
+
+
+def _token_findings(pf: ParsedFile) -> list[Finding]:
     out: list[Finding] = []
     tokens = pf.tokens
     if tokens is None:

@@ -151,8 +151,10 @@ _CATALOGUE = [
        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ..., alone in its own migration.",
        squawk=("require-concurrent-index-creation",)),
     _r("MIG004", "constraint-missing-not-valid", WARNING,
-       "ADD CONSTRAINT ... FOREIGN KEY or CHECK without NOT VALID on an existing table.",
-       "Validating every row holds a lock that blocks writes (both tables for a foreign key).",
+       "ADD CONSTRAINT ... FOREIGN KEY or CHECK without NOT VALID on an existing table; ADD COLUMN ... "
+       "REFERENCES; or VALIDATE CONSTRAINT in the same transaction as its ADD ... NOT VALID.",
+       "Validating every row holds a lock that blocks writes (both tables for a foreign key); in the same "
+       "transaction the ADD's lock is still held while VALIDATE scans.",
        "ADD CONSTRAINT ... NOT VALID, then ALTER TABLE ... VALIDATE CONSTRAINT in a later migration.",
        squawk=("constraint-missing-not-valid", "adding-foreign-key-constraint")),
     _r("MIG005", "changing-column-type", WARNING, "ALTER COLUMN ... TYPE on an existing table.",
@@ -188,7 +190,8 @@ _CATALOGUE = [
        "Drop (or revert) every table, column, index, type, function, view, sequence, trigger and schema "
        "the up file creates."),
     _r("MIG013", "adding-field-with-volatile-default", WARNING,
-       "ADD COLUMN with a volatile DEFAULT (random(), gen_random_uuid(), clock_timestamp()...) or a "
+       "ADD COLUMN with a volatile DEFAULT (random(), gen_random_uuid(), clock_timestamp(), or any function "
+       "not known to be a stable built-in: user-defined, from an extension, or with the wrong arguments) or a "
        "STORED generated column on an existing table.",
        "The table is rewritten under an ACCESS EXCLUSIVE lock.",
        "Add the column without a default, set the default, then backfill in batches.",
@@ -208,6 +211,10 @@ _CATALOGUE = [
        "Data loss that no down file can undo (CASCADE empties other tables too).",
        "Delete the intended rows with a WHERE clause; justify with migrator:allow if truly needed.",
        squawk=("ban-truncate-cascade",)),
+    _r("MIG018", "set-logged-rewrites", WARNING, "ALTER TABLE ... SET LOGGED or SET UNLOGGED on an existing table.",
+       "Both rewrite the whole table and its indexes under an ACCESS EXCLUSIVE lock (SET LOGGED also writes "
+       "all of it to the WAL).",
+       "Do it in a maintenance window, or create the new table with the wanted persistence and copy in batches."),
     # --- HIPAA
     _r("MIG201", "sensitive-literal", ERROR,
        "A literal or comment that looks like an SSN, e-mail address, phone number, medical record number, "

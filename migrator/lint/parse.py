@@ -58,6 +58,11 @@ class _ByteToChar:
         return len(self.raw[:b].decode("utf-8", errors="ignore"))
 
 
+def byte_to_char(sql: str) -> _ByteToChar:
+    """A map from libpg_query's UTF-8 byte offsets into ``sql`` to character offsets."""
+    return _ByteToChar(sql)
+
+
 def parse_file(file: str, sql: str) -> ParsedFile:
     """Scan and parse ``sql``; a syntax error becomes a MIG000 finding at file:line:column."""
     from pglast import parser

@@ -161,6 +161,12 @@ def write(report: ValidationReport, fmt: str, show_info: bool = True) -> None:
     if fmt == "human":
         print_human(report, show_info)
         return
+    sys.stdout.write(render(report, fmt, show_info) + "\n")
+    sys.stdout.flush()
+
+
+def render(report: ValidationReport, fmt: str, show_info: bool = True) -> str:
+    """``report`` as the text ``write`` prints for ``fmt`` (not human), credentials redacted."""
     if fmt == "text":
         lines = text_lines(report, show_info)
         lines.append(summary(report, not show_info))
@@ -173,5 +179,4 @@ def write(report: ValidationReport, fmt: str, show_info: bool = True) -> None:
         lines = github_lines(report, show_info)
         lines.append(summary(report, not show_info))
         text = "\n".join(lines)
-    sys.stdout.write(redact(text) + "\n")
-    sys.stdout.flush()
+    return redact(text)

@@ -59,6 +59,7 @@ class LintState:
 
     validated_not_null: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
     not_valid_checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # constraint -> (table, column)
+    known_constraints: set[str] = field(default_factory=set)  # every constraint name the folder added
 
 
 def _strings(items: list[Any] | None) -> list[str]:
@@ -94,13 +95,57 @@ def _walk(node: Any) -> Any:
             stack.extend(n)
 
 
-def _volatile_call(expr: Any) -> str | None:
+_STABLE: dict[str, list[tuple[int, int | None]]] | None = None
+_VOLATILE_OVERLOADS: dict[str, list[tuple[int, int | None]]] = {}
+
+
+def _stable_functions() -> dict[str, list[tuple[int, int | None]]]:
+    """PostgreSQL's non-volatile built-ins: name -> argument-count ranges (read once, when first needed)."""
+    global _STABLE
+    if _STABLE is None:
+        table: dict[str, list[tuple[int, int | None]]] = {}
+        text = (Path(__file__).parent / "stable_functions.txt").read_text(encoding="utf-8")
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, *spans = line.split()
+            ranges = []
+            for span in spans:
+                low, _, high = span.partition("-")
+                ranges.append((int(low), None if high == "*" else int(high)))
+            if name.startswith("!"):
+                _VOLATILE_OVERLOADS[name[1:]] = ranges
+            else:
+                table[name] = ranges
+        _STABLE = table
+    return _STABLE
+
+
+def _fits(ranges: list[tuple[int, int | None]], nargs: int) -> bool:
+    return any(low <= nargs and (high is None or nargs <= high) for low, high in ranges)
+
+
+def _volatile_call(expr: Any) -> tuple[str, bool] | None:
+    """The first function call in ``expr`` not provably stable: (name, known volatile), else None.
+
+    Stable means a built-in (pg_catalog) function whose every overload with that many arguments is
+    IMMUTABLE or STABLE; an unknown, user-defined or extension function, or a built-in called with
+    an argument count it does not take, counts as volatile (squawk's rule, and PostgreSQL's own:
+    only a non-volatile default avoids the rewrite).
+    """
     for d in _walk(expr):
         fc = d.get("FuncCall")
-        if fc:
-            name = _last(_strings(fc.get("funcname")))
-            if name in VOLATILE_FUNCTIONS:
-                return name
+        if not fc:
+            continue
+        names = [n.lower() for n in _strings(fc.get("funcname"))]
+        name = names[-1] if names else ""
+        if name in VOLATILE_FUNCTIONS:
+            return name, True
+        nargs = len(fc.get("args") or ())
+        stable = _stable_functions()
+        builtin = len(names) == 1 or names[:-1] == ["pg_catalog"]
+        if not (builtin and _fits(stable.get(name, []), nargs)) or _fits(_VOLATILE_OVERLOADS.get(name, []), nargs):
+            return ".".join(names), False
     return None
 
 
@@ -123,18 +168,52 @@ def _f(rule: str, pf: ParsedFile, st: Statement, message: str) -> Finding:
     return finding(rule, pf.file, message, st.line, st.column, offset=st.start)
 
 
+@dataclass
+class _FileScope:
+    """What one up file has done so far, for the rules that look back within the file."""
+
+    pf: ParsedFile
+    created: set[str] = field(default_factory=set)
+    not_valid_here: dict[str, int] = field(default_factory=dict)  # constraint -> line, in the open transaction
+    externally_validated: set[str] = field(default_factory=set)  # tables: VALIDATE of a constraint not seen
+    _in_transaction: bool | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the statement being looked at shares a transaction with the ones before it."""
+        if self._in_transaction is None:  # migrator wraps the file in one transaction unless it cannot
+            from migrator.sql import classify
+
+            self._in_transaction = not classify(self.pf.sql, self.pf.tokens)
+        return self._in_transaction
+
+    def transaction_statement(self, node: dict[str, Any]) -> None:
+        kind = node.get("kind", "")
+        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+            if not self.in_transaction:
+                self.not_valid_here.clear()
+            self._in_transaction = True
+        elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_COMMIT_PREPARED",
+                      "TRANS_STMT_PREPARE"):
+            self._in_transaction = False
+            self.not_valid_here.clear()
+
+
 def lint_up(pf: ParsedFile, state: LintState) -> list[Finding]:
     """Locking and data-loss rules for an up file."""
     out: list[Finding] = []
-    created: set[str] = set()
+    scope = _FileScope(pf)
+    created = scope.created
     for st in pf.statements:
         kind, node = st.kind, st.node
-        if kind == "CreateStmt":
+        if kind == "TransactionStmt":
+            scope.transaction_statement(node)
+        elif kind == "CreateStmt":
             created.add(_rel(node.get("relation")))
         elif kind == "CreateTableAsStmt":
             created.add(_rel((node.get("into") or {}).get("rel")))
         elif kind == "AlterTableStmt" and node.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE":
-            out.extend(_alter_table(pf, st, node, created, state))
+            out.extend(_alter_table(pf, st, node, scope, state))
         elif kind == "IndexStmt":
             table = _rel(node.get("relation"))
             if not node.get("concurrent") and table not in created:
@@ -189,21 +268,27 @@ def lint_up(pf: ParsedFile, state: LintState) -> list[Finding]:
 
 
 def _alter_table(
-    pf: ParsedFile, st: Statement, node: dict[str, Any], created: set[str], state: LintState
+    pf: ParsedFile, st: Statement, node: dict[str, Any], scope: _FileScope, state: LintState
 ) -> list[Finding]:
     out: list[Finding] = []
     table = _rel(node.get("relation"))
     qual = _qual(node.get("relation"))
-    existing = table not in created
+    existing = table not in scope.created
     for c in node.get("cmds") or ():
         cmd = c.get("AlterTableCmd", {})
         sub = cmd.get("subtype")
         d = cmd.get("def") or {}
         if sub == "AT_AddColumn" and "ColumnDef" in d and existing:
             out.extend(_add_column(pf, st, qual, d["ColumnDef"]))
+        elif sub in ("AT_SetLogged", "AT_SetUnLogged") and existing:
+            what = "LOGGED" if sub == "AT_SetLogged" else "UNLOGGED"
+            out.append(
+                _f("MIG018", pf, st, f"SET {what} on {qual} rewrites the whole table (and its indexes) under an "
+                   "ACCESS EXCLUSIVE lock, blocking reads and writes")
+            )
         elif sub == "AT_SetNotNull" and existing:
             cname = (cmd.get("name") or "").lower()
-            if (table, cname) not in state.validated_not_null:
+            if (table, cname) not in state.validated_not_null and table not in scope.externally_validated:
                 out.append(
                     _f("MIG002", pf, st, f"SET NOT NULL on {qual}.{cname} scans the whole table under an ACCESS "
                        f"EXCLUSIVE lock; no validated CHECK ({cname} IS NOT NULL) precedes it")
@@ -219,11 +304,24 @@ def _alter_table(
                    "code still reading it")
             )
         elif sub == "AT_AddConstraint" and "Constraint" in d:
-            out.extend(_add_constraint(pf, st, table, qual, d["Constraint"], existing, state))
+            con = d["Constraint"]
+            out.extend(_add_constraint(pf, st, table, qual, con, existing, state))
+            if con.get("skip_validation") and con.get("conname") and existing:
+                scope.not_valid_here[con["conname"]] = st.line
         elif sub == "AT_ValidateConstraint":
-            checked = state.not_valid_checks.get(cmd.get("name") or "")
-            if checked:
+            name = cmd.get("name") or ""
+            checked = state.not_valid_checks.get(name)
+            if checked and checked[0] == table:
                 state.validated_not_null.add(checked)
+            elif name not in state.known_constraints:
+                # added outside the folder (squawk's cross-migration case): trust the recipe on this table
+                scope.externally_validated.add(table)
+            if name in scope.not_valid_here and scope.in_transaction:
+                out.append(
+                    _f("MIG004", pf, st, f"VALIDATE CONSTRAINT {name} in the same transaction as its ADD ... NOT "
+                       f"VALID (line {scope.not_valid_here[name]}) keeps that lock while every row is checked, "
+                       "blocking writes (reads too for a CHECK); validate it in a later migration")
+                )
     return out
 
 
@@ -244,9 +342,13 @@ def _add_column(pf: ParsedFile, st: Statement, qual: str, col: dict[str, Any]) -
         )
     volatile = _volatile_call(default.get("raw_expr")) if default else None
     if volatile:
+        fname, known = volatile
+        what = f"the volatile default {fname}()" if known else (
+            f"a default calling {fname}(), which is not a built-in function known to be stable with those "
+            "arguments, so it counts as volatile")
         out.append(
-            _f("MIG013", pf, st, f"column {qual}.{cname} gets the volatile default {volatile}(): the table "
-               "is rewritten under an ACCESS EXCLUSIVE lock")
+            _f("MIG013", pf, st, f"column {qual}.{cname} gets {what}: the table is rewritten under an ACCESS "
+               "EXCLUSIVE lock (if the function is IMMUTABLE or STABLE, say so in a migrator:allow comment)")
         )
     elif "CONSTR_GENERATED" in types or "CONSTR_IDENTITY" in types or type_name in SERIAL_TYPES:
         what = "an identity/serial" if "CONSTR_GENERATED" not in types else "a stored generated"
@@ -259,6 +361,12 @@ def _add_column(pf: ParsedFile, st: Statement, qual: str, col: dict[str, Any]) -
             _f("MIG014", pf, st, f"column {qual}.{cname} with UNIQUE/PRIMARY KEY builds an index that "
                "blocks reads and writes")
         )
+    for fk in (x for x in cons if x.get("contype") == "CONSTR_FOREIGN"):
+        out.append(
+            _f("MIG004", pf, st, f"ADD COLUMN {qual}.{cname} REFERENCES {_qual(fk.get('pktable'))} locks both "
+               "tables (SHARE ROW EXCLUSIVE on the referenced one) and cannot be NOT VALID; add the column "
+               "plain, then ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, and VALIDATE it in a later migration")
+        )
     return out
 
 
@@ -267,6 +375,8 @@ def _add_constraint(pf: ParsedFile, st: Statement, table: str, qual: str, con: d
     """ALTER TABLE ... ADD CONSTRAINT: remembers NOT NULL checks; on an existing table, validation and index builds."""
     ctype = con.get("contype")
     name = con.get("conname") or "(unnamed)"
+    if con.get("conname"):
+        state.known_constraints.add(con["conname"])
     if ctype == "CONSTR_CHECK":
         col = _not_null_check_column(con.get("raw_expr"))
         if col:

@@ -11,3 +11,4 @@ UPDATE accounts
    SET region = 'us';
 SELECT 'migrator:allow MIG010 in a string is not a comment';
 UPDATE accounts SET region = 'eu';
+ALTER TABLE accounts SET UNLOGGED;
