@@ -256,10 +256,12 @@ class Migrator:
         run_id: str | None = None,
         progress: Progress | None = None,
         approved_by: str | None = None,
+        approval_comment: str | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id or settings.run_id
         self.approved_by = approved_by
+        self.approval_comment = approval_comment or None  # the approval's comment (a change ticket), audited
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self._conn_info: Connection | None = None
         self.database: str | None = None  # name (never a URL) once a session has connected
@@ -568,6 +570,7 @@ class _Attempt:
             environment=self.m.settings.environment,
             error=error,
             approved_by=self.m.approved_by,
+            comment=self.m.approval_comment,
             statements_total=len(self.statements),
             statements_done=len(self.statements) if success and done is None else done,
             failed_statement=failed,

@@ -188,16 +188,42 @@ def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None 
     return md
 
 
+# The one vocabulary for a recovery's outcome (RecoveryResult.outcome is the core's key for it).
+OUTCOME_WORDS = {"completed": "recovered", "left_dirty": "left dirty", "refused": "refused", "failed": "failed"}
+
+
+def outcome_text(outcome: str) -> str:
+    """``completed`` -> ``recovered``, ``left_dirty`` -> ``left dirty``: the word events, state
+    messages and artifacts use."""
+    return OUTCOME_WORDS.get(outcome, outcome)
+
+
+def recovery_next_step(result: RecoveryResult, choose_again: str) -> str | None:
+    """What on-call does after a recovery action; ``choose_again`` is where the choice is made."""
+    if result.outcome == "completed":
+        if result.action == "revert":
+            return (f"migration {result.migration or result.version_before} is not applied any more: fix it, "
+                    "then migrate again")
+        return None
+    if result.outcome == "left_dirty":
+        return (f"the database stays DIRTY at version {version_text(result.version_after)}: nothing migrates "
+                f"until it is recovered; {choose_again}")
+    return f"the database is still DIRTY at version {version_text(result.version_after)}: {choose_again}"
+
+
 def recovery_md(results: list[RecoveryResult]) -> str:
+    """Every recovery action of the run, in order (GitHub-flavoured markdown table)."""
     if not results:
         return ""
-    rows = ["| action | engineer | outcome | version after | dirty after | what happened |", "|---|" * 6]
+    head = ["action", "engineer", "comment", "outcome", "version after", "dirty after", "what happened"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         rows.append(
-            f"| `{r.action}` | {_cell(r.engineer)} | {r.outcome} | {version_text(r.version_after)} | "
-            f"{yes_no(r.dirty_after)} | {_cell(r.message)} |"
+            f"| `{r.action}` | {_cell(r.engineer)} | {_cell(r.comment or '')} | {outcome_text(r.outcome)} | "
+            f"{version_text(r.version_after)} | {yes_no(r.dirty_after)} | {_cell(r.message)} |"
         )
     return "\n## Recovery\n\n" + "\n".join(rows) + "\n"
 
 
-__all__ = ["ACTIONS", "PageDecision", "claim", "claim_page", "incident_md", "recovery_md", "statements_md"]
+__all__ = ["ACTIONS", "OUTCOME_WORDS", "PageDecision", "claim", "claim_page", "incident_md", "outcome_text",
+           "recovery_md", "recovery_next_step", "statements_md"]

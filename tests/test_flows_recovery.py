@@ -89,10 +89,12 @@ def test_refused_revert_asks_again_then_revert_removes_the_partial_column(broken
     run_id = _paused_run_id()
     resume_flow_run(run_id, run_input={"action": "revert", "engineer": "bob"})
     deadline = time.monotonic() + 60
-    while "recovery.failed" not in _kinds(broken) and time.monotonic() < deadline:
+    while "recovery.refused" not in _kinds(broken) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _kinds(broken) == ["database.dirty", "recovery.failed"]
-    assert "not safe on a partial state" in events(broken["hook"])[1]["message"]
+    assert _kinds(broken) == ["database.dirty", "recovery.refused"]  # refused, not failed: nothing ran
+    refused = events(broken["hook"])[1]
+    assert "not safe on a partial state" in refused["message"] and refused["severity"] == "warning"
+    assert "click Resume" in refused["details"]["next_step"]  # the form comes back in this run
     assert db_state(broken["db_url"]) == [(3, True)]
     down.write_text(DOWN_SAFE.replace("contacts", "a"))
     run_id = _paused_run_id()  # the form is back, with the refusal on top
@@ -104,7 +106,7 @@ def test_refused_revert_asks_again_then_revert_removes_the_partial_column(broken
         cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
                                            "WHERE table_name = 'a'")}
     assert cols == {"id"}  # the partial column is gone
-    assert _kinds(broken) == ["database.dirty", "recovery.failed", "recovery.completed"]
+    assert _kinds(broken) == ["database.dirty", "recovery.refused", "recovery.completed"]
 
 
 def test_recovery_timeout_leaves_the_database_and_says_so(broken: dict[str, Any]) -> None:
