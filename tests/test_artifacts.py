@@ -184,3 +184,36 @@ def test_rejection_names_the_rejecter_and_comment_everywhere(env: dict[str, Any]
     assert field(md, "version now") == "none" and field(md, "dirty now") == "no"
     assert "| 1 | create_a | up |  | yes | not applied |" in md
     assert _latest(run_id, "approval-test").startswith("> **Decision: rejected by carol (CHG-7 not ready)**")
+
+
+def test_a_retry_from_the_ui_completes_with_the_same_summary_line(env: dict[str, Any]) -> None:  # noqa: F811
+    """A UI Retry sets the failed run AwaitingRetry and a worker runs it again in a new process
+    (run_count 2): it ends Completed with the summary line a first run has, not without a message."""
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    import flows._common
+    from flows.migrate import migrate
+
+    migrate(environment="test", target_version=1)
+    write_migration(env["dir"], 3, "alter_a", "-- Business justification: test\nALTER TABLE a ADD COLUMN x int;",
+                    "-- Business justification: test\nALTER TABLE a DROP COLUMN IF EXISTS x;")
+    blocker = psycopg.connect(env["db_url"])
+    blocker.execute("LOCK TABLE a IN ACCESS SHARE MODE")  # apply of 3 times out on its lock: clean failure
+    try:
+        first = migrate(environment="test", return_state=True)
+    finally:
+        blocker.close()
+    assert first.is_failed() and db_state(env["db_url"]) == [(2, False)]
+    run_id = first.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, AwaitingRetry(), force=True)
+        flow_run = client.read_flow_run(run_id)
+    flows._common._ATTEMPTS_HERE.discard(str(run_id))  # the worker's new process has seen no attempt
+    again = run_flow(migrate, flow_run=flow_run, parameters={"environment": "test"}, return_type="state")
+    assert again.is_completed(), again
+    assert (again.message or "").startswith("migrate test succeeded. Now: database ")
+    assert "at version 3, dirty: no" in (again.message or "")
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).run_count == 2
+    _matches_db(_latest(run_id, "migrate-test"), env["db_url"])
