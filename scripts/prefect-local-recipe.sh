@@ -25,18 +25,25 @@ for db in askfrank_dev askfrank_prod; do dropdb -h 127.0.0.1 -U postgres --if-ex
 
 cleanup() {
     set +e
-    [ -n "${RECIPE_PID:-}" ] && kill -TERM -- "-$RECIPE_PID" 2>/dev/null  # the recipe's group (the webhook sink)
+    [ -n "${RECIPE_PGID:-}" ] && kill -TERM -- "-$RECIPE_PGID" 2>/dev/null  # the recipe's group (the webhook sink)
+    [ -n "${APPROVER:-}" ] && kill "$APPROVER" 2>/dev/null
     (cd "$CLONE" && DROP_DB=1 scripts/prefect-local.sh down >/dev/null 2>&1)
     (cd "$CLONE" && .venv/bin/migrator embedded stop >/dev/null 2>&1)
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 say "running docs/prefect-local.md's block on a fresh clone (Prefect on port $PORT)"
 setsid bash "$WORK/recipe.sh" >"$WORK/recipe.log" 2>&1 &
 RECIPE_PID=$!
+RECIPE_PGID=$RECIPE_PID  # setsid: the recipe leads its own process group
 
 approve() {  # the prod run, once Paused for approval: what Resume > approve > Submit sends
+    until [ -f .prefect-local/worker.pid ]; do  # make prefect-up has synced .venv and started everything
+        kill -0 "$RECIPE_PID" 2>/dev/null || exit 1
+        sleep 2
+    done
     PREFECT_API_URL="http://127.0.0.1:$PORT/api" .venv/bin/python - <<'PY'
 import sys, time
 from prefect.client.orchestration import get_client
@@ -63,11 +70,11 @@ approve &
 APPROVER=$!
 status=0
 wait "$RECIPE_PID" || status=$?
-RECIPE_PID=
 kill "$APPROVER" 2>/dev/null || true
+APPROVER=
 cat "$WORK/recipe.log"
 [ "$status" = 0 ] || { say "the recipe failed (exit $status)"; tail -30 .prefect-local/worker.log || true; exit 1; }
 latest=$(ls migrations/*.up.sql | sed 's#.*/0*\([0-9]*\)_.*#\1#' | sort -n | tail -1)
 state=$(psql -h 127.0.0.1 -U postgres -d askfrank_prod -tAc "SELECT version || ' ' || dirty FROM schema_migrations")
-[ "$state" = "$latest f" ] || { say "prod is at '$state', expected '$latest f'"; exit 1; }
+[ "$state" = "$latest false" ] || { say "prod is at '$state', expected '$latest false'"; exit 1; }
 say "prod run succeeded: askfrank_prod at version $latest, clean"
