@@ -29,6 +29,7 @@ cleanup() {
     [ -n "${APPROVER:-}" ] && kill "$APPROVER" 2>/dev/null
     (cd "$CLONE" && DROP_DB=1 scripts/prefect-local.sh down >/dev/null 2>&1)
     (cd "$CLONE" && .venv/bin/migrator embedded stop >/dev/null 2>&1)
+    for db in askfrank_dev askfrank_prod; do dropdb -h 127.0.0.1 -U postgres --if-exists "$db" 2>/dev/null; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
