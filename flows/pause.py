@@ -11,6 +11,7 @@ says where the database is.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
@@ -21,6 +22,7 @@ from tasks._common import run_logger
 
 SERVER_GRACE_SECONDS = 120
 MAX_MESSAGE = 1900
+REFRESH_SECONDS = 10.0
 
 FormT = TypeVar("FormT", bound=RunInput)
 
@@ -30,8 +32,14 @@ def deadline_text(timeout_seconds: int) -> str:
     return (datetime.now(UTC) + timedelta(seconds=timeout_seconds)).strftime("%H:%M UTC")
 
 
-def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, message: str) -> FormT | None:
-    """Pause with ``form`` and the state message ``message``; the answer, or None on timeout."""
+def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, message: str,
+                    refresh: Callable[[], str | None] | None = None) -> FormT | None:
+    """Pause with ``form`` and the state message ``message``; the answer, or None on timeout.
+
+    ``refresh`` (called every REFRESH_SECONDS while the run waits) returns the form's description as
+    it should read now, or None to leave it: the recovery form re-reads the migration file, so what
+    the engineer sees when opening the form is what the file says at that moment.
+    """
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
     from prefect.input import keyset_from_paused_state
@@ -52,11 +60,34 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
             raise MigratorError(f"the run could not pause for its form (state {state.type.value})")
         form.save(keyset)
         deadline = time.monotonic() + timeout_seconds
+        shown = form._description if isinstance(form._description, str) else None
+        refreshed = time.monotonic()
         while True:
             time.sleep(poll)
+            if refresh is not None and time.monotonic() - refreshed >= REFRESH_SECONDS:
+                refreshed = time.monotonic()
+                shown = _refresh_description(keyset["description"], ctx.flow_run.id, shown, refresh)
             current = client.read_flow_run(ctx.flow_run.id).state
             if current is not None and current.is_running():
                 run_logger().info("form answered")
                 return cast(FormT, form.load(keyset))
             if time.monotonic() >= deadline:
                 return None
+
+
+def _refresh_description(key: str, flow_run_id: object, shown: str | None,
+                         refresh: Callable[[], str | None]) -> str | None:
+    """Replace the paused form's description when ``refresh`` says it reads differently now."""
+    from prefect.input.actions import create_flow_run_input, delete_flow_run_input
+
+    try:
+        new = refresh()
+        if new is None or new == shown:
+            return shown
+        delete_flow_run_input(key=key, flow_run_id=flow_run_id)  # type: ignore[arg-type]
+        create_flow_run_input(key=key, value=new, flow_run_id=flow_run_id)  # type: ignore[arg-type]
+    except Exception as exc:  # the form keeps its last description; the answer is checked anyway
+        run_logger().warning("could not refresh the form's description: %s", exc)
+        return shown
+    run_logger().info("the form's description was updated: the migration file or the database changed")
+    return new
