@@ -28,8 +28,9 @@ from migrator.errors import (
     MigrationFailedError,
     MigratorError,
 )
-from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, recovery_md, statements_md
-from migrator.recovery import Incident, RecoveryResult, inspect, version_text, yes_no
+from migrator.files import shown as shown_file
+from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, outcome_text, recovery_md, statements_md
+from migrator.recovery import Incident, RecoveryError, RecoveryResult, inspect, version_text, yes_no
 from migrator.redact import redact
 from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
@@ -49,6 +50,46 @@ class RunFailed(MigratorError):
 
 
 @dataclass
+class Decision:
+    """The approval form's answer: ``approved`` or ``rejected`` by whom, with their comment (a change
+    ticket), or ``timed out``."""
+
+    decision: str  # approved | rejected | timed out
+    by: str | None = None
+    comment: str = ""
+
+    def text(self) -> str:
+        """``approved by bob (CHG-7)``, ``rejected by bob (not ready)``, ``timed out``."""
+        if self.decision == "timed out":
+            return "timed out: nobody answered, nothing applied"
+        why = f" ({self.comment})" if self.comment else ""
+        return f"{self.decision} by {self.by}{why}"
+
+    def approved_by(self) -> str:
+        """The artifact's "approved by" cell."""
+        if self.decision == "approved":
+            return f"{self.by}" + (f" (comment: {self.comment})" if self.comment else "")
+        return f"nobody: {self.text()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "by": self.by, "comment": self.comment}
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The run's outcome for the exception that ended it, in the one vocabulary: rejected, left
+    dirty, refused, failed, cancelled."""
+    if not isinstance(exc, Exception):
+        return "cancelled"
+    if isinstance(exc, ApprovalRejected):
+        return "rejected"
+    if isinstance(exc, RecoveryError):
+        return outcome_text(exc.result.outcome) if exc.result.outcome != "completed" else "failed"
+    if isinstance(exc, DirtyDatabaseError | ForceRefusedError):
+        return "refused"
+    return "failed"
+
+
+@dataclass
 class RunReport:
     """The typed summary of one run; ``to_dict()`` is what the flow returns."""
 
@@ -63,6 +104,8 @@ class RunReport:
     backup_key: str | None = None
     backup_url: str | None = None
     approved_by: str | None = None
+    approval: Decision | None = None  # the approval form's answer (or its timeout), when one was asked
+    approval_comment: str = ""  # an approval's comment (a change ticket): kept in the audit rows
     plan: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     lint: dict[str, Any] | None = None
@@ -77,6 +120,7 @@ class RunReport:
     pausing_for_recovery: bool = False
     started: float = field(default_factory=time.monotonic)
     duration_seconds: float = 0.0
+    first_attempt_here: bool = True  # False on an in-process retry of the same flow run (see final_state)
 
     @property
     def environment(self) -> str:
@@ -88,6 +132,7 @@ class RunReport:
             "version_before": self.version_before, "dirty_before": self.dirty_before,
             "version_after": self.version_after, "dirty_after": self.dirty_after,
             "backup_key": self.backup_key, "backup_url": self.backup_url, "approved_by": self.approved_by,
+            "approval": self.approval.to_dict() if self.approval else None,
             "plan": self.plan, "steps": self.steps, "error": self.error,
             "incident": self.incident.to_dict() if self.incident else None,
             "recoveries": [r.to_dict() for r in self.recoveries], "next_step": self.next_step,
@@ -97,14 +142,13 @@ class RunReport:
     def final_state(self) -> State[Any] | dict[str, Any]:
         """The flow's return value: Completed with the truthful one-line message.
 
-        Only on a run's first attempt: after an in-process retry Prefect 3.9 hands the caller the
+        Also after a Retry from the UI (a new attempt of the same flow run in a new process: its
+        run_count is above 1, and it gets the same summary line as a first run). Only an in-process
+        retry (``@flow(retries=...)``) returns the plain summary: Prefect 3.9 hands that caller the
         first attempt's exception when a flow returns a State (FlowRunEngine.result prefers
-        ``_raised``), so a retried run returns the plain summary (its message is in the log and the
-        artifact).
+        ``_raised``); its message is in the log and the artifact.
         """
-        from prefect import runtime
-
-        if (runtime.flow_run.run_count or 1) > 1:
+        if not self.first_attempt_here:
             return self.to_dict()
         return Completed(message=self.message[:1900], data=self.to_dict())
 
@@ -179,20 +223,38 @@ class RunReport:
         if isinstance(exc, ForceRefusedError):
             fields["direction"] = "force"
         fields.setdefault("dirty", self.dirty_after)
+        if self.next_step is None:
+            self.next_step = self.failure_next_step(exc)
         fields.update(next_step=self.next_step, duration_ms=int((time.monotonic() - self.started) * 1000))
         self.alert("migration.failed", **fields)
+
+    def failure_next_step(self, exc: BaseException) -> str:
+        """What to do after a failure that left the database clean (a dirty one has the recovery form)."""
+        from migrator.errors import migration_failure
+
+        failure = migration_failure(exc)
+        retry = (f"then click Retry on this run ({flow_run_url()})" if flow_run_url() else "then Retry this run")
+        retry += f" or start {self.kind}/{self.env.name} again"
+        if failure is not None:
+            where = shown_file(failure.file, failure.line)
+            return (f"nothing of migration {failure.version} stayed applied; fix {where} (or wait out a transient "
+                    f"cause such as a lock), deploy the fix to the worker, {retry}")
+        if isinstance(exc, ForceRefusedError):
+            return f"read the version the database records now (migrator status), {retry} with it as expected_current"
+        return f"fix the cause named above, {retry}"
 
     # -- ending ------------------------------------------------------------------------------------
 
     def fail(self, exc: BaseException) -> None:
-        self.outcome = "refused" if isinstance(exc, DirtyDatabaseError | ForceRefusedError) else "failed"
-        if not isinstance(exc, Exception):
-            self.outcome = "cancelled"
+        self.outcome = outcome_of(exc)
         self.error = redact(str(exc)) or type(exc).__name__
         self.pausing_for_recovery = False  # whatever it was waiting for, this run is ending
         self.read_truth()
         if self.incident is not None:
             self.next_step, _ = next_step_for(self.env, self.incident)
+        elif isinstance(exc, ApprovalRejected):
+            self.next_step = (f"nothing was applied; settle what the rejection asks for, then start "
+                              f"{self.kind}/{self.env.name} again")
         if isinstance(exc, Exception):
             self.alert_failure(exc)
         elif self.incident is not None and not self.alerted:
@@ -226,6 +288,15 @@ class RunReport:
         if self.recoveries and self.incident_page != "duplicate":
             self.write_incident_artifact()
 
+    def publish(self) -> None:
+        """Rewrite the run's artifacts now, at a decision (approval, rejection, recovery), so they say
+        what was decided while the run goes on; the end of the run writes them again."""
+        try:
+            self.write_artifacts()
+        except Exception as exc:  # an artifact is a courtesy: it never stops the run
+            run_logger().warning("could not update the %s artifact: %s", artifact_key(self.kind, self.env.name),
+                                 redact(str(exc)))
+
     def write_incident_artifact(self) -> None:
         """``incident-<env>``: written for a new incident (or a reminder) and after a recovery; a later
         run refused on the same incident leaves it alone."""
@@ -244,10 +315,17 @@ class RunReport:
                                  description=f"incident {self.env.name}")
 
 
+_ATTEMPTS_HERE: set[str] = set()  # flow runs that have had an attempt in this process
+
+
 @contextlib.contextmanager
 def flow_report(kind: str, env: Environment) -> Iterator[RunReport]:
     """The one failure mechanism of migrate, rollback, force and recover (see the module docstring)."""
     run = RunReport(kind, env)
+    rid = flow_run_id()
+    if rid is not None:
+        run.first_attempt_here = rid not in _ATTEMPTS_HERE
+        _ATTEMPTS_HERE.add(rid)
     try:
         yield run
     except BaseException as exc:
@@ -364,11 +442,16 @@ def _paused_run_url(run_id: str | None) -> str | None:
 # ----------------------------------------------------------------------------------------- markdown
 
 
+def md_cell(value: Any) -> str:
+    """A GitHub-flavoured markdown table cell: pipes escaped, one line."""
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     if not rows:
         return "_none_\n"
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |\n" for row in rows)
+    head = "| " + " | ".join(md_cell(c) for c in columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join(md_cell(v) for v in row) + " |\n" for row in rows)
     return head + body
 
 
@@ -384,18 +467,30 @@ def findings_md(report: dict[str, Any] | None, limit: int = 50) -> str:
     return text + md_table(["severity", "rule", "where", "message"], rows)
 
 
+def approved_by_text(run: RunReport) -> str:
+    """Who approved what this run applied, true at every point of the run."""
+    if run.approval is not None:
+        return run.approval.approved_by()
+    if run.approved_by:
+        return run.approved_by
+    return "nobody (no approval asked)"
+
+
 def run_md(run: RunReport) -> str:
     """The run's artifact: what happened, the database's real state now, and the next step."""
+    def known(v: Any, text: str) -> str:
+        return text if v is not None else "?"
+
     md = (
-        f"# {run.kind} on `{run.env.name}`: {run.outcome}\n\n"
+        f"# {run.kind} on `{run.env.name}`: {md_cell(run.outcome)}\n\n"
         "| | |\n|---|---|\n"
         f"| environment | `{run.env.name}` |\n"
         f"| database | `{run.database or '?'}` |\n"
-        f"| version before | {version_text(run.version_before) if run.version_before is not None else '?'} |\n"
-        f"| version now | {version_text(run.version_after) if run.version_after is not None else '?'} |\n"
-        f"| dirty now | {yes_no(run.dirty_after) if run.dirty_after is not None else '?'} |\n"
+        f"| version before | {known(run.version_before, version_text(run.version_before))} |\n"
+        f"| version now | {known(run.version_after, version_text(run.version_after))} |\n"
+        f"| dirty now | {known(run.dirty_after, yes_no(run.dirty_after))} |\n"
         f"| backup | `{run.backup_url or 'none'}` |\n"
-        f"| approved by | {run.approved_by or 'nobody (no approval asked)'} |\n"
+        f"| approved by | {md_cell(approved_by_text(run))} |\n"
         f"| duration | {run.duration_seconds} s |\n\n"
     )
     if run.message:
@@ -409,13 +504,39 @@ def run_md(run: RunReport) -> str:
                + f"\nThe incident, with the actions, is the artifact `incident-{run.env.name}`.\n")
     md += recovery_md(run.recoveries)
     md += "\n## Migrations\n\n" + md_table(
-        ["version", "name", "direction", "duration (ms)", "transactional"],
-        [(s["version"], s["name"], s["direction"], s.get("duration_ms", ""), yes_no(s.get("transactional")))
-         for s in run.steps],
-    )
+        ["version", "name", "direction", "duration (ms)", "transactional", "result"], migration_rows(run))
     if run.lint is not None:
         md += "\n## Lint findings\n\n" + findings_md(run.lint)
     return md
+
+
+def migration_rows(run: RunReport) -> list[tuple[Any, ...]]:
+    """The plan's migrations with what became of each, from the database's state now (a migration
+    applied by a recovery is listed, as is one that failed or never ran)."""
+    done = {(int(s["version"]), s["direction"]): s for s in run.steps}
+    rows = []
+    for step in run.plan or run.steps:
+        version, direction = int(step["version"]), step["direction"]
+        ran = done.get((version, direction))
+        rows.append((version, step["name"], direction, (ran or {}).get("duration_ms", ""),
+                     yes_no(step.get("transactional")), _step_result(run, version, direction, ran is not None)))
+    return rows
+
+
+def _step_result(run: RunReport, version: int, direction: str, ran: bool) -> str:
+    now, dirty = run.version_after, run.dirty_after
+    if ran:
+        return "applied" if direction == "up" else "reverted"
+    if now is None:
+        return "unknown (the database could not be read)"
+    if version == now and dirty:
+        return "FAILED half-way: database dirty"
+    recovery = next((r for r in reversed(run.recoveries)
+                     if r.outcome == "completed" and r.version_before == version), None)
+    by = f" ({recovery.action} by {recovery.engineer})" if recovery else ""
+    if direction == "up":
+        return f"applied{by}" if version <= now else f"not applied{by}"
+    return f"reverted{by}" if version > now else f"not reverted{by}"
 
 
 def artifact_key(kind: str, environment: str) -> str:

@@ -2,8 +2,9 @@
 
 The approving engineer sees, in the Prefect UI's resume form, what will run (each pending
 migration by name with its lint warnings, after any preface such as a rehearsal result), must
-choose ``approve`` or ``reject`` (no default) and give a name. A rejection is not a failure: it
-alerts ``approval.rejected`` (not ``migration.failed``) and ends the run with ApprovalRejected.
+choose ``approve`` or ``reject`` (no default) and give a name. A rejection alerts ``approval.rejected``
+(not ``migration.failed``: nobody is paged) and ends the run Failed, outcome "rejected", with
+ApprovalRejected; nothing was applied.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import re
 from typing import Any, Literal
 
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from flows._common import artifact_key, md_table
+from flows._common import Decision, RunReport, artifact_key, md_table
+from flows.pause import deadline_text, pause_for_input
 from migrator.errors import ApprovalRejected, MigratorError
+from tasks._common import run_logger
 from tasks.environment import Environment
 from tasks.notify import notify
 
@@ -116,36 +117,62 @@ def _names(plan: dict[str, Any], limit: int = 10) -> str:
 
 
 def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
-                     backup_key: str | None, timeout_seconds: int, preface_md: str | None = None) -> str:
+                     backup_key: str | None, timeout_seconds: int, preface_md: str | None = None,
+                     run: RunReport | None = None) -> str:
     """Pause until an engineer answers in the UI; returns who approved.
 
     Raises ApprovalRejected on a rejection (after alerting ``approval.rejected``) and MigratorError
-    on a timeout; either way nothing was applied.
+    on a timeout; either way nothing was applied. The decision (who, their comment) is logged,
+    written on top of the ``approval-<env>`` artifact, and recorded in ``run`` (its artifact is
+    rewritten at once); the comment of an approval reaches the audit rows with the approver.
     """
     md = plan_markdown(env, plan, report, backup_key, preface_md)
-    create_markdown_artifact(markdown=md, key=artifact_key("approval", env.name),
-                             description=f"approval needed: {env.name}")
+    key = artifact_key("approval", env.name)
+    create_markdown_artifact(markdown="> **Waiting for a decision**: open this run, click Resume, choose approve or "
+                             "reject\n\n" + md, key=key,
+                             description=f"approval needed: {env.name} (paused, waiting for a decision)")
     names = _names(plan)
     notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
            version_after=plan["target"], backup_key=backup_key,
            migrations=[migration_label(s) for s in plan["steps"]],
            message=f"{env.name}: approval requested for {len(plan['steps'])} migration(s): {names}")
-    try:
-        answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=md),
-            timeout=timeout_seconds,
-            poll_interval=max(1, min(10, timeout_seconds // 10)),
-            key="approval",  # a waiting run names what the holder waits for: "paused for approval"
-        )
-    except FlowPauseTimeout:
-        raise MigratorError(f"approval timed out after {timeout_seconds}s: nothing was applied") from None
-    approver = answer.approver.strip()
+    n = len(plan["steps"])
+    waiting = (f"paused for approval: {n} migration{'s' if n != 1 else ''} for {env.name} (version "
+               f"{_version(plan['version'])} -> {_version(plan['target'])}) wait for an engineer. Click Resume, "
+               f"set Decision to approve or reject, type Your name (and a Comment, e.g. the change ticket), then "
+               f"Submit; without an answer by {deadline_text(timeout_seconds)} nothing is applied")
+    answer = pause_for_input(Approval.with_initial_data(description=md), timeout_seconds=timeout_seconds,
+                             key="approval",  # a waiting run names what the holder waits for: "paused for approval"
+                             message=waiting)
+    log = run_logger()
+    if answer is None:
+        decided = Decision("timed out")
+        _decided(env, key, md, decided, f"nothing was applied; {env.name} stays at version "
+                                        f"{_version(plan['version'])}", run)
+        raise MigratorError(f"approval timed out after {timeout_seconds}s: nothing was applied")
+    approver, comment = answer.approver.strip(), answer.comment.strip()
     if answer.decision != "approve":
-        why = f" ({answer.comment.strip()})" if answer.comment.strip() else ""
-        msg = (f"rejected by {approver}{why}: {names} not applied; {env.name} stays at version "
-               f"{_version(plan['version'])}")
+        decided = Decision("rejected", approver, comment)
+        msg = f"{decided.text()}: {names} not applied; {env.name} stays at version {_version(plan['version'])}"
+        log.info("%s", msg)
+        _decided(env, key, md, decided, msg, run)
         notify(env.name, "approval.rejected", database=plan["database"], version_before=plan["version"],
-               version_after=plan["version"], approver=approver, comment=answer.comment,
+               version_after=plan["version"], approver=approver, comment=comment,
                migrations=[migration_label(s) for s in plan["steps"]], message=f"{env.name}: {msg}")
-        raise ApprovalRejected(msg)
+        raise ApprovalRejected(msg, approver, comment)
+    decided = Decision("approved", approver, comment)
+    log.info("%s: applying %s", decided.text(), names)
+    _decided(env, key, md, decided, f"applying {names}", run)
     return approver
+
+
+def _decided(env: Environment, key: str, md: str, decided: Decision, what: str, run: RunReport | None) -> None:
+    """The decision on top of the approval artifact, in the run's report, and in its artifact now."""
+    head = f"> **Decision: {decided.text()}** - {what}\n\n"
+    create_markdown_artifact(markdown=head + md, key=key, description=f"approval {env.name}: {decided.text()}")
+    if run is not None:
+        run.approval = decided
+        if decided.decision == "approved":
+            run.approved_by = decided.by
+            run.approval_comment = decided.comment
+        run.publish()

@@ -53,7 +53,7 @@ def migrate(
             current version it migrates down.
         dry_run: Only validate and show the plan: no backup, nothing applied.
         require_approval: Pause for an engineer's approval before apply (empty: as the environment's
-            settings say: approval.required in deployments/<env>.yaml).
+            settings say: approval.required in its file in deployments/).
         approval_timeout_seconds: How long to wait for the approval before giving up, nothing
             applied (empty: the environment's setting).
         recovery_timeout_seconds: When apply leaves the database dirty, how long the recovery form waits
@@ -82,9 +82,9 @@ def migrate(
                 elif env.approval_required if require_approval is None else require_approval:
                     run.approved_by = request_approval(env, plan, run.lint, run.backup_url,
                                                        approval_timeout_seconds or env.approval_timeout_seconds,
-                                                       preface_md=preface)
+                                                       preface_md=preface, run=run)
                 apply = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)
-                apply_step(run, apply, target_version, run.approved_by)
+                apply_step(run, apply, target_version, run.approved_by, run.approval_comment or None)
         if run.incident is not None:
             recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
         elif not dry_run:

@@ -30,7 +30,7 @@ def recover(
     """Recover ``environment``'s dirty database: revert, resume, mark_applied or leave_dirty.
 
     Args:
-        environment: deployments/<environment>.yaml names the database.
+        environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
         action: leave empty to get the recovery form with the incident; or revert (run the down file),
             resume (run the statements that did not run), mark_applied (you finished by hand), leave_dirty.
         engineer: your name or e-mail (required with action); recorded in the audit trail.

@@ -56,9 +56,10 @@ def rollback(
                 take_backup(run)
                 if env.approval_required if require_approval is None else require_approval:
                     run.approved_by = request_approval(env, plan, None, run.backup_url,
-                                                       approval_timeout_seconds or env.approval_timeout_seconds)
+                                                       approval_timeout_seconds or env.approval_timeout_seconds,
+                                                       run=run)
                 revert = rollback_migrations.with_options(timeout_seconds=env.apply_task_seconds)
-                apply_step(run, revert, steps, to_version, run.approved_by)
+                apply_step(run, revert, steps, to_version, run.approved_by, run.approval_comment or None)
         if run.incident is not None:
             recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
         elif plan["steps"]:

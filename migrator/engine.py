@@ -268,10 +268,12 @@ class Migrator:
         run_id: str | None = None,
         progress: Progress | None = None,
         approved_by: str | None = None,
+        approval_comment: str | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id or settings.run_id
         self.approved_by = approved_by
+        self.approval_comment = approval_comment or None  # the approval's comment (a change ticket), audited
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self._conn_info: Connection | None = None
         self.database: str | None = None  # name (never a URL) once a session has connected
@@ -520,7 +522,8 @@ class Migrator:
         m = planned.migration
         executor = Executor(s.conn, s.st, self.timeouts(), scope=scope, progress=self.progress)
         job = Job(mf, before, planned.to_version, dirty_version=planned.to_version)
-        audit = Audit(planned.direction, m.version, m.name, self.run_id, self.settings.environment, self.approved_by)
+        audit = Audit(planned.direction, m.version, m.name, self.run_id, self.settings.environment, self.approved_by,
+                      comment=self.approval_comment)
         done = executor.run(job, audit, lambda f: _failure(f, mf, planned, before))
         return Step(m.version, m.name, planned.direction, done.duration_ms, done.transactional, mf.sha256)
 

@@ -48,7 +48,15 @@ class ForceRefusedError(MigratorError):
 
 class ApprovalRejected(MigratorError):
     """An engineer rejected the plan in the approval form: nothing was applied. Alerted as
-    ``approval.rejected``, never as a failure page."""
+    ``approval.rejected``, never as a failure page. ``approver`` and ``comment`` say who and why."""
+
+    def __init__(self, message: str, approver: str | None = None, comment: str = "") -> None:
+        super().__init__(message)
+        self.approver = approver
+        self.comment = comment
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (ApprovalRejected, (str(self), self.approver, self.comment))
 
 
 class LockTimeoutError(MigratorError):
@@ -88,6 +96,10 @@ class MigrationFailedError(MigratorError):
     def __reduce__(self) -> tuple[object, ...]:
         """Picklable (Prefect may serialise a task's exception): rebuild from to_dict()."""
         return (_rebuild_failure, (self.to_dict(),))
+
+    def with_message(self, message: str) -> MigrationFailedError:
+        """The same failure (same class, same facts) told with another message."""
+        return _rebuild_failure({**self.to_dict(), "error": message})
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -9,6 +9,7 @@ problem names the file and says what to do, and loading never stops at the first
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -139,6 +140,15 @@ class MigrationSet:
 def is_effectively_empty(sql: str) -> bool:
     """True when the text has nothing but whitespace and comments."""
     return not _COMMENTS.sub("", sql).strip()
+
+
+def shown(path: Path | str, line: int | None = None) -> str:
+    """A file as people look for it (``migrations/000003_x.up.sql:7``): relative to the working
+    directory (the project checkout) when inside it, with the line when known."""
+    text = str(path)
+    with contextlib.suppress(ValueError, OSError):
+        text = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    return f"{text}:{line}" if line else text
 
 
 def sha256_hex(data: bytes) -> str:

@@ -137,6 +137,38 @@ def statements_md(inc: Incident) -> str:
     return "\n".join(rows) + "\n" + tail
 
 
+def resume_plan(inc: Incident) -> list[tuple[int, int, str, str]]:
+    """What ``resume`` would run now, read from the file on the worker: (statement number, line,
+    text, sha256 of the statement as the audit trail hashes it); empty when resume is refused."""
+    from migrator.state import statement_hash
+
+    try:
+        if not inc.option("resume").available:
+            return []
+    except Exception:
+        return []
+    return [(r.index, r.line, r.text, statement_hash(r.text)) for r in inc.statements
+            if r.state in ("failed", "not run")]
+
+
+def resume_md(inc: Incident, *, changed_since_pause: bool = False) -> str:
+    """The statements ``resume`` will run if submitted now, with their hashes (the form shows them)."""
+    plan = resume_plan(inc)
+    md = ""
+    if changed_since_pause:
+        md += ("> **The migration file changed on the worker since this run paused**: what resume runs is "
+               "the file as it is now, below.\n\n")
+    if not plan:
+        return md
+    skipped = sum(1 for r in inc.statements if r.state == "done")
+    rows = ["| # | line | statement | sha256 |", "|---|---|---|---|"]
+    for index, line, text, digest in plan:
+        short = text if len(text) <= 70 else text[:67] + "..."
+        rows.append(f"| {index} | {line} | `{_cell(short)}` | `{digest[:12]}` |")
+    return (md + f"## What resume will run\n\nSkips the {skipped} statement(s) already run, then runs these, "
+            "exactly, from the file on the worker now:\n\n" + "\n".join(rows) + "\n")
+
+
 def options_md(inc: Incident) -> str:
     """The four actions as a list (wraps in a narrow form): what each does now, or why it is refused."""
     lines = []
@@ -149,7 +181,8 @@ def options_md(inc: Incident) -> str:
 
 
 def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None = None,
-                backup_url: str | None = None, note: str | None = None, next_step: str | None = None) -> str:
+                backup_url: str | None = None, note: str | None = None, next_step: str | None = None,
+                changed_since_pause: bool = False) -> str:
     """The incident for the recovery form's description and the ``incident-<env>`` artifact: what
     failed and how far it got first, then the choices, then the details."""
     env = inc.environment or "?"
@@ -166,6 +199,8 @@ def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None 
     md += "## Statements\n\n" + statements_md(inc)
     if inc.file_changed:
         md += "\n_The file on the worker changed since the failed run: the statements above are the current file's._\n"
+    resume = resume_md(inc, changed_since_pause=changed_since_pause)
+    md += ("\n" + resume) if resume else ""
     md += "\n## Choose an action\n\n" + options_md(inc)
     if next_step:
         md += f"\n**Next step:** {next_step}\n"
@@ -188,16 +223,42 @@ def incident_md(inc: Incident, *, title: str | None = None, run_url: str | None 
     return md
 
 
+# The one vocabulary for a recovery's outcome (RecoveryResult.outcome is the core's key for it).
+OUTCOME_WORDS = {"completed": "recovered", "left_dirty": "left dirty", "refused": "refused", "failed": "failed"}
+
+
+def outcome_text(outcome: str) -> str:
+    """``completed`` -> ``recovered``, ``left_dirty`` -> ``left dirty``: the word events, state
+    messages and artifacts use."""
+    return OUTCOME_WORDS.get(outcome, outcome)
+
+
+def recovery_next_step(result: RecoveryResult, choose_again: str) -> str | None:
+    """What on-call does after a recovery action; ``choose_again`` is where the choice is made."""
+    if result.outcome == "completed":
+        if result.action == "revert":
+            return (f"migration {result.migration or result.version_before} is not applied any more: fix it, "
+                    "then migrate again")
+        return None
+    if result.outcome == "left_dirty":
+        return (f"the database stays DIRTY at version {version_text(result.version_after)}: nothing migrates "
+                f"until it is recovered; {choose_again}")
+    return f"the database is still DIRTY at version {version_text(result.version_after)}: {choose_again}"
+
+
 def recovery_md(results: list[RecoveryResult]) -> str:
+    """Every recovery action of the run, in order (GitHub-flavoured markdown table)."""
     if not results:
         return ""
-    rows = ["| action | engineer | outcome | version after | dirty after | what happened |", "|---|" * 6]
+    head = ["action", "engineer", "comment", "outcome", "version after", "dirty after", "what happened"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         rows.append(
-            f"| `{r.action}` | {_cell(r.engineer)} | {r.outcome} | {version_text(r.version_after)} | "
-            f"{yes_no(r.dirty_after)} | {_cell(r.message)} |"
+            f"| `{r.action}` | {_cell(r.engineer)} | {_cell(r.comment or '')} | {outcome_text(r.outcome)} | "
+            f"{version_text(r.version_after)} | {yes_no(r.dirty_after)} | {_cell(r.message)} |"
         )
     return "\n## Recovery\n\n" + "\n".join(rows) + "\n"
 
 
-__all__ = ["ACTIONS", "PageDecision", "claim", "claim_page", "incident_md", "recovery_md", "statements_md"]
+__all__ = ["ACTIONS", "OUTCOME_WORDS", "PageDecision", "claim", "claim_page", "incident_md", "outcome_text",
+           "recovery_md", "recovery_next_step", "resume_md", "resume_plan", "statements_md"]

@@ -54,6 +54,7 @@ __all__ = [
     "FORMATS",
     "IDEMPOTENCY_HEADER",
     "MAX_TEXT",
+    "RECOVERY_EVENTS",
     "RESPONSE_SNIPPET_BYTES",
     "SCHEMA_VERSION",
     "SIGNATURE_HEADER",
@@ -67,9 +68,11 @@ __all__ = [
     "database_name",
     "destination",
     "failure_fields",
+    "recovery_event",
     "render",
     "reset_notices",
     "send_event",
+    "severity_of",
     "sign",
     "slack_payload",
     "verify_signature",
@@ -140,7 +143,9 @@ def _where(e: Mapping[str, Any]) -> str:
 
 def _span(e: Mapping[str, Any]) -> str:
     before, after = e.get("version_before"), e.get("version_after")
-    return f" from version {before} to {after}" if before is not None or after is not None else ""
+    if before is None and after is None:
+        return ""
+    return f" from version {_version(before)} to {_version(after)}"
 
 
 def _with_error(text: str, e: Mapping[str, Any]) -> str:
@@ -161,8 +166,23 @@ def _migration_failed(e: Mapping[str, Any]) -> str:
 
 def _dirty(e: Mapping[str, Any]) -> str:
     ver = next((e.get(k) for k in ("failing_version", "version_after", "version_before") if e.get(k) is not None), None)
-    at = f" at version {ver}" if ver is not None else ""
-    return f"{_where(e)} is dirty{at}: inspect the schema, then `migrator force V` with the last good version"
+    at = f" at version {_version(ver)}" if ver is not None else ""
+    return f"{_where(e)} is dirty{at}: run `migrator recover` to see what ran and the ways out"
+
+
+def _version(v: Any) -> str:
+    """A version as every surface writes it: golang-migrate's -1 (nothing applied) is "none"."""
+    return "none" if v == -1 else str(v)
+
+
+def _recovery(outcome: str) -> Callable[[Mapping[str, Any]], str]:
+    def summary(e: Mapping[str, Any]) -> str:
+        after = e.get("version_after")
+        state = (f"; now at version {_version(after)}, dirty: {'yes' if e.get('dirty') else 'no'}"
+                 if after is not None else "")
+        return _with_error(f"{_where(e)}: recovery {outcome}{state}", e)
+
+    return summary
 
 
 def _approval_requested(e: Mapping[str, Any]) -> str:
@@ -170,7 +190,7 @@ def _approval_requested(e: Mapping[str, Any]) -> str:
 
 
 def _pending(e: Mapping[str, Any]) -> str:
-    return f"{_where(e)}: migrations pending since version {e.get('version_before')}"
+    return f"{_where(e)}: migrations pending since version {_version(e.get('version_before'))}"
 
 
 def _schema_drift(e: Mapping[str, Any]) -> str:
@@ -220,8 +240,15 @@ EVENTS: dict[str, EventType] = {
         EventType("migration.pending", ":hourglass:", "Migrations pending", "info", _pending),
         EventType("index.invalid", ":warning:", "INVALID index", "warning"),
         EventType("schema.drift", ":mag:", "Schema drift", "warning", _schema_drift),
-        EventType("recovery.completed", ":white_check_mark:", "Recovery completed", "info"),
-        EventType("recovery.failed", ":x:", "Recovery failed", "critical"),
+        # recovery outcomes: recovered (clean), left dirty, refused, failed; only the first is "completed"
+        EventType("recovery.completed", ":white_check_mark:", "Recovered: database clean", "info",
+                  _recovery("recovered")),
+        EventType("recovery.left_dirty", ":warning:", "Recovery: database left dirty", "warning",
+                  _recovery("left dirty")),
+        EventType("recovery.refused", ":no_entry_sign:", "Recovery refused: database still dirty", "warning",
+                  _recovery("refused")),
+        EventType("recovery.failed", ":x:", "Recovery failed: database still dirty", "critical",
+                  _recovery("failed")),
         EventType("rehearsal.failed", ":x:", "Rehearsal failed", "critical"),
         EventType("fleet.completed", ":white_check_mark:", "Fleet migration completed", "info"),
         EventType("fleet.failed", ":x:", "Fleet migration failed", "critical"),
@@ -230,6 +257,30 @@ EVENTS: dict[str, EventType] = {
 }
 EVENT_TYPES = tuple(name for name in EVENTS if name != TEST_EVENT)
 ALL_EVENT_TYPES = tuple(EVENTS)
+
+
+# A recovery's outcome (migrator.recovery.RecoveryResult.outcome) and the event that reports it.
+RECOVERY_EVENTS = {
+    "completed": "recovery.completed",
+    "left_dirty": "recovery.left_dirty",
+    "refused": "recovery.refused",
+    "failed": "recovery.failed",
+}
+_LOUDNESS = {"info": 0, "warning": 1, "critical": 2}
+
+
+def recovery_event(outcome: str) -> str:
+    """The event for a recovery outcome: ``recovery.completed`` only when the database is clean."""
+    return RECOVERY_EVENTS.get(outcome, "recovery.failed")
+
+
+def severity_of(event: str, dirty: object) -> str:
+    """The event type's severity, raised to at least ``warning`` when the database is dirty after it:
+    a pager that resolves on ``info`` must never close a live incident."""
+    severity = _check_event(event).severity
+    if dirty is True and _LOUDNESS[severity] < _LOUDNESS["warning"]:
+        return "warning"
+    return severity
 
 
 def _check_event(event: str) -> EventType:
@@ -255,6 +306,7 @@ def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]
         "schema_version": SCHEMA_VERSION,
         "id": str(uuid.uuid4()),
         "event": event,
+        "severity": severity_of(event, given.get("dirty")),
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "environment": settings.environment,
         "database": database_name(db if db is not None else settings.database_url),
@@ -288,16 +340,19 @@ def failure_fields(exc: BaseException) -> dict[str, Any]:
     failure = migration_failure(exc)  # a Prefect cancel's TerminationSignal carries it as its cause
     if failure is None:
         return {"error": str(exc)}
+    from migrator.files import shown
+
     exc = failure
     return {
         "failing_version": exc.version,
         "direction": exc.direction,
-        "file": exc.file,
+        "file": shown(exc.file, exc.line) if exc.file else None,  # as database.dirty names it: file:line
         "error": exc.pg_message or str(exc),
         "dirty": exc.dirty,
         "version_after": exc.state_version,
         "line": exc.line,
         "column": exc.column,
+        "statement": _clip(exc.statement, MAX_TEXT) if exc.statement else None,
     }
 
 
@@ -323,7 +378,8 @@ def slack_payload(e: Mapping[str, Any]) -> dict[str, Any]:
     facts: list[tuple[str, Any]] = [("Database", e.get("database"))]  # environment is in the header
     before, after = e.get("version_before"), e.get("version_after")
     if before is not None or after is not None:
-        facts.append(("Version", f"{'-' if before is None else before} → {'-' if after is None else after}"))
+        shown = ["?" if v is None else _version(v) for v in (before, after)]
+        facts.append(("Version", f"{shown[0]} → {shown[1]}"))
     facts += [
         ("Failing version", e.get("failing_version")),
         ("File", e.get("file")),
@@ -400,7 +456,7 @@ def send_event(settings: Settings, event: str, **fields: Any) -> DeliveryResult:
 def _send(settings: Settings, event: str, fields: Mapping[str, Any]) -> DeliveryResult:
     e = build_event(settings, event, **fields)
     body_json = json.dumps(e, ensure_ascii=False, default=str)
-    level = logging.INFO if EVENTS[event].severity == "info" else logging.WARNING
+    level = logging.INFO if e["severity"] == "info" else logging.WARNING
     fmt = settings.webhook_format if settings.webhook_format in FORMATS else "json"
     if not settings.webhook_url:
         notice_once("log-only", "no webhook configured (WEBHOOK_URL / --webhook-url): events go to the log only")

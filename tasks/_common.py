@@ -31,12 +31,14 @@ def flow_run_url() -> str | None:
     return str(url) if url else None
 
 
-def migrator_for(environment: str, approved_by: str | None = None) -> Any:
-    """The engine for ``environment``, logging its progress to the run and auditing this run's id."""
+def migrator_for(environment: str, approved_by: str | None = None, approval_comment: str | None = None) -> Any:
+    """The engine for ``environment``, logging its progress to the run and auditing this run's id,
+    the approver and the approval's comment."""
     from migrator.engine import Migrator
 
     env = load_environment(environment)
-    return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by)
+    return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by,
+                    approval_comment=approval_comment)
 
 
 def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:

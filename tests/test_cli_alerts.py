@@ -34,7 +34,7 @@ def test_failed_up_sends_signed_migration_failed(cli, db_url: str, migrations_di
         (req,) = rx.wait_for(1)
     body = req.json()
     assert body["event"] == "migration.failed" and body["environment"] == "staging"
-    assert body["failing_version"] == 2 and body["file"].endswith("000002_bad.up.sql")
+    assert body["failing_version"] == 2 and body["file"].endswith("000002_bad.up.sql:2")  # file:line, as database.dirty
     assert body["error"] == "division by zero" and body["dirty"] is False
     assert body["database"] == db_url.rsplit("/", 1)[1]
     assert verify_signature(SECRET, req.header("X-Webhook-Timestamp"), req.body, req.header("X-Webhook-Signature"))

@@ -97,3 +97,25 @@ def test_docs_commands_table_has_every_command_and_every_argument_is_described()
         return found
 
     assert undocumented(parser, "migrator") == []
+
+
+def test_every_doc_table_renders_and_the_docs_agree_with_the_product() -> None:
+    """One runbook with the real form fields and outcomes; the docs that contradicted it are gone."""
+    from markdown_check import table_problems
+
+    docs = {p.name: p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+    for name, text in docs.items():
+        assert table_problems(text) == [], name
+    everything = "\n".join(docs.values())
+    assert "rejection is not a failure" not in everything.lower()  # a rejected run is Failed (outcome rejected)
+    assert "(`approved`, `approver`" not in everything  # the approval form's fields are Decision / Your name / Comment
+    runbook = docs["runbook.md"]
+    for words in ("**Decision**", "**Your name**", "**Comment**", "**Action**", "**Engineer**",
+                  "recovery.left_dirty", "approval.rejected", "Retry"):
+        assert words in runbook, words
+    for name in ("prefect.md", "prefect-local.md", "README.md"):
+        assert "runbook.md" in docs[name], f"{name} does not link the runbook"
+    from migrator.notify import EVENTS
+
+    for event in EVENTS:  # every event the code can send is documented
+        assert f"`{event}`" in docs["alerts.md"], event

@@ -129,7 +129,11 @@ def test_failing_migration_fails_run_and_alerts(env: dict[str, Any]) -> None:
     assert db_state(env["db_url"]) == [(2, False)]  # 1 and 2 applied, 3 rolled back: not dirty
     (ev,) = [e for e in events(env["hook"]) if e["event"] == "migration.failed"]
     assert ev["failing_version"] == 3 and ev["error"] == "division by zero" and ev["dirty"] is False
-    assert ev["file"].endswith("000003_broken.up.sql")
+    # the same facts as database.dirty: file:line, statement, backup, run, next step
+    assert ev["file"].endswith("000003_broken.up.sql:3") and ev["details"]["statement"] == "SELECT 1/0"
+    assert ev["backup_key"] and ev["severity"] == "critical"
+    assert "fix " in ev["details"]["next_step"] and "000003_broken.up.sql:3" in ev["details"]["next_step"]
+    assert "Retry" in ev["details"]["next_step"] and "Next: nothing of migration 3 stayed applied" in state.message
     assert "failed" in artifact("migrate-test")
     assert_no_secret(env["hook"])
 

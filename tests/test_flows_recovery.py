@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from prefect.flow_runs import resume_flow_run
+from test_approval import _paused_form
 from test_flows import (  # noqa: F401 - fixtures
     _paused_run_id,
     artifact,
@@ -24,6 +25,7 @@ from test_flows import (  # noqa: F401 - fixtures
 from test_recovery import DOWN_SAFE, DOWN_UNSAFE, UP_BROKEN, UP_FIXED
 
 from conftest import write_migration
+from migrator.state import statement_hash
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -59,7 +61,14 @@ def test_dirty_apply_pauses_then_resume_completes(broken: dict[str, Any]) -> Non
     incident = artifact("incident-test")
     assert "| 1 | done | 2 |" in incident and "| 2 | **FAILED** | 4 |" in incident and "| 3 | not run | 6 |" in incident
     assert "`resume`" in incident and "`revert`" in incident
+    _, form = _paused_form(run_id)
+    assert "## What resume will run" in form and "(emial)" in form  # the file as it was at the pause
+    assert "changed on the worker" not in form
     (broken["dir"] / "000003_add_contact_email.up.sql").write_text(UP_FIXED.replace("contacts", "a"))
+    form = _form_once(run_id, lambda text: "idx_a_email ON a (email)" in text)  # re-read while the run waits
+    assert "The migration file changed on the worker since this run paused" in form
+    fixed = "CREATE INDEX CONCURRENTLY idx_a_email ON a (email)"
+    assert f"| 2 | 4 | `{fixed}` | `{statement_hash(fixed)[:12]}` |" in form
     resume_flow_run(run_id, run_input={"action": "resume", "engineer": "alice@askfrank.example", "comment": "INC-1"})
     t.join(120)
     assert out and out[0].is_completed(), out
@@ -77,6 +86,39 @@ def test_dirty_apply_pauses_then_resume_completes(broken: dict[str, Any]) -> Non
     assert rows == [("up", None, False, None), ("recover", "resume", True, "alice@askfrank.example")]
 
 
+def _form_once(run_id: Any, ok: Any, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            _, text = _paused_form(run_id)
+        except RuntimeError:  # between a submit and the next pause the run is Running: no form
+            time.sleep(0.5)
+            continue
+        if ok(text):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"the paused form never showed it; it shows:\n{text}")
+
+
+def test_resume_submitted_right_after_the_file_changed_shows_the_form_again(broken: dict[str, Any]) -> None:
+    """Submitted before the form was re-read: resume does not run statements nobody saw; the form comes
+    back saying what resume would run now, and the second submit runs exactly that."""
+    t, out = _start(recovery_timeout_seconds=120)
+    run_id = _paused_run_id()
+    (broken["dir"] / "000003_add_contact_email.up.sql").write_text(UP_FIXED.replace("contacts", "a"))
+    resume_flow_run(run_id, run_input={"action": "resume", "engineer": "alice"})
+    form = _form_once(run_id, lambda text: "resume not run" in text)
+    assert "changed on the worker after the form was shown" in form and "idx_a_email ON a (email)" in form
+    assert db_state(broken["db_url"]) == [(3, True)]  # nothing ran
+    assert _kinds(broken) == ["database.dirty"]  # and nothing was alerted
+    resume_flow_run(_paused_run_id(), run_input={"action": "resume", "engineer": "alice"})
+    t.join(120)
+    assert out and out[0].is_completed(), out
+    assert db_state(broken["db_url"]) == [(3, False)]
+    assert _kinds(broken) == ["database.dirty", "recovery.completed"]
+
+
 def indexes_of(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         return {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'a'")}
@@ -89,10 +131,12 @@ def test_refused_revert_asks_again_then_revert_removes_the_partial_column(broken
     run_id = _paused_run_id()
     resume_flow_run(run_id, run_input={"action": "revert", "engineer": "bob"})
     deadline = time.monotonic() + 60
-    while "recovery.failed" not in _kinds(broken) and time.monotonic() < deadline:
+    while "recovery.refused" not in _kinds(broken) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _kinds(broken) == ["database.dirty", "recovery.failed"]
-    assert "not safe on a partial state" in events(broken["hook"])[1]["message"]
+    assert _kinds(broken) == ["database.dirty", "recovery.refused"]  # refused, not failed: nothing ran
+    refused = events(broken["hook"])[1]
+    assert "not safe on a partial state" in refused["message"] and refused["severity"] == "warning"
+    assert "click Resume" in refused["details"]["next_step"]  # the form comes back in this run
     assert db_state(broken["db_url"]) == [(3, True)]
     down.write_text(DOWN_SAFE.replace("contacts", "a"))
     run_id = _paused_run_id()  # the form is back, with the refusal on top
@@ -104,7 +148,7 @@ def test_refused_revert_asks_again_then_revert_removes_the_partial_column(broken
         cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
                                            "WHERE table_name = 'a'")}
     assert cols == {"id"}  # the partial column is gone
-    assert _kinds(broken) == ["database.dirty", "recovery.failed", "recovery.completed"]
+    assert _kinds(broken) == ["database.dirty", "recovery.refused", "recovery.completed"]
 
 
 def test_recovery_timeout_leaves_the_database_and_says_so(broken: dict[str, Any]) -> None:

@@ -98,6 +98,7 @@ def test_every_event_field_is_present_and_flow_run_url_comes_from_settings(rx: W
         "schema_version",
         "id",
         "event",
+        "severity",
         "time",
         "environment",
         "database",
@@ -317,7 +318,10 @@ def test_failure_fields_from_a_migration_error(rx: WebhookReceiver) -> None:
     notify.send_event(settings_for(rx.url), "migration.failed", version_before=12, **notify.failure_fields(exc))
     event = rx.requests[0].json()
     assert event["failing_version"] == 13 and event["version_after"] == 13 and event["dirty"] is True
-    assert event["error"] == 'relation "tbl_user" does not exist' and event["details"] == {"line": 4, "column": 7}
+    assert event["error"] == 'relation "tbl_user" does not exist'
+    assert event["details"] == {"line": 4, "column": 7, "statement": "CREATE INDEX ..."}
+    assert event["file"] == "migrations/000013_add_index.up.sql:4"  # as database.dirty names it
+    assert event["severity"] == "critical"
     assert notify.failure_fields(RuntimeError("boom")) == {"error": "boom"}
 
 
@@ -343,7 +347,7 @@ def test_dirty_event_names_the_dirty_version(rx: WebhookReceiver) -> None:
     notify.send_event(s, "database.dirty", database="askfrank", version_before=7, failing_version=7, dirty=True)
     payload = rx.requests[0].json()
     assert payload["text"].startswith(":warning: Database is dirty: askfrank (staging) is dirty at version 7")
-    assert "migrator force V" in payload["text"]
+    assert "`migrator recover`" in payload["text"]  # the way out that shows what ran, not a blind force
 
 
 def test_unknown_event_type_is_a_value_error() -> None:
@@ -618,3 +622,25 @@ def test_every_event_in_the_registry_has_a_title_severity_and_summary() -> None:
         assert kind.severity in ("info", "warning", "critical") and kind.title and kind.emoji
     e = notify.build_event(settings_for(None), "recovery.failed", database="askfrank", error="lock timeout")
     assert e["message"] == "askfrank (staging): recovery failed: lock timeout"
+
+
+def test_recovery_outcomes_have_their_own_events_and_dirty_is_never_info() -> None:
+    assert [notify.recovery_event(o) for o in ("completed", "left_dirty", "refused", "failed")] == [
+        "recovery.completed", "recovery.left_dirty", "recovery.refused", "recovery.failed"]
+    left = notify.build_event(settings_for(None), "recovery.left_dirty", database="askfrank", version_after=3,
+                              dirty=True)
+    assert left["severity"] == "warning" and "completed" not in left["message"].lower()
+    assert left["message"] == "askfrank (staging): recovery left dirty; now at version 3, dirty: yes"
+    assert "completed" not in notify.EVENTS["recovery.left_dirty"].title.lower()
+    # any event that reports a dirty database is at least a warning, whatever its type says
+    for name in notify.EVENT_TYPES:
+        sev = notify.build_event(settings_for(None), name, dirty=True)["severity"]
+        assert sev in ("warning", "critical"), name
+    assert notify.build_event(settings_for(None), "recovery.completed", dirty=False)["severity"] == "info"
+
+
+def test_slack_says_none_for_no_version_like_every_other_surface() -> None:
+    e = notify.build_event(settings_for(None), "migration.succeeded", database="askfrank", version_before=-1,
+                           version_after=9)
+    rendered = json.dumps(notify.slack_payload(e), ensure_ascii=False)
+    assert "none → 9" in rendered and "from version none to 9" in rendered and "version -1" not in rendered

@@ -99,16 +99,22 @@ def _print_incident(inc: Any) -> None:
 
 
 def _alert(ctx: Context, result: Any) -> None:
-    """recovery.completed / recovery.failed when a webhook is configured; never changes the outcome."""
+    """recovery.completed (clean), recovery.left_dirty, recovery.refused or recovery.failed when a
+    webhook is configured; never changes the outcome."""
     if not ctx.settings.webhook_url:
         return
-    from migrator.notify import send_event
+    from migrator.incident import recovery_next_step
+    from migrator.notify import recovery_event, send_event
 
+    env = f" --env {ctx.settings.environment}" if ctx.settings.environment else ""
     send_event(
-        ctx.settings, "recovery.completed" if result.ok else "recovery.failed",
+        ctx.settings, recovery_event(result.outcome),
         database=result.database, version_before=result.version_before, version_after=result.version_after,
         dirty=result.dirty_after, error=result.error, message=result.message, action=result.action,
-        engineer=result.engineer, outcome=result.outcome,
+        engineer=result.engineer, outcome=result.outcome, comment=result.comment or None,
+        file=f"{result.file}:{result.line}" if result.file and result.line else result.file,
+        statement=result.statement,
+        next_step=recovery_next_step(result, f"run `migrator recover{env}` to see what ran and choose again"),
     )
 
 
