@@ -39,6 +39,28 @@ def _state(server: PrefectServer, run_id: str) -> dict[str, Any]:
     return dict(httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10).json()["state"])
 
 
+_ENDED = ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
+
+
+def _cancel_while_sleeping(server: PrefectServer, db_url: str, run_id: str, worker: Any,
+                           env: dict[str, str]) -> dict[str, Any] | None:
+    """Cancel the run once its statement sleeps on the server; its final state (None: never ended)."""
+    deadline = time.monotonic() + 180
+    while not _sleeping(db_url):
+        assert time.monotonic() < deadline and _state(server, run_id)["type"] not in _ENDED, worker.log_tail(60)
+        time.sleep(0.5)
+    r = _run([PREFECT_BIN, "flow-run", "cancel", run_id], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    t0 = time.monotonic()
+    state = None
+    while time.monotonic() - t0 < 60:
+        state = _state(server, run_id)
+        if state["type"] in _ENDED:
+            break
+        time.sleep(0.5)
+    return state
+
+
 def _cancel_mid_migration(
     server: PrefectServer, db_url: str, tmp_path: Path, slow_up: str, slow_down: str = "DROP TABLE IF EXISTS tbl_b;\n"
 ) -> tuple[str, dict[str, Any] | None, str, list[str]]:
@@ -70,20 +92,7 @@ def _cancel_mid_migration(
         r = _run([sys.executable, "-m", "migrator", "trigger", "migrate/dev", "--json"], env)
         assert r.returncode == 0, r.stdout + r.stderr
         run_id = json.loads(r.stdout)["flow_run_id"]
-        deadline = time.monotonic() + 180
-        while not _sleeping(db_url):
-            ended = _state(server, run_id)["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
-            assert time.monotonic() < deadline and not ended, worker.log_tail(60)
-            time.sleep(0.5)
-        r = _run([PREFECT_BIN, "flow-run", "cancel", run_id], env)
-        assert r.returncode == 0, r.stdout + r.stderr
-        t0 = time.monotonic()
-        state = None
-        while time.monotonic() - t0 < 60:
-            state = _state(server, run_id)
-            if state["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED"):
-                break
-            time.sleep(0.5)
+        state = _cancel_while_sleeping(server, db_url, run_id, worker, env)
         time.sleep(1)  # an alert sent while the run ends is still being delivered
         logs = worker.log_tail(200)
         events = [req.json()["event"] for req in hook.requests]
@@ -170,20 +179,7 @@ def test_cancel_a_recover_run_cancels_its_sql(
                       "--param", "engineer=e2e", "--json"], env)
             assert r.returncode == 0, r.stdout + r.stderr
             run_id = json.loads(r.stdout)["flow_run_id"]
-            deadline = time.monotonic() + 180
-            while not _sleeping(db_url):
-                ended = _state(prefect_server, run_id)["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED")
-                assert time.monotonic() < deadline and not ended, worker.log_tail(60)
-                time.sleep(0.5)
-            r = _run([PREFECT_BIN, "flow-run", "cancel", run_id], env)
-            assert r.returncode == 0, r.stdout + r.stderr
-            t0 = time.monotonic()
-            state = None
-            while time.monotonic() - t0 < 60:
-                state = _state(prefect_server, run_id)
-                if state["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED"):
-                    break
-                time.sleep(0.5)
+            state = _cancel_while_sleeping(prefect_server, db_url, run_id, worker, env)
             logs = worker.log_tail(200)
     finally:
         hook.stop()
