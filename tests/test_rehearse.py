@@ -25,7 +25,7 @@ JUST = "-- Business justification: test\n"
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def source(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator[dict[str, Any]]:
     """A database at version 1 with 1,000,000 patients (mrn has duplicates), and one backup of it."""
     from migrator.backup import create_backup
     from migrator.config import Settings

@@ -104,6 +104,7 @@ def test_roundtrip_refuses_a_folder_with_file_errors(cli, db_url: str, migration
     assert "000001_create_patients.up.sql" in r.err and "down" in r.err
 
 
+@pytest.mark.db  # asks the machine's server for its version
 def test_pg_dump_choice_matches_the_server() -> None:
     with psycopg.connect(SERVER_URL) as conn:
         major = conn.info.server_version // 10000
