@@ -200,6 +200,8 @@ def main() -> None:
         c_cold_json, c_warm_json = cpu([*ours_cmd, "--no-cache", "--format", "json"]), cpu([*ours_cmd, "--format", "json"])
         c_theirs = cpu(base_cmd)
         c_theirs_json = cpu([squawk, "--reporter", "json", "--no-assume-in-transaction", *sql_files])
+        print(f"CPU seconds (user+sys, least of the runs): migrator default cold {c_cold:.3f}, warm {c_warm:.3f}; "
+              f"json cold {c_cold_json:.3f}, warm {c_warm_json:.3f}; squawk default {c_theirs:.3f}, json {c_theirs_json:.3f}")
         print("ratios migrator/squawk (targets: cold <= 2x, warm <= 1x), wall time | CPU time (user+sys):")
         print(f"  default outputs into a pipe: cold {cold / theirs:.2f}x | {c_cold / c_theirs:.2f}x,  "
               f"warm {warm / theirs:.2f}x | {c_warm / c_theirs:.2f}x")

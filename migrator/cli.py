@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from migrator import __version__, argtypes
-from migrator.commands import Context
+from migrator.commands import Context, exit_line, make_forms
 from migrator.errors import MigratorError
 from migrator.output import error
 from migrator.redact import install_logging_redaction, redact
@@ -229,10 +229,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
     ctx = Context(args=args, json=getattr(args, "json", False))
+    code = _run_command(ctx, args)
+    line = exit_line(getattr(args, "command", None), code)
+    if line:
+        sys.stderr.write(line + "\n")
+    return code
+
+
+def _run_command(ctx: Context, args: argparse.Namespace) -> int:
     try:
         return int(args.func(ctx, args) or 0)
     except MigratorError as exc:
-        error(str(exc))
+        error(make_forms(str(exc)))
         return exc.exit_code
     except BrokenPipeError:  # `migrator status | head -1`: the reader has what it wanted; no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)
