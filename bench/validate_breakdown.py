@@ -79,7 +79,8 @@ def main() -> None:
         ("python start (python -c pass)", _process("pass", r)),
         ("imports (cli, lint, pglast)", _process("import migrator.cli, migrator.commands.validate, migrator.lint, "
                                                 "migrator.lint.rules, migrator.lint.hipaa, migrator.lint.allow, "
-                                                "migrator.lint.structure, migrator.lint.report, pglast.parser", r)
+                                                "migrator.lint.structure, migrator.lint.report, migrator.sql; "
+                                                "migrator.sql.pg_parser()", r)
          - _process("pass", r)),
         ("read the folder (files.load)", _best(lambda: files.load(folder), r)),
         ("libpg_query parse to JSON", _best(lambda: [pp.parse_sql_json(t) for _, t in texts], r)),

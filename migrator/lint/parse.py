@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.lint.model import Finding, finding
-from migrator.sql import COMMENT_TOKENS, NonTransactional, classify, line_col, scan
+from migrator.sql import COMMENT_TOKENS, NonTransactional, classify, line_col, pg_parser, scan
 
 
 @dataclass
@@ -73,8 +73,7 @@ def byte_to_char(sql: str) -> _ByteToChar:
 
 def parse_file(file: str, sql: str) -> ParsedFile:
     """Scan and parse ``sql``; a syntax error becomes a MIG000 finding at file:line:column."""
-    from pglast import parser
-
+    parser = pg_parser()
     pf = ParsedFile(file=file, sql=sql)
     try:
         tree = json.loads(parser.parse_sql_json(sql))
