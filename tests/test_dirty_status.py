@@ -144,3 +144,20 @@ def test_force_on_a_dirty_database_says_which_statements_ran_and_what_it_claims(
     assert "recording 2 says that you ran the rest of the file by hand" in ahead.stderr
     clean = migrator("force", "1", "--yes", cwd=tmp_path, env=env)  # clean now: no statement warning
     assert "stopped part-way" not in clean.stderr
+
+
+def test_cli_recover_speaks_of_the_folder_and_flags_not_the_prefect_form(tmp_path: Path, db_url: str) -> None:
+    """Issue 21: the CLI's recover showed the form's words (the worker, submit, choose mark_applied)."""
+    env = _dirty_project(tmp_path, db_url)
+    r = migrator("recover", cwd=tmp_path, env=env)
+    assert r.returncode == 3, r.stderr
+    assert "as it is in the migrations folder when you run it" in r.stdout, r.stdout
+    for form_word in ("worker", "submit", "choose ", "force flow"):
+        assert form_word not in r.stdout + r.stderr, form_word
+    from migrator.commands.recover import cli_words
+
+    assert cli_words("finish by hand and choose mark_applied, or revert") == "finish by hand and use --mark-applied, or --revert"
+    assert cli_words("migration 3 has no down file on the worker; undo the change by hand, then use the force flow "
+                     "to record the previous version") == ("migration 3 has no down file in the migrations folder; "
+                                                          "undo the change by hand, then `migrator force` the previous "
+                                                          "version")
