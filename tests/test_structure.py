@@ -247,7 +247,7 @@ def test_the_checks_find_what_they_look_for(tmp_path):
 
 # -- only the executor runs migration SQL (issue 19) ------------------------------------------------
 
-EXECUTOR = "migrator.executor"
+EXECUTOR = "migrator.execute.executor"
 _RUNS_SQL = {"execute", "executemany", "send_query", "run_batch"}
 _MIGRATION_TEXT = {"text", "sql"}  # Statement.text, MigrationFile.sql
 
@@ -278,7 +278,7 @@ def test_only_the_executor_runs_migration_sql():
 
 
 def test_only_the_executor_uses_the_batch_wire_path():
-    users = sorted({i.module for i in imports(ROOT) if i.target.startswith("migrator.batch")})
+    users = sorted({i.module for i in imports(ROOT) if i.target.startswith("migrator.execute.batch")})
     assert users == [EXECUTOR], users
 
 
