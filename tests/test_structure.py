@@ -352,7 +352,6 @@ KNOWN_DICT_TASKS: frozenset[str] = frozenset({
     "tasks.status:plan_migrations",
     "tasks.status:read_status",
     "tasks.validate:validate_migrations",
-    "tasks.verify:verify_status",
 })
 _DICT_NAMES = {"dict", "Dict", "Mapping", "MutableMapping", "Any"}
 
