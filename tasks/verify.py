@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks._common import retry_unless_permanent, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 
 
 @task(name="verify", task_run_name="verify {environment} at {expected_version}", retries=3,
@@ -18,7 +18,7 @@ def verify_status(environment: str, expected_version: int, check_drift: bool = T
     (live schema drift per the environment's ``drift.verify``: fail, warn or off)."""
     from migrator.verify import verify
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     result = verify(env.settings, expected_version, check_drift, env.drift_verify, drift_ignore=env.drift_ignore,
                     scratch_url=env.drift_scratch_url)
     log = run_logger()
