@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks._common import flow_run_id, flow_run_url, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 from tasks.events import emit_alert_event
 
 
@@ -26,7 +26,7 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
         run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
                           "its databases", event, fleet_run)
         return {"event": event, "delivered": False, "muted_by_fleet_run": fleet_run}
-    env = load_environment(environment)
+    env = run_environment(environment)
     settings = env.settings
     settings.flow_run_url = flow_run_url()
     fields.setdefault("run_id", flow_run_id())

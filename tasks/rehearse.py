@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from migrator.errors import ConfigError
 from tasks._common import flow_run_id, run_logger
-from tasks.environment import Environment, _secret, load_environment
+from tasks.environment import Environment, _secret, run_environment
 
 DEFAULT_ENABLED = ("prod",)
 
@@ -69,7 +69,7 @@ def rehearse_migrations(environment: str, backup_key: str, target_version: int |
     from migrator.rehearse.report import summary_dict, to_markdown
     from migrator.rehearse.run import RehearsalOptions, rehearse
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     conf = rehearsal_config(env)
     if not conf.server_url:
         raise ConfigError(

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks._common import retry_unless_permanent, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 
 if TYPE_CHECKING:
     from migrator.verify import Verification
@@ -22,7 +22,7 @@ def verify_status(environment: str, expected_version: int, check_drift: bool = T
     ``Verification`` dataclass (Prefect pickles it like any result), not a bare dict."""
     from migrator.verify import verify
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     result = verify(env.settings, expected_version, check_drift, env.drift_verify, drift_ignore=env.drift_ignore,
                     scratch_url=env.drift_scratch_url)
     log = run_logger()
