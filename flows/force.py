@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from flows._common import flow_report, migration_slot, read_status_before
-from migrator.recovery import version_text
+from migrator.recover.actions import version_text
 from tasks.environment import run_environment
 from tasks.force import force_version
 

@@ -15,7 +15,7 @@ from prefect import flow
 
 from flows._common import flow_report, read_status_before
 from flows.recovery_form import act, recover_in_run
-from migrator.recovery import RecoveryError
+from migrator.recover.actions import RecoveryError
 from tasks.environment import run_environment
 
 

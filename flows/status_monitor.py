@@ -1,7 +1,7 @@
 """``status-monitor`` flow (scheduled): alert on a dirty database, on schema drift, or on migrations
 pending too long.
 
-A dirty database is paged once per incident (``migrator.incident``): every 15 minutes the monitor
+A dirty database is paged once per incident (``migrator.recover.incident``): every 15 minutes the monitor
 finds the same dirty version and stays quiet, except for a reminder after the configured interval.
 
 "Pending since" is remembered per environment in a Prefect Variable, so the threshold counts from

@@ -19,7 +19,7 @@ from tasks.events import emit_alert_event
 
 @task(name="notify", task_run_name="notify {event}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
-    from migrator.notify import build_event, send_event
+    from migrator.alerts.notify import build_event, send_event
 
     fleet_run = _fleet_run()
     if fleet_run:
