@@ -8,7 +8,9 @@ default output into a pipe (what CI and `| grep` see): ``migrator validate`` (pa
 safety + HIPAA; no database; one ``file:line:col: severity: message [rule]`` line per finding) and
 ``squawk`` (parse + lint); then both with JSON output. Each is run ``--repeat`` times and the best
 time is kept. Ours runs cold (``--no-cache``: every file parsed) and warm (unchanged folder:
-the content-hash cache answers). Targets: cold <= 2x squawk, warm <= 1x squawk.
+the content-hash cache answers). Targets: cold <= 2x squawk, warm <= 1x squawk. `migrator/` is
+byte-compiled first (what `make` does). Each ratio is printed as wall time | CPU time (user + sys of
+the best run): on a shared machine the wall times of adjacent runs move by 2x, CPU times much less.
 
     .venv/bin/python bench/bench_validate.py [--pairs 500] [--repeat 3] [--keep DIR]
 """
