@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from migrator import __version__, argtypes
-from migrator.commands import Context, exit_line, make_forms
+from migrator.commands import Context, exit_line, make_forms, via_make
 from migrator.errors import MigratorError
 from migrator.output import error
 from migrator.redact import install_logging_redaction, redact
@@ -107,7 +107,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str, prog: str | None = None) -> NoReturn:  # type: ignore[override]
         message = _shorter_choice_error(message)
-        sys.stderr.write(f"error: {redact(message)}; see `{prog or self.prog} --help`\n")
+        page = f"{prog or self.prog} --help"
+        if via_make():  # make's user has no `migrator` on PATH: the venv's, as the Makefile runs it
+            page = ".venv/bin/" + page
+        sys.stderr.write(f"error: {redact(message)}; see `{page}`\n")
         sys.exit(2)
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]

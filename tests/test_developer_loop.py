@@ -97,6 +97,15 @@ def test_status_ways_out_in_make_form(tmp_path: Path, db_url: str) -> None:
     assert "`migrator status` shows what ran" in up.stderr and "make" not in up.stderr
 
 
+def test_a_bad_make_argument_points_at_the_venvs_help_page(tmp_path: Path) -> None:
+    env = {"MIGRATIONS_PATH": str(tmp_path)}
+    r = make("migrate-goto", "V=abc", env=env)
+    assert r.returncode == 2 and "error: argument V: 'abc' is not a whole number; see " \
+        "`.venv/bin/migrator goto --help`" in r.stderr, r.stderr
+    direct = migrator("goto", "abc", env=env)
+    assert direct.returncode == 2 and direct.stderr.endswith("see `migrator goto --help`\n"), direct.stderr
+
+
 def test_make_forms_of_suggested_commands(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from migrator.commands import exit_line, make_forms
 
