@@ -214,3 +214,36 @@ def test_a_new_migration_names_the_command_that_refreshes_the_file(real_migratio
     assert "`.venv/bin/migrator schema dump --from-files`" in via_make.out
     created = cli("create", "add_user_alias", "--justification", "TICKET-2 aliases", env={"MIGRATOR_VIA_MAKE": "1"})
     assert created.code == 0 and "`make migrate-up` applies it and rewrites schema.sql; commit both" in created.err
+
+
+def test_make_targets_rewrite_the_file_and_name_the_refresh(db_url: str, real_migrations: Path, tmp_path: Path) -> None:
+    """The developer's loop through the Makefile on the real migrations: up to the version the file records
+    runs no pg_dump, down rewrites it, validate then names `make migrate-up`, up gives the committed file back."""
+    import os
+
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    from migrator.files import load
+
+    committed = (ROOT / "migrations" / "schema.sql").read_text()
+    versions = [m.version for m in load(real_migrations)]
+    latest, previous = versions[-1], versions[-2]
+    env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(real_migrations),
+           "MIGRATOR_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("MIGRATOR_ENV", None)
+
+    def make(*target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "-s", "-C", str(ROOT), *target], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    up = make("migrate-up")
+    assert up.returncode == 0 and "schema.sql" not in up.stderr, up.stderr
+    down = make("migrate-down")
+    assert down.returncode == 0 and f"schema at version {previous}" in down.stderr, down.stderr
+    text = (real_migrations / "schema.sql").read_text()
+    assert f"-- version: {previous}\n" in text and text != committed
+    stale = make("migrate-validate")
+    assert stale.returncode != 0 and "run `make migrate-up` on your development database" in stale.stdout
+    again = make("migrate-up")
+    assert again.returncode == 0 and f"schema at version {latest}" in again.stderr
+    assert (real_migrations / "schema.sql").read_text() == committed
