@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# what migrator.state accepts as a state table and as its audit table (otherwise the engine says why)
+# what migrator.execute.state accepts as a state table and as its audit table (otherwise the engine says why)
 _STATE_COLUMNS = [("version", "bigint", True), ("dirty", "boolean", True)]
 _HISTORY_REQUIRED = {"id", "version", "direction", "success", "started_at", "finished_at", "duration_ms"}
 _MAX_NAME_BYTES = 63
