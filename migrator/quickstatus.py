@@ -135,8 +135,6 @@ def _read(conn: pq.Connection, settings: Settings, conn_info: Connection,
 
 def _tzinfo(name: str | None) -> tzinfo:
     """The session's TimeZone as psycopg gives datetimes (a ZoneInfo; UTC when Python does not know it)."""
-    if name in (None, "UTC", "Etc/UTC"):  # the usual setting: no zoneinfo import (it reads sysconfig)
-        return UTC
     from zoneinfo import ZoneInfo
 
     try:
