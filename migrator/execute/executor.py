@@ -52,7 +52,7 @@ from migrator.execute.state import (
 )
 from migrator.redact import redact
 from migrator.sql import Statement, line_col, non_transactional_reason, split_statements, unbalanced_transactions
-from migrator.status_model import INVALID_INDEXES_SQL as _INVALID_INDEXES  # shared with migrator.quickstatus
+from migrator.status_model import INVALID_INDEXES_SQL as _INVALID_INDEXES
 
 if TYPE_CHECKING:
     import psycopg
