@@ -121,7 +121,7 @@ def test_a_host_handler_raising_mid_statement_is_cancelled_cleaned_up_and_re_rai
 
     assert failure_fields(exc.value)["dirty"] is dirty and failure_fields(exc.value)["failing_version"] == 1
     assert query(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
-                        "AND state = 'active'") == [(0,)]
+                        "AND state = 'active' AND datname = current_database()") == [(0,)]
     assert query(db_url, "SELECT success, error FROM schema_migrations_history") == [
         (False, "cancelled by SIGTERM (canceling statement due to user request)")
     ]
