@@ -101,7 +101,7 @@ def prod(ui_server: PrefectServer, db_url: str, tmp_path: Path) -> Iterator[dict
 
 TX_BROKEN = BROKEN.replace("CONCURRENTLY ", "")  # transactional: the failure rolls everything back
 UI_ACTIONS = IMG / "ui-actions.txt"
-UI_PATHS = ("alert -> clean database (resume)", "approve", "reject", "retry")
+UI_PATHS = ("alert -> clean database (resume)", "approve", "reject", "retry", "retry after fixing the file")
 UI_HEADER = ("UI actions the on-call engineer needs, measured in headless Chromium against a real `prefect server`\n"
              "(on PostgreSQL) and a process worker by tests/test_e2e_recovery.py: each navigation, click, choice\n"
              "and typed field is one. Rewritten with UPDATE_SCREENSHOTS=1; otherwise the tests check this file.\n")
@@ -407,8 +407,59 @@ def test_reject_in_the_browser(prod: dict[str, Any], page: Any) -> None:
     page.screenshot(path=str(shot("rejected-artifact.png")), full_page=True)
 
 
-def test_retry_in_the_browser(prod: dict[str, Any], page: Any) -> None:
-    """A transactional migration fails (rolled back, clean at 9); the file is fixed; Retry in the UI."""
+def _retry(page: Any, link: str, act: Actions) -> None:
+    page.goto(link)
+    act("open the link in the alert")
+    page.get_by_role("button", name="Retry").first.click()
+    act("click Retry")
+    modal = page.get_by_role("dialog")
+    modal.get_by_role("button", name="Retry").click()
+    act("click Retry in the confirmation")
+    modal.wait_for(state="hidden", timeout=30_000)
+
+
+def test_retry_after_a_lock_timeout_in_the_browser(prod: dict[str, Any], page: Any) -> None:
+    """10 times out on its lock behind a long transaction (rolled back, clean at 9); the transaction
+    ends; Retry in the UI: the same files, so the approval of the first attempt holds."""
+    from migrator.config import Settings
+    from migrator.engine import Migrator
+
+    api, hook, url = prod["api"], prod["hook"], prod["db_url"]
+    up = prod["migrations"] / "000010_add_user_nickname.up.sql"
+    up.write_text(TX_BROKEN.replace("(nicknam)", "(nickname)"))
+    Migrator(Settings(database_url=url, migrations_path=prod["migrations"])).up(steps=9)
+    blocker = psycopg.connect(url)
+    blocker.execute("LOCK TABLE tbl_user IN ACCESS SHARE MODE")  # a long report query, say
+    try:
+        run_id = _start(api)
+        _wait(api, run_id, "PAUSED", "approval")
+        _resume(api, run_id, {"decision": "approve", "approver": "alice@askfrank.example", "comment": "CHG-42"})
+        fr = _wait(api, run_id, "FAILED")
+    finally:
+        blocker.close()
+    assert _state(url) == [(9, False)] and not _column(url), fr["state"]["message"]
+    runs_before = fr["run_count"]
+    act = Actions()
+    _retry(page, _link(hook, "migration.failed", 2), act)
+    _record("retry", act)
+    fr = _wait(api, run_id, "COMPLETED")  # no second approval pause
+    assert fr["run_count"] > runs_before
+    assert fr["state"]["message"].startswith("migrate prod succeeded. Now: database "), fr["state"]["message"]
+    assert _state(url) == [(10, False)] and _column(url)
+    hook.wait_for(3, timeout=30)
+    assert _events(hook) == ["approval.requested", "migration.failed", "migration.succeeded"]
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT success, approved_by, comment FROM schema_migrations_history "
+                            "WHERE version = 10 ORDER BY id").fetchall()
+    assert rows[-1] == (True, "alice@askfrank.example", "CHG-42"), rows
+    _all_tables_parse(api, run_id)
+    assert _latest(api, run_id, "approval-prod")["data"].startswith(
+        "> **Decision: approved by alice@askfrank.example (CHG-42)** - applying 000010_add_user_nickname (a retry")
+
+
+def test_retry_after_fixing_the_file_in_the_browser(prod: dict[str, Any], page: Any) -> None:
+    """A transactional migration fails (rolled back, clean at 9); the file is fixed; Retry in the UI:
+    the file is not what was approved, so the run asks for approval again."""
     api, hook, url = prod["api"], prod["hook"], prod["db_url"]
     up = prod["migrations"] / "000010_add_user_nickname.up.sql"
     up.write_text(TX_BROKEN)
@@ -421,14 +472,7 @@ def test_retry_in_the_browser(prod: dict[str, Any], page: Any) -> None:
     link = _link(hook, "migration.failed", 2)
     up.write_text(TX_BROKEN.replace("(nicknam)", "(nickname)"))  # the fix reached the worker
     act = Actions()
-    page.goto(link)
-    act("open the link in the alert")
-    page.get_by_role("button", name="Retry").first.click()
-    act("click Retry")
-    modal = page.get_by_role("dialog")
-    modal.get_by_role("button", name="Retry").click()
-    act("click Retry in the confirmation")
-    modal.wait_for(state="hidden", timeout=30_000)
+    _retry(page, link, act)
     # the retry runs the flow again: the fixed file is not what was approved, so it asks again
     _wait(api, run_id, "PAUSED", "approval")  # AwaitingRetry, the worker runs it again, it pauses
     assert _link(hook, "approval.requested", 3) == link
@@ -439,7 +483,7 @@ def test_retry_in_the_browser(prod: dict[str, Any], page: Any) -> None:
     _choose(dialog, "Decision", "approve", act)
     _type(dialog, 0, "alice@askfrank.example", "type Your name", act)
     _submit(dialog, act, "approval")
-    _record("retry", act)
+    _record("retry after fixing the file", act)
     fr = _wait(api, run_id, "COMPLETED")
     assert fr["run_count"] > runs_before  # the same flow run, run again
     assert fr["state"]["message"].startswith("migrate prod succeeded. Now: database "), fr["state"]["message"]
