@@ -526,3 +526,18 @@ def test_leave_dirty_then_revert_with_recover(prod: dict[str, Any]) -> None:
     assert _events(hook)[-1] == "recovery.completed"
     _all_tables_parse(api, rec_id)
     assert "| recovered | 9 | no |" in _latest(api, rec_id, "incident-prod")["data"]
+
+
+def test_the_deployments_search_finds_a_flows_deployments(prod: dict[str, Any], page: Any) -> None:
+    """Deployments are named after the environment (``prod``) under each flow, so the Deployments list
+    shows seven ``prod`` rows with the flow's name in small type under each; the list's search matches
+    the flow's name too (``flow_or_deployment_name``): typing ``recover`` leaves recover's deployments."""
+    ui = prod["server"].ui_url
+    page.goto(f"{ui}/deployments")
+    page.get_by_text("2 Deployments").wait_for()
+    page.get_by_placeholder("Search deployments").fill("recover")
+    page.get_by_text("1 Deployment", exact=True).wait_for()
+    row = page.locator("tbody tr")
+    assert row.count() == 1 and row.first.inner_text().split()[:2] == ["prod", "recover"], row.first.inner_text()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shot("deployments-search.png")), clip={"x": 0, "y": 0, "width": 1400, "height": 420})
