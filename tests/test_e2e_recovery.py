@@ -1,13 +1,22 @@
-"""On-call, end to end: a real ``prefect server`` (with its UI) and a process worker on 127.0.0.1.
+"""On-call, end to end: a real ``prefect server`` (its UI, on PostgreSQL) and a process worker on
+127.0.0.1, a real webhook receiver, headless Debian Chromium doing what the engineer does.
 
-``migrate/prod`` -> approval given through the API (``POST /flow_runs/{id}/resume`` with run_input)
--> ``000010_add_user_nickname`` fails half-way (the ADD COLUMN ran, the CREATE INDEX CONCURRENTLY
-names a misspelled column) -> the run is Paused awaiting recovery, ONE ``database.dirty`` page
-carrying the run's URL -> the file is fixed on disk -> in headless Chromium: open the alert's link,
-Resume, choose ``resume``, type the engineer, Submit -> Completed, prod at 10 clean, audit rows, one
-``database.dirty`` and one ``recovery.completed``. The same with ``revert`` through the API (9 clean,
-the partial column gone). Screenshots of the approval form, the recovery form and the incident
-artifact go to docs/img/ (docs/runbook.md shows them).
+- approve then resume: ``migrate/prod`` pauses for approval; from the ``approval.requested`` alert's
+  link the engineer approves with a change ticket -> ``000010_add_user_nickname`` fails half-way (the
+  ADD COLUMN ran, the CREATE INDEX CONCURRENTLY names a misspelled column) -> Paused for recovery, ONE
+  ``database.dirty`` page with the run's link -> the file is fixed on disk; once the form shows the
+  fixed statement (it re-reads the file every 10 s) the engineer resumes from the alert's link ->
+  Completed, prod at 10 clean, the approval's comment in the audit row.
+- reject from the form: Failed, ``approval.rejected`` (no page), the artifacts name the rejecter
+  and the comment.
+- retry: after a lock timeout (the approval holds) and after a fixed file (approved again).
+- leave_dirty (a warning, never "completed") then ``recover/prod`` reverts.
+- the Deployments list's search finds a flow's deployments.
+
+Every artifact version a run wrote must parse (every table). The UI actions of each path are counted
+into docs/img/ui-actions.txt and the runbook's table; with ``UPDATE_SCREENSHOTS=1`` the file and the
+screenshots in docs/img/ are rewritten, otherwise the file is checked. Browser tests skip without
+/usr/bin/chromium (never ``playwright install``).
 """
 
 from __future__ import annotations
@@ -209,8 +218,8 @@ def _all_tables_parse(api: str, run_id: str) -> None:
         assert table_problems(str(a["data"])) == [], (a["key"], a["data"])
 
 
-def _to_recovery_pause(p: dict[str, Any]) -> str:
-    """Start migrate/prod, approve through the API, wait for the recovery pause; returns the run id."""
+def _to_recovery_pause(p: dict[str, Any]) -> tuple[str, str]:
+    """Start migrate/prod, approve through the API, wait for the recovery pause; (run id, the page's link)."""
     api, hook = p["api"], p["hook"]
     run_id = _start(api)
     _wait(api, run_id, "PAUSED", "approval")
@@ -220,7 +229,7 @@ def _to_recovery_pause(p: dict[str, Any]) -> str:
     link = _link(hook, "database.dirty", 2)
     assert _events(hook) == ["approval.requested", "database.dirty"]
     assert run_id in link  # the page links the paused run
-    return run_id
+    return run_id, link
 
 
 def _form_description(api: str, run_id: str, pause_key: str, *needles: str, timeout: float = 90) -> str:
@@ -494,13 +503,19 @@ def test_retry_after_fixing_the_file_in_the_browser(prod: dict[str, Any], page: 
     assert field(md, "approved by") == "alice@askfrank.example", md
 
 
-def test_leave_dirty_then_revert_with_recover(prod: dict[str, Any]) -> None:
-    """leave_dirty ends the run Failed with a warning (never "completed"); recover/prod then reverts."""
+def test_leave_dirty_then_revert_with_recover(prod: dict[str, Any], page: Any) -> None:
+    """leave_dirty, chosen in the form, ends the run Failed with a warning (never "completed");
+    recover/prod then reverts (answered through the API)."""
     from migrator.notify import EVENTS
 
     api, hook, url = prod["api"], prod["hook"], prod["db_url"]
-    run_id = _to_recovery_pause(prod)
-    _resume(api, run_id, {"action": "leave_dirty", "engineer": "bob@askfrank.example", "comment": "INC-9 tomorrow"})
+    run_id, link = _to_recovery_pause(prod)
+    act = Actions()
+    dialog = _open_form(page, link, act)
+    _choose(dialog, "Action", "leave_dirty", act)
+    _type(dialog, 0, "bob@askfrank.example", "type your name in Engineer", act)
+    _type(dialog, 1, "INC-9 tomorrow", "type a ticket in Comment (optional)", act)
+    _submit(dialog, act, "recovery")
     fr = _wait(api, run_id, "FAILED")
     assert "left dirty by bob@askfrank.example" in fr["state"]["message"], fr["state"]["message"]
     recover_id = _api("GET", f"{api}/deployments/name/recover/prod").json()["id"]
