@@ -75,7 +75,7 @@ def _alert_failure(ctx: Context, m: Migrator, command: str, exc: MigratorError) 
     """Send migration.failed when a webhook is configured; never changes the command's outcome."""
     if not ctx.settings.webhook_url:
         return
-    from migrator.notify import failure_fields, send_event
+    from migrator.alerts.notify import failure_fields, send_event
 
     fields: dict[str, Any] = {"command": command}
     if isinstance(exc, MigrationFailedError):
@@ -382,7 +382,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                                None)
         _print_status(st, args.all, last_failed)
     if st.dirty:
-        if args.alert:  # once per incident: see migrator.incident
+        if args.alert:  # once per incident: see migrator.recover.incident
             from migrator.commands.recover import alert_dirty
 
             alert_dirty(ctx)

@@ -1,6 +1,6 @@
 """``migrator recover``: show a dirty database's incident, or end it with --revert, --resume or --mark-applied.
 
-The same core as the Prefect recovery form (``migrator.recovery``): every action is checked first
+The same core as the Prefect recovery form (``migrator.recover.actions``): every action is checked first
 (a down file that is not safe on a partial state, a resumed file whose already-run statements
 changed), audited with the engineer's name, and alerted once when a webhook is configured.
 """
@@ -45,7 +45,7 @@ def _engineer(args: argparse.Namespace) -> str:
 
 
 def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
-    from migrator.recovery import RecoveryError, inspect, recover
+    from migrator.recover.actions import RecoveryError, inspect, recover
 
     if args.action is None:
         inc = inspect(ctx.settings)
@@ -72,7 +72,7 @@ def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _print_incident(inc: Any) -> None:
-    from migrator.recovery import version_text
+    from migrator.recover.actions import version_text
 
     output.line(inc.headline())
     if not inc.dirty:
@@ -103,8 +103,8 @@ def _alert(ctx: Context, result: Any) -> None:
     webhook is configured; never changes the outcome."""
     if not ctx.settings.webhook_url:
         return
-    from migrator.incident import recovery_next_step
-    from migrator.notify import recovery_event, send_event
+    from migrator.alerts.notify import recovery_event, send_event
+    from migrator.recover.incident import recovery_next_step
 
     env = f" --env {ctx.settings.environment}" if ctx.settings.environment else ""
     send_event(
@@ -121,9 +121,9 @@ def _alert(ctx: Context, result: Any) -> None:
 def alert_dirty(ctx: Context) -> None:
     """``status --alert``: page database.dirty once per incident (reminder after
     MIGRATOR_ALERT_REMIND_MINUTES, default 240), with what to run next."""
-    from migrator.incident import DEFAULT_REMIND_MINUTES, claim
-    from migrator.notify import send_event
-    from migrator.recovery import inspect
+    from migrator.alerts.notify import send_event
+    from migrator.recover.actions import inspect
+    from migrator.recover.incident import DEFAULT_REMIND_MINUTES, claim
 
     inc = inspect(ctx.settings)
     if not inc.dirty:
