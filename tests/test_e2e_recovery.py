@@ -506,7 +506,7 @@ def test_retry_after_fixing_the_file_in_the_browser(prod: dict[str, Any], page: 
 def test_leave_dirty_then_revert_with_recover(prod: dict[str, Any], page: Any) -> None:
     """leave_dirty, chosen in the form, ends the run Failed with a warning (never "completed");
     recover/prod then reverts (answered through the API)."""
-    from migrator.notify import EVENTS
+    from migrator.alerts.notify import EVENTS
 
     api, hook, url = prod["api"], prod["hook"], prod["db_url"]
     run_id, link = _to_recovery_pause(prod)
