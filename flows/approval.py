@@ -4,7 +4,8 @@ The approving engineer sees, in the Prefect UI's resume form, what will run (eac
 migration by name with its lint warnings, after any preface such as a rehearsal result), must
 choose ``approve`` or ``reject`` (no default) and give a name. A rejection alerts ``approval.rejected``
 (not ``migration.failed``: nobody is paged) and ends the run Failed, outcome "rejected", with
-ApprovalRejected; nothing was applied.
+ApprovalRejected; nothing was applied. A UI Retry of an approved run does not ask again while what it
+would run is what was approved (``covered``: same files by checksum); a fixed file is approved again.
 """
 
 from __future__ import annotations
