@@ -110,19 +110,25 @@ def _run_change(ctx: Context, command: str, action: Any, m: Migrator | None = No
                 f"({len(result.steps)} migration{'s' if len(result.steps) != 1 else ''})"
             )
     if result.changed:
-        _refresh_schema_file(ctx)
+        _refresh_schema_file(ctx, result.version_after)
     return 0
 
 
-def _refresh_schema_file(ctx: Context) -> None:
+def _refresh_schema_file(ctx: Context, version: int) -> None:
     """dbmate's habit: after a change in the local environment, rewrite migrations/schema.sql when the
-    project keeps one (it exists). Never fails the command: the migration is already applied."""
+    project keeps one (it exists) and it is not already the schema at ``version`` of these files (then
+    no pg_dump runs). Never fails the command: the migration is already applied."""
     settings = ctx.settings
     from migrator.schema.dumpfile import SCHEMA_FILE
 
-    if settings.environment != "local" or not (settings.migrations_path / SCHEMA_FILE).exists():
+    path = settings.migrations_path / SCHEMA_FILE
+    if settings.environment != "local" or not path.exists():
         return
-    from migrator.schema.dumpfile import dump
+    from migrator import files
+    from migrator.schema.dumpfile import dump, records
+
+    if records(files.load(settings.migrations_path), path, version):
+        return
 
     try:
         result = dump(settings)
@@ -198,7 +204,37 @@ def cmd_force(ctx: Context, args: argparse.Namespace) -> int:
         _confirm(ctx, args, f"Force version {args.version} anyway?", make_yes='ARGS="--yes"')
         if expect is None:
             expect = st.version  # what was confirmed: refuse if someone changed the state meanwhile
+    warning = _force_dirty_warning(st, args.version)
+    if warning:
+        output.info(warning)
     return _run_change(ctx, "force", lambda m: m.force(args.version, expected_current=expect), m)
+
+
+def _force_dirty_warning(st: Status, version: int) -> str | None:
+    """On a dirty database: which statements the failed attempt ran (they stay), and what forcing
+    ``version`` then claims was done by hand. force itself runs and undoes nothing."""
+    failure = getattr(st, "failure", None)
+    if not st.dirty or failure is None:
+        return None
+    states = list(failure.statements or [])
+    label = f"migration {failure.version}{' ' + failure.name if failure.name else ''} ({failure.direction})"
+    if not states:
+        return f"warning: {label} stopped part-way and its statements are not known: check the schema first"
+    done = [s for s in states if s.state == "done"]
+    shown = ", ".join(f"{s.index} (line {s.line})" for s in done[:5]) + (", ..." if len(done) > 5 else "")
+    ran = (f"statement(s) {shown} of {len(states)} ran and stay applied" if done
+           else f"none of its {len(states)} statement(s) completed")
+    if not failure.finished:
+        ran += "; the one that was running may or may not have completed"
+    finished_it = version >= failure.version if failure.direction == "up" else version < failure.version
+    if failure.direction == "up":
+        claim = ("that you ran the rest of the file by hand" if finished_it else
+                 "that you reverted what ran by hand (else the next up runs those statements again)")
+    else:
+        claim = ("that you ran the rest of the down file by hand" if finished_it else
+                 "that you restored by hand what the down removed")
+    return (f"warning: {label} stopped part-way: {ran}. force runs and undoes no SQL: recording "
+            f"{'none' if version == -1 else version} says {claim}")
 
 
 STATUS_RECENT = 10
@@ -378,8 +414,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     else:
         last_failed = None
         if st.dirty and getattr(st, "failure", None) is None:
-            last_failed = next((r for r in m.history(20) if not r["success"] and r["direction"] in ("up", "down")),
-                               None)
+            last_failed = next((r for r in m.history(20)
+                                if not r["success"] and r["direction"] in ("up", "down")), None)
         _print_status(st, args.all, last_failed)
     if st.dirty:
         if args.alert:  # once per incident: see migrator.recover.incident
@@ -485,4 +521,10 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
                 f"note: the business justification in {up.name} is TODO: `{validate}` fails (MIG202) until you "
                 f"replace it (or create with {how})"
             )
+        from migrator.schema.dumpfile import SCHEMA_FILE
+
+        if (ctx.settings.migrations_path / SCHEMA_FILE).exists():
+            up_cmd = suggest("migrator up", "make migrate-up")
+            output.info(f"note: once it is written, `{up_cmd}` applies it and rewrites {SCHEMA_FILE}; commit both "
+                        "(`validate` fails with MIG305 until schema.sql is current)")
     return 0

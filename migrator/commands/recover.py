@@ -65,10 +65,34 @@ def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         output.print_json({"ok": result.ok, **result.to_dict()})
     if not result.ok:
-        raise RecoveryError(result)
+        err = RecoveryError(result)
+        err.args = (cli_words(str(err)),)  # the same error and exit code, in the CLI's words
+        raise err
     if not ctx.json:
-        output.info(result.message)
+        output.info(cli_words(result.message))
     return 0
+
+
+# The core speaks to the Prefect recovery form (actions chosen in a select, files on the worker);
+# the terminal gets the same sentences in the CLI's terms.
+_CLI_WORDS = (
+    ("on the worker when you submit", "in the migrations folder when you run it"),
+    ("changed on the worker", "changed in the migrations folder"),
+    ("not on the worker", "not in the migrations folder"),
+    ("no down file on the worker", "no down file in the migrations folder"),
+    ("then use the force flow to record the previous version", "then `migrator force` the previous version"),
+    ("choose mark_applied", "use --mark-applied"),
+    ("choose resume", "use --resume"),
+    ("choose revert", "use --revert"),
+    ("or revert", "or --revert"),
+)
+
+
+def cli_words(text: str) -> str:
+    """A core message about recovery, worded for the command line instead of the Prefect form."""
+    for form, cli in _CLI_WORDS:
+        text = text.replace(form, cli)
+    return text
 
 
 def _print_incident(inc: Any) -> None:
@@ -92,7 +116,8 @@ def _print_incident(inc: Any) -> None:
     output.table(
         "what each action does now",
         ["command", "does", "allowed"],
-        [(f"migrator recover --{o.action.replace('_', '-')}", o.does, "yes" if o.available else f"no: {o.why_not}")
+        [(f"migrator recover --{o.action.replace('_', '-')}", cli_words(o.does),
+          "yes" if o.available else f"no: {cli_words(o.why_not or '')}")
          for o in inc.options if o.action != "leave_dirty"],
         caption=f"database {inc.database}: version {version_text(inc.version)}, dirty: yes",
     )
