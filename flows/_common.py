@@ -468,7 +468,8 @@ def findings_md(report: dict[str, Any] | None, limit: int = 50) -> str:
     findings = report.get("findings") or []
     text = f"{report.get('errors', 0)} errors, {report.get('warnings', 0)} warnings\n\n"
     rows = [
-        (f.get("severity"), f.get("rule"), f"{f.get('file')}:{f.get('line') or ''}", f.get("message"))
+        (f.get("severity"), f.get("rule"), shown_file(f["file"], f.get("line")) if f.get("file") else "",
+         f.get("message"))
         for f in findings[:limit]
     ]
     return text + md_table(["severity", "rule", "where", "message"], rows)
