@@ -111,16 +111,30 @@ def _report_while_waiting(env: Environment, stop: threading.Event, started: floa
         delay = REPORT_EVERY_SECONDS
 
 
+def _context_run(run_id: str) -> Any:
+    """The current run as its context holds it (None when the context is another run's)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    return run if run is not None and str(run.id) == run_id else None
+
+
 def _set_holder_tag(run_id: str | None, tag: str, present: bool) -> None:
+    """Add or remove the holder tag: one API call (the tags come from the run's context; only
+    without one is the run read first), instead of a read and an update at each end of the slot."""
     if not run_id:
         return
     from prefect.client.orchestration import get_client
 
     with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # a tag is a courtesy
-        tags = set(client.read_flow_run(UUID(run_id)).tags or [])
+        run = _context_run(run_id)
+        tags = set((run if run is not None else client.read_flow_run(UUID(run_id))).tags or [])
         new = tags | {tag} if present else tags - {tag}
         if new != tags:
             client.update_flow_run(UUID(run_id), tags=sorted(new))
+            if run is not None:  # the context's copy says what the server now has
+                run.tags = sorted(new)
 
 
 @contextlib.contextmanager
