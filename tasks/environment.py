@@ -163,8 +163,9 @@ _MEMBER_URLS_MAX = 4096
 
 
 def _member_url(spec: Any, fleet_name: str, member: str) -> str:
-    from migrator import fleet
     from prefect import runtime
+
+    from migrator import fleet
 
     run_id = runtime.flow_run.id
     key = (str(run_id), fleet_name, member) if run_id else None
