@@ -47,7 +47,7 @@ def main() -> None:
     from migrator.backup import create_backup, restore_backup
     from migrator.config import Settings
     from migrator.engine import Migrator
-    from migrator.rehearse import RehearsalOptions, human_bytes, rehearse
+    from migrator.rehearse.run import RehearsalOptions, human_bytes, rehearse
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000, help="patients rows (10M is about 1.2 GB)")

@@ -311,6 +311,8 @@ def _next_step(flow: str, env: str, r: dict[str, object]) -> str:
     if isinstance(given, str) and given:
         return given
     where = "" if env == "local" else f" --env {env}"
+    # what a person on a fresh clone can type: `migrator` is not on PATH outside the venv
+    status = "`make migrate-status`" if env == "local" else f"`.venv/bin/migrator status{where}`"
     outcome = r.get("outcome")
     if flow == "migrate":
         if outcome == "dry run":
@@ -318,11 +320,10 @@ def _next_step(flow: str, env: str, r: dict[str, object]) -> str:
         if outcome == "no change":
             return "nothing to do: no migration is pending"
         if r.get("steps"):
-            return (f"`migrator status{where}` shows the state; `python -m flows rollback{where}` reverts the last "
-                    "migration")
+            return f"{status} shows the state; `python -m flows rollback{where}` reverts the last migration"
     if flow == "rollback" and r.get("steps"):
         return f"fix the migration, then `python -m flows migrate{where}`"
-    return f"`migrator status{where}` shows the state"
+    return f"{status} shows the state"
 
 
 def _configure_logging(log_path: Path, *, verbose: bool, tracebacks: bool) -> None:

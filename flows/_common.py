@@ -2,7 +2,7 @@
 
 ``flow_report(kind, env)`` wraps a flow's steps. Whatever way the run ends, it reads the database's
 real state afterwards (version, dirty flag, the failed migration and its statements), sends at most
-one alert (a dirty database is paged once per incident, see ``migrator.incident``), writes the run's
+one alert (a dirty database is paged once per incident, see ``migrator.recover.incident``), writes the run's
 artifact (and the ``incident-<env>`` artifact when there is a new incident or a recovery), and gives
 the flow run a one-line state message that says the truth and the next step as a UI link. A flow
 body is its steps, in order; the report is filled in by the step helpers below.
@@ -29,8 +29,15 @@ from migrator.errors import (
     MigratorError,
 )
 from migrator.files import shown as shown_file
-from migrator.incident import DEFAULT_REMIND_MINUTES, claim, incident_md, outcome_text, recovery_md, statements_md
-from migrator.recovery import Incident, RecoveryError, RecoveryResult, inspect, version_text, yes_no
+from migrator.recover.actions import Incident, RecoveryError, RecoveryResult, inspect, version_text, yes_no
+from migrator.recover.incident import (
+    DEFAULT_REMIND_MINUTES,
+    claim,
+    incident_md,
+    outcome_text,
+    recovery_md,
+    statements_md,
+)
 from migrator.redact import redact
 from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
@@ -393,7 +400,7 @@ def apply_step(run: RunReport, task: Any, *args: Any) -> bool:
 
 
 def failure_fields(exc: BaseException) -> dict[str, Any]:
-    from migrator.notify import failure_fields as core_fields
+    from migrator.alerts.notify import failure_fields as core_fields
 
     fields = core_fields(exc)
     fields["error"] = redact(fields.get("error") or str(exc))

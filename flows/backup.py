@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from flows._common import failure_fields
 from tasks._common import retry_unless_permanent
 from tasks.backup import backup_task
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 from tasks.notify import notify
 
 
@@ -19,7 +19,7 @@ from tasks.notify import notify
 def prune(environment: str) -> dict[str, Any]:
     from migrator.backup import prune_backups
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True).to_dict()
 
 
@@ -31,7 +31,7 @@ def backup(environment: str = "local", apply_retention: bool = True) -> dict[str
         environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
         apply_retention: Also delete backups older than the environment's keep_last / keep_days.
     """
-    env = load_environment(environment)
+    env = run_environment(environment)
     try:
         result = backup_task(env)(environment)
     except Exception as exc:

@@ -13,8 +13,8 @@ from typing import Any
 from prefect import flow
 
 from flows._common import flow_report, migration_slot, read_status_before
-from migrator.recovery import version_text
-from tasks.environment import load_environment
+from migrator.recover.actions import version_text
+from tasks.environment import run_environment
 from tasks.force import force_version
 
 
@@ -29,7 +29,7 @@ def force(environment: str, version: int, expected_current: int) -> Any:
         expected_current: The version the database records now (the dirty one, as shown in the
             alert and the failed run); the force is refused when it differs.
     """
-    env = load_environment(environment)
+    env = run_environment(environment)
     with flow_report("force", env) as run:
         with migration_slot(env):
             before = read_status_before(run, refuse_dirty=False)

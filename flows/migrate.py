@@ -28,7 +28,7 @@ from flows.recovery_form import recover_in_run
 from flows.rehearsal import rehearse_before_approval
 from migrator.errors import MigratorError
 from tasks.apply import apply_migrations
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 from tasks.status import plan_migrations
 from tasks.validate import validate_migrations
 from tasks.verify import verify_status
@@ -62,7 +62,7 @@ def migrate(
         fleet_run_id: Set by migrate-fleet: the fleet sends ONE alert for all its databases, so this
             run sends none.
     """
-    env = load_environment(environment)
+    env = run_environment(environment)
     with flow_report("migrate", env) as run:
         with migration_slot(env):
             read_status_before(run)

@@ -15,8 +15,8 @@ from prefect import flow
 
 from flows._common import flow_report, read_status_before
 from flows.recovery_form import act, recover_in_run
-from migrator.recovery import RecoveryError
-from tasks.environment import load_environment
+from migrator.recover.actions import RecoveryError
+from tasks.environment import run_environment
 
 
 @flow(name="recover")
@@ -37,7 +37,7 @@ def recover(
         comment: ticket or reason (optional).
         timeout_seconds: how long the recovery form waits (default: the environment's approval timeout).
     """
-    env = load_environment(environment)
+    env = run_environment(environment)
     with flow_report("recover", env) as run:
         read_status_before(run, refuse_dirty=False)
         run.read_truth()

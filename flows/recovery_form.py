@@ -18,10 +18,10 @@ from pydantic import Field
 
 from flows._common import RunReport, migration_slot, next_step_for
 from flows.pause import deadline_text, pause_for_input
+from migrator.alerts.notify import recovery_event
 from migrator.errors import MigratorError
-from migrator.incident import incident_md, outcome_text, recovery_next_step, resume_plan
-from migrator.notify import recovery_event
-from migrator.recovery import RecoveryError, RecoveryResult, inspect, version_text
+from migrator.recover.actions import RecoveryError, RecoveryResult, inspect, version_text
+from migrator.recover.incident import incident_md, outcome_text, recovery_next_step, resume_plan
 from tasks._common import flow_run_url, run_logger
 from tasks.recovery import recover_database
 

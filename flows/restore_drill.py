@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from flows._common import failure_fields
 from migrator.errors import MigratorError
 from tasks._common import retry_unless_permanent, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 from tasks.notify import notify
 
 
@@ -27,7 +27,7 @@ def restore_into_scratch(environment: str) -> dict[str, Any]:
     from migrator.backup import list_backups, parse_key, restore_backup
     from migrator.scratch import scratch_database
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     log = run_logger()
     newest = next((b for b in list_backups(env.settings) if b.created_at is not None), None)
     with scratch_database(db.resolve(env.settings), "drill", say=log.info) as target:

@@ -15,7 +15,7 @@ from flows.approval import request_approval
 from flows.recovery_form import recover_in_run
 from migrator.errors import MigratorError
 from tasks.apply import rollback_migrations
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 from tasks.status import plan_migrations
 from tasks.verify import verify_status
 
@@ -44,7 +44,7 @@ def rollback(
     """
     if to_version is None and steps < 1:
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
-    env = load_environment(environment)
+    env = run_environment(environment)
     with flow_report("rollback", env) as run:
         with migration_slot(env):
             read_status_before(run)

@@ -1,7 +1,7 @@
 """``status-monitor`` flow (scheduled): alert on a dirty database, on schema drift, or on migrations
 pending too long.
 
-A dirty database is paged once per incident (``migrator.incident``): every 15 minutes the monitor
+A dirty database is paged once per incident (``migrator.recover.incident``): every 15 minutes the monitor
 finds the same dirty version and stays quiet, except for a reminder after the configured interval.
 
 "Pending since" is remembered per environment in a Prefect Variable, so the threshold counts from
@@ -23,7 +23,7 @@ from prefect.variables import Variable
 
 from flows._common import RunReport
 from tasks.drift import schema_drift
-from tasks.environment import Environment, load_environment
+from tasks.environment import Environment, run_environment
 from tasks.notify import notify
 from tasks.status import read_status
 
@@ -99,7 +99,7 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
         pending_alert_after_minutes: Alert when a migration has been pending this long (empty: the
             environment's setting).
     """
-    env = load_environment(environment)
+    env = run_environment(environment)
     threshold = env.pending_alert_after_minutes if pending_alert_after_minutes is None else pending_alert_after_minutes
     st = read_status(environment)
     result: dict[str, Any] = {"version": st["version"], "dirty": st["dirty"], "pending": len(st["pending"]),

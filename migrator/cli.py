@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from migrator import __version__, argtypes
-from migrator.commands import Context
+from migrator.commands import Context, exit_line, make_forms, via_make
 from migrator.errors import MigratorError
 from migrator.output import error
 from migrator.redact import install_logging_redaction, redact
@@ -107,7 +107,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str, prog: str | None = None) -> NoReturn:  # type: ignore[override]
         message = _shorter_choice_error(message)
-        sys.stderr.write(f"error: {redact(message)}; see `{prog or self.prog} --help`\n")
+        page = f"{prog or self.prog} --help"
+        if via_make():  # make's user has no `migrator` on PATH: the venv's, as the Makefile runs it
+            page = ".venv/bin/" + page
+        sys.stderr.write(f"error: {redact(message)}; see `{page}`\n")
         sys.exit(2)
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
@@ -229,10 +232,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
     ctx = Context(args=args, json=getattr(args, "json", False))
+    code = _run_command(ctx, args)
+    line = exit_line(getattr(args, "command", None), code)
+    if line:
+        sys.stderr.write(line + "\n")
+    return code
+
+
+def _run_command(ctx: Context, args: argparse.Namespace) -> int:
     try:
         return int(args.func(ctx, args) or 0)
     except MigratorError as exc:
-        error(str(exc))
+        error(make_forms(str(exc)))
         return exc.exit_code
     except BrokenPipeError:  # `migrator status | head -1`: the reader has what it wanted; no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from migrator import db, files
-from migrator.cancel import CancelScope, cancel_scope
 from migrator.config import Connection, Settings, state_table_name
 from migrator.errors import (
     DirtyDatabaseError,
@@ -29,7 +28,8 @@ from migrator.errors import (
     MigrationFileError,
     MigratorError,
 )
-from migrator.executor import (
+from migrator.execute.cancel import CancelScope, cancel_scope
+from migrator.execute.executor import (
     Audit,
     Executor,
     Failure,
@@ -41,9 +41,7 @@ from migrator.executor import (
     preflight,
     set_parameter,
 )
-from migrator.redact import redact
-from migrator.sql import non_transactional_reason, split_statements
-from migrator.state import (
+from migrator.execute.state import (
     NO_VERSION,
     STARTED_ERROR,
     Attempt,
@@ -64,6 +62,8 @@ from migrator.state import (
     write_history,
     write_state,
 )
+from migrator.redact import redact
+from migrator.sql import non_transactional_reason, split_statements
 
 if TYPE_CHECKING:
     import psycopg
@@ -446,7 +446,7 @@ class Migrator:
     # -- the apply loop -------------------------------------------------------------------
 
     def _run(self, command: str, plan_fn: Callable[[files.MigrationSet, int], list[PlannedStep]]) -> RunResult:
-        """Run a plan under the lock; SIGTERM/SIGINT cancel it (see ``migrator.cancel``)."""
+        """Run a plan under the lock; SIGTERM/SIGINT cancel it (see ``migrator.execute.cancel``)."""
         migrations = self.load_files()
         migrations.raise_if_errors()
         with cancel_scope() as scope:

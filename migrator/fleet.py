@@ -304,8 +304,9 @@ def member_url(spec: FleetSpec, member: str, resolve: SecretResolver) -> str:
 def read_member_state(member: Member, settings: Settings, versions: Sequence[int]) -> DatabaseState:
     """Version, dirty, pending count and INVALID indexes of one member: one connection, three small
     queries, no lock."""
-    from migrator import db, state
-    from migrator.executor import invalid_indexes
+    from migrator import db
+    from migrator.execute import state
+    from migrator.execute.executor import invalid_indexes
 
     try:
         conn_info = prepare_url(member.url)

@@ -72,9 +72,57 @@ def line_col(sql: str, pos: int) -> tuple[int, int]:
     return line, col
 
 
+def pg_parser() -> Any:
+    """``pglast.parser`` (libpg_query), imported without executing ``pglast.ast`` and ``pglast.enums``.
+
+    The extension's module init binds both (``from . import ast, enums``) but only ``parse_sql``'s
+    node objects and the printers use them; ``scan``, ``parse_sql_json`` and ``split`` do not. They
+    cost 40-50 ms of a 0.3 s cold ``validate``, so until pglast is imported they are registered as
+    modules that execute their real code on first attribute access (any ``pglast.ast.X``,
+    ``from pglast.enums import Y``): same module objects, loaded only when something needs them.
+    """
+    import sys
+
+    if "pglast" not in sys.modules:
+        _defer_pglast_submodules(sys.modules)
+    from pglast import parser
+
+    return parser
+
+
+def _defer_pglast_submodules(modules: dict[str, Any]) -> None:
+    import importlib.util
+    import threading
+    from importlib.machinery import PathFinder
+
+    package = importlib.util.find_spec("pglast")
+    if package is None or not package.submodule_search_locations:
+        return
+    lock = threading.RLock()
+    for short in ("enums", "ast"):
+        found = PathFinder.find_spec(short, list(package.submodule_search_locations))
+        if found is None or found.origin is None:
+            return  # another pglast layout: import it as it is
+        spec = importlib.util.spec_from_file_location(
+            f"pglast.{short}", found.origin, submodule_search_locations=found.submodule_search_locations)
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+
+        def load(attr: str, module: Any = module, spec: Any = spec) -> Any:
+            with lock:  # re-entrant: pglast.ast's code may touch pglast.enums while it loads
+                if "__getattr__" in module.__dict__:  # pglast's modules define none: still deferred
+                    del module.__dict__["__getattr__"]
+                    spec.loader.exec_module(module)
+            return getattr(module, attr)
+
+        module.__dict__["__getattr__"] = load  # PEP 562: called only for attributes the module lacks yet
+        modules[spec.name] = module
+
+
 def scan(sql: str) -> list[Any] | None:
     """PostgreSQL's tokens for ``sql`` (comments included), or None when it does not even scan."""
-    from pglast import parser
+    parser = pg_parser()
 
     try:
         return list(parser.scan(sql))

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import get_run_logger, runtime
 
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -36,7 +36,7 @@ def migrator_for(environment: str, approved_by: str | None = None, approval_comm
     the approver and the approval's comment."""
     from migrator.engine import Migrator
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by,
                     approval_comment=approval_comment)
 

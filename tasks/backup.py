@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 
 from tasks._common import flow_run_id, retry_unless_permanent, run_logger
-from tasks.environment import Environment, load_environment
+from tasks.environment import Environment, run_environment
 
 
 @task(
@@ -29,7 +29,7 @@ def backup_database(environment: str) -> dict[str, Any]:
     """Take and verify a backup; returns its key, size and sha256 (no credentials)."""
     from migrator.backup import create_backup, verify_backup
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     log = run_logger()
     result = create_backup(env.settings, run_id=flow_run_id())
     if result.cleanup:

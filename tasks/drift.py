@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks._common import retry_unless_permanent, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 
 
 @task(name="schema-drift", task_run_name="schema drift {environment}", retries=2,
@@ -23,7 +23,7 @@ def schema_drift(environment: str) -> dict[str, Any]:
     from migrator.errors import MigratorError
     from migrator.schema.drift import check
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     try:
         report = check(env.settings, ignore=env.drift_ignore, scratch_url=env.drift_scratch_url)
     except MigratorError as exc:  # the same on a retry: say why, let the monitor go on

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +253,36 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     for key in ("approval_required", "approval_timeout_seconds"):
         if overrides.get(key) is not None:
             setattr(env, key, overrides[key])
+    return env
+
+
+# the environments resolved by the flow runs of this process, newest last: (name, flow run id) -> Environment
+_RUN_ENVIRONMENTS: OrderedDict[tuple[str, str], Environment] = OrderedDict()
+_RUN_ENVIRONMENTS_KEPT = 32  # a served or in-process worker runs many flows; older runs' entries are dropped
+_run_environments_lock = threading.Lock()
+
+
+def run_environment(name: str) -> Environment:
+    """The environment ``name`` as the current flow run resolved it.
+
+    A run reads ``deployments/<name>.yaml`` and looks its secrets up (Prefect Secret blocks, the
+    worker's variables) once, on its first call; every later task of that run gets the same object.
+    Tasks still take the environment's *name* as their parameter: a name is all that Prefect stores
+    and shows, so no credential reaches its database or UI. A new run (a UI Retry is one) resolves
+    afresh, so a rotated secret is picked up there. Outside a flow run it simply loads.
+    """
+    from prefect import runtime
+
+    run_id = runtime.flow_run.id
+    if not run_id:
+        return load_environment(name)
+    key = (name, str(run_id))
+    with _run_environments_lock:  # tasks of one run may ask at once (threads); they share one load
+        env = _RUN_ENVIRONMENTS.get(key)
+        if env is None:
+            env = _RUN_ENVIRONMENTS[key] = load_environment(name)
+            while len(_RUN_ENVIRONMENTS) > _RUN_ENVIRONMENTS_KEPT:
+                _RUN_ENVIRONMENTS.popitem(last=False)
     return env
 
 

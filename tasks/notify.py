@@ -13,20 +13,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks._common import flow_run_id, flow_run_url, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 from tasks.events import emit_alert_event
 
 
 @task(name="notify", task_run_name="notify {event}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
-    from migrator.notify import build_event, send_event
+    from migrator.alerts.notify import build_event, send_event
 
     fleet_run = fleet_run_of_this_run()
     if fleet_run:
         run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
                           "its databases", event, fleet_run)
         return {"event": event, "delivered": False, "muted_by_fleet_run": fleet_run}
-    env = load_environment(environment)
+    env = run_environment(environment)
     settings = env.settings
     settings.flow_run_url = flow_run_url()
     fields.setdefault("run_id", flow_run_id())

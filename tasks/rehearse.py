@@ -1,5 +1,5 @@
 """Rehearsal step: restore the run's backup into a scratch database on the rehearsal server and
-apply the pending migrations there (``migrator.rehearse``), before anyone is asked to approve.
+apply the pending migrations there (``migrator.rehearse.run``), before anyone is asked to approve.
 
 Never retried and never cached: a migration that fails on the copy fails the same way again, and a
 re-run (after a fix) must measure the files as they are now.
@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from migrator.errors import ConfigError
 from tasks._common import flow_run_id, run_logger
-from tasks.environment import Environment, _secret, load_environment
+from tasks.environment import Environment, _secret, run_environment
 
 DEFAULT_ENABLED = ("prod",)
 
@@ -35,7 +35,7 @@ class RehearsalConfig:
 
 def rehearsal_config(env: Environment) -> RehearsalConfig:
     """Read and check the environment's rehearsal settings (enabled by default for prod only)."""
-    from migrator.rehearse import DEFAULT_LARGE_TABLE_BYTES, parse_bytes
+    from migrator.rehearse.run import DEFAULT_LARGE_TABLE_BYTES, parse_bytes
 
     raw = env.raw.get("rehearsal") or {}
     where = f"deployments/{env.name}.yaml"
@@ -66,10 +66,10 @@ def rehearsal_config(env: Environment) -> RehearsalConfig:
 @task(name="rehearse", retries=0, cache_policy=NO_CACHE)
 def rehearse_migrations(environment: str, backup_key: str, target_version: int | None = None) -> dict[str, Any]:
     """Rehearse on a restored copy; returns the report (dict), its Markdown and whether it passed."""
-    from migrator.rehearse import RehearsalOptions, rehearse
-    from migrator.rehearse_report import summary_dict, to_markdown
+    from migrator.rehearse.report import summary_dict, to_markdown
+    from migrator.rehearse.run import RehearsalOptions, rehearse
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     conf = rehearsal_config(env)
     if not conf.server_url:
         raise ConfigError(

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 
 from tasks._common import retry_unless_permanent, run_logger
-from tasks.environment import load_environment
+from tasks.environment import run_environment
 
 
 @task(name="validate", task_run_name="validate {environment}", retries=1,
@@ -19,7 +19,7 @@ def validate_migrations(environment: str, drift: bool = True) -> dict[str, Any]:
     """Run ``migrator validate`` (with drift); returns counts and findings."""
     from migrator.lint import validate_folder
 
-    env = load_environment(environment)
+    env = run_environment(environment)
     report = validate_folder(env.settings.migrations_path, settings=env.settings, drift=drift)
     log = run_logger()
     for f in report.findings:

@@ -18,7 +18,7 @@ from conftest import ROOT, write_migration
 from migrator.config import Settings, TableName
 from migrator.engine import Migrator
 from migrator.errors import MigrationFailedError
-from migrator.state import STARTED_ERROR, last_attempt, resolve_table, statement_hash
+from migrator.execute.state import STARTED_ERROR, last_attempt, resolve_table, statement_hash
 
 OLD_HISTORY_DDL = """CREATE TABLE schema_migrations_history (
     id bigserial PRIMARY KEY, run_id text, version bigint NOT NULL, name text,

@@ -51,7 +51,7 @@ def test_up_force_and_recover_work_with_the_id_sequence_behind(
     assert cli("goto", "2", env=env).code == 0
     run_sql(db_url, SET_BEHIND)  # the next id would be 2, which exists
 
-    with caplog.at_level(logging.WARNING, logger="migrator.state"):
+    with caplog.at_level(logging.WARNING, logger="migrator.execute.state"):
         r = cli("goto", "3", env=env)
     assert r.code == 0, r.err
     assert state(db_url) == [(3, False)]
@@ -77,7 +77,7 @@ def test_up_force_and_recover_work_with_the_id_sequence_behind(
     assert [i for i, *_ in rows] == list(range(1, len(rows) + 1))  # no id reused, none skipped
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="migrator.state"):
+    with caplog.at_level(logging.WARNING, logger="migrator.execute.state"):
         assert cli("force", "3", "--yes", env=env).code == 0  # a sequence ahead: nothing to repair
     assert not [rec for rec in caplog.records if REPAIRED in rec.getMessage()]
 

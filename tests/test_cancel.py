@@ -123,7 +123,7 @@ def test_a_host_handler_raising_mid_statement_is_cancelled_cleaned_up_and_re_rai
         signal.signal(signal.SIGTERM, previous)
     cause = exc.value.__cause__
     assert isinstance(cause, MigrationCancelledError) and cause.signal_name == "SIGTERM" and cause.dirty is dirty
-    from migrator.notify import failure_fields  # what a flow's alert reads from the host's exception
+    from migrator.alerts.notify import failure_fields  # what a flow's alert reads from the host's exception
 
     assert failure_fields(exc.value)["dirty"] is dirty and failure_fields(exc.value)["failing_version"] == 1
     assert rows(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "

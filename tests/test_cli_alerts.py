@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import write_migration
-from migrator.notify import verify_signature
+from migrator.alerts.notify import verify_signature
 from webhook_receiver import WebhookReceiver, closed_port_url
 
 SECRET = "hook-s3cret-value"

@@ -79,11 +79,56 @@ def test_status_ways_out_in_make_form(tmp_path: Path, db_url: str) -> None:
     assert migrator("up", env=env).returncode == 1
     st = make("migrate-status", env=env)
     assert st.returncode == 2 and "Error 3" in st.stderr  # GNU make's own code; its line names ours
+    # ... and the line before make's says what 3 means and how a script gets the code itself
+    assert "migrator status exited 3: the database is dirty. make shows that as `Error 3`" in st.stderr
+    assert "a script that branches on 3 runs `.venv/bin/migrator status`" in st.stderr
+    again = make("migrate-up", env=env)  # the core's error, in the make forms status uses
+    assert again.returncode == 2 and "Dirty database version 2" in again.stderr
+    assert "`make migrate-status` shows what ran" in again.stderr and "`.venv/bin/migrator recover`" in again.stderr
+    assert 'then `make migrate-force V=... ARGS="--expect 2"`' in again.stderr
+    assert "`migrator " not in again.stderr and "exited" not in again.stderr  # 1 is plain failure: no extra line
     assert 'then `make migrate-force V=2 ARGS="--expect 2"`' in st.stdout
     assert 'then `make migrate-force V=1 ARGS="--expect 2"`' in st.stdout
     assert "`.venv/bin/migrator recover` shows what each action would do now" in st.stdout
     direct = migrator("status", env=env)
     assert direct.returncode == 3 and "`migrator force 2 --expect 2`" in direct.stdout
+    assert "exited 3" not in direct.stderr  # outside make the exit code speaks for itself
+    up = migrator("up", env=env)
+    assert "`migrator status` shows what ran" in up.stderr and "make" not in up.stderr
+
+
+def test_a_bad_make_argument_points_at_the_venvs_help_page(tmp_path: Path) -> None:
+    env = {"MIGRATIONS_PATH": str(tmp_path)}
+    r = make("migrate-goto", "V=abc", env=env)
+    assert r.returncode == 2 and "error: argument V: 'abc' is not a whole number; see " \
+        "`.venv/bin/migrator goto --help`" in r.stderr, r.stderr
+    direct = migrator("goto", "abc", env=env)
+    assert direct.returncode == 2 and direct.stderr.endswith("see `migrator goto --help`\n"), direct.stderr
+
+
+def test_make_forms_of_suggested_commands(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from migrator.commands import exit_line, make_forms
+
+    text = "run `migrator status`, then `migrator force V --expect 3` or `migrator recover --resume`"
+    monkeypatch.delenv("MIGRATOR_VIA_MAKE", raising=False)
+    assert make_forms(text) == text and exit_line("status", 3) is None
+    monkeypatch.setenv("MIGRATOR_VIA_MAKE", "1")
+    cases = {
+        "`migrator status`": "`make migrate-status`",
+        "`migrator status --check`": '`make migrate-status ARGS="--check"`',
+        "`migrator up 2`": "`make migrate-up N=2`",
+        "`migrator goto 7`": "`make migrate-goto V=7`",
+        "`migrator force 12 --expect 13`": '`make migrate-force V=12 ARGS="--expect 13"`',
+        "`migrator force V --expect 3`": '`make migrate-force V=... ARGS="--expect 3"`',
+        "`migrator recover --resume`": "`.venv/bin/migrator recover --resume`",
+        "`migrator embedded psql`": "`.venv/bin/migrator embedded psql`",
+        "no command here": "no command here",
+    }
+    for given, expected in cases.items():
+        assert make_forms(given) == expected, given
+    assert exit_line("status", 1) is None and exit_line("up", 3) is None
+    assert "exited 4: migrations are pending" in (exit_line("status", 4) or "")
+    assert "exited 3: the live schema differs" in (exit_line("drift", 3) or "")
 
 
 def test_create_without_justification_says_validate_will_refuse(tmp_path: Path) -> None:

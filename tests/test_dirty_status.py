@@ -124,3 +124,40 @@ def test_a_failed_down_offers_to_finish_the_revert_or_restore_what_it_removed(tm
         in r.stdout
     assert "undo by hand:   restore what the down removed, then `migrator force 2 --expect 1` " \
            "(records 2: migration 2 stays applied)" in r.stdout
+
+
+def test_force_on_a_dirty_database_says_which_statements_ran_and_what_it_claims(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Issue 21: force on a dirty database said nothing about the statements that stay applied."""
+    env = _dirty_project(tmp_path, db_url)
+    back = migrator("force", "1", "--expect", "2", cwd=tmp_path, env=env)
+    assert back.returncode == 0, back.stderr
+    assert ("warning: migration 2 add_patient_email (up) stopped part-way: statement(s) 1 (line 2) of 2 ran and "
+            "stay applied. force runs and undoes no SQL: recording 1 says that you reverted what ran by hand "
+            "(else the next up runs those statements again)") in back.stderr
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the same failure again, then the other way out
+        conn.execute("ALTER TABLE patients DROP COLUMN email")
+    assert migrator("up", cwd=tmp_path, env=env).returncode == 1
+    ahead = migrator("force", "2", cwd=tmp_path, env=env)
+    assert ahead.returncode == 0, ahead.stderr
+    assert "recording 2 says that you ran the rest of the file by hand" in ahead.stderr
+    clean = migrator("force", "1", "--yes", cwd=tmp_path, env=env)  # clean now: no statement warning
+    assert "stopped part-way" not in clean.stderr
+
+
+def test_cli_recover_speaks_of_the_folder_and_flags_not_the_prefect_form(tmp_path: Path, db_url: str) -> None:
+    """Issue 21: the CLI's recover showed the form's words (the worker, submit, choose mark_applied)."""
+    env = _dirty_project(tmp_path, db_url)
+    r = migrator("recover", cwd=tmp_path, env=env)
+    assert r.returncode == 3, r.stderr
+    assert "as it is in the migrations folder when you run it" in r.stdout, r.stdout
+    for form_word in ("worker", "submit", "choose ", "force flow"):
+        assert form_word not in r.stdout + r.stderr, form_word
+    from migrator.commands.recover import cli_words
+
+    assert cli_words("finish by hand and choose mark_applied, or revert") == "finish by hand and use --mark-applied, or --revert"
+    assert cli_words("migration 3 has no down file on the worker; undo the change by hand, then use the force flow "
+                     "to record the previous version") == ("migration 3 has no down file in the migrations folder; "
+                                                          "undo the change by hand, then `migrator force` the previous "
+                                                          "version")

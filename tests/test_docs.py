@@ -115,7 +115,7 @@ def test_every_doc_table_renders_and_the_docs_agree_with_the_product() -> None:
         assert words in runbook, words
     for name in ("prefect.md", "prefect-local.md", "README.md"):
         assert "runbook.md" in docs[name], f"{name} does not link the runbook"
-    from migrator.notify import EVENTS
+    from migrator.alerts.notify import EVENTS
 
     for event in EVENTS:  # every event the code can send is documented
         assert f"`{event}`" in docs["alerts.md"], event

@@ -20,9 +20,9 @@ from conftest import ROOT, write_migration
 from migrator import files
 from migrator.config import Settings, TableName
 from migrator.errors import MigrationFileError
-from migrator.executor import Audit, ExecutionFailed, Executor, Job, Timeouts
+from migrator.execute.executor import Audit, ExecutionFailed, Executor, Job, Timeouts
+from migrator.execute.state import ensure_tables, resolve_table
 from migrator.sql import Statement
-from migrator.state import ensure_tables, resolve_table
 
 
 @pytest.fixture

@@ -101,6 +101,27 @@ def artifact(key: str) -> str:
     return str(found[0].data)
 
 
+def test_one_migrate_run_resolves_its_environment_once(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The YAML is read and the secrets looked up once per run, not in each of its tasks
+    (backup, validate, plan, apply, verify, notify); the next run resolves afresh."""
+    import tasks.environment as environment
+    from flows.migrate import migrate
+
+    loads: list[str] = []
+    real = environment.load_environment
+
+    def counting(name: str, **overrides: Any) -> Any:
+        loads.append(name)
+        return real(name, **overrides)
+
+    monkeypatch.setattr(environment, "load_environment", counting)
+    result = migrate(environment="test")
+    assert result["outcome"] == "succeeded" and result["backup_key"]
+    assert loads == ["test"]
+    migrate(environment="test")  # nothing pending: a new run, a new resolution
+    assert loads == ["test", "test"]
+
+
 def test_happy_path(env: dict[str, Any]) -> None:
     from flows.migrate import migrate
 

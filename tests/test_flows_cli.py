@@ -22,7 +22,7 @@ def test_summary_line_says_what_happened_in_a_line_or_two() -> None:
     assert summary_line("migrate", "local", result).splitlines() == [
         "migrate local: succeeded; askfrank version none -> 9; 9 migration(s) (1_m1, 2_m2, 3_m3, ...); 3.9 s",
         "backup: local/askfrank/x.dump",
-        "next: `migrator status` shows the state; `python -m flows rollback` reverts the last migration",
+        "next: `make migrate-status` shows the state; `python -m flows rollback` reverts the last migration",
         "(--json prints the full result)",
     ]
     # the backup as something to open: a file:// URL as its path, an s3:// URL as is; the log last
@@ -68,7 +68,7 @@ def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_pa
                                "1 migration(s) (1_create_patients); ")
     assert lines[1].startswith(f"backup: {tmp_path}/b/local/") and lines[1].endswith("_vnone.dump")
     assert Path(lines[1].removeprefix("backup: ")).is_file()  # a path one can open
-    assert lines[2].startswith("next: `migrator status` shows the state")
+    assert lines[2].startswith("next: `make migrate-status` shows the state")
     assert lines[3].startswith("log: ") and len(lines) == 4
     assert "Task run" not in ok.stderr and "prefect" not in ok.stderr  # Prefect's lines are in the log file
     log = Path(lines[3].split()[1])

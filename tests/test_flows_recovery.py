@@ -25,7 +25,7 @@ from test_flows import (  # noqa: F401 - fixtures
 from test_recovery import DOWN_SAFE, DOWN_UNSAFE, UP_BROKEN, UP_FIXED
 
 from conftest import write_migration
-from migrator.state import statement_hash
+from migrator.execute.state import statement_hash
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,7 +16,7 @@ from conftest import ROOT, write_migration
 from migrator.config import Settings, TableName
 from migrator.engine import Migrator
 from migrator.errors import LockTimeoutError
-from migrator.state import StateTable, advisory_lock_id
+from migrator.execute.state import StateTable, advisory_lock_id
 
 
 def test_lock_id_vectors_from_golang_migrate() -> None:
@@ -142,7 +142,7 @@ def test_several_processes_apply_each_migration_exactly_once(db_url: str, migrat
 
 
 def test_table_name_resolution_defaults_to_current_schema(db_url: str) -> None:
-    from migrator.state import resolve_table
+    from migrator.execute.state import resolve_table
 
     with psycopg.connect(db_url + "?options=-csearch_path%3Dops,public", autocommit=True) as conn:
         conn.execute("CREATE SCHEMA ops")

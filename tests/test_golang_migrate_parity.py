@@ -114,6 +114,47 @@ def test_refused_options_are_one_line_exit_2(cli, db_url: str, migrations_dir: P
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and r.err.startswith("error: "), r.err
 
 
+# Where migrator deliberately does not do what golang-migrate does: (case, input, golang-migrate's outcome,
+# ours, the phrase of docs/golang-migrate.md that says why). The tests run ours; the docs must give the why.
+GO_DIFFERENCES = [
+    ("quoted without a table", "x-migrations-table-quoted=true", "panics (nil quoted name)", REFUSED,
+     "quoted true without\n  `x-migrations-table` is refused"),
+    ("doubled quote", 'x-migrations-table="a""b"&x-migrations-table-quoted=true', 'schema "a", table "b"',
+     (None, 'a"b'), 'with a doubled quote (`"a""b"`) is one identifier'),
+    ("negative timeout", "x-statement-timeout=-5", "accepted (every statement then fails)", REFUSED,
+     "`x-statement-timeout` must be 0..2147483647"),
+    ("signed timeout", "x-statement-timeout=+5", "accepted as 5", REFUSED, "`x-statement-timeout` must be 0..2147483647"),
+    ("unmatched .sql name", "file:1-foobar.up.sql", "skipped silently", "error (bad-name)",
+     "a `.sql` file that does not match is an error"),
+    ("other extension", "file:1_foobar.up.txt", "a migration", "error (bad-extension)", "only `.sql`\n  is accepted"),
+    ("no down file", "file:1_foobar.up.sql", "a migration", "error (missing down)", "a missing down file is an error"),
+]
+
+
+@pytest.mark.parametrize(("case", "given", "golang_migrate", "ours", "why"), GO_DIFFERENCES,
+                         ids=[d[0] for d in GO_DIFFERENCES])
+def test_differences_from_golang_migrate_are_ours_and_documented(
+        tmp_path: Path, case: str, given: str, golang_migrate: str, ours: object, why: str) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "golang-migrate.md").read_text()
+    assert why in docs, f"docs/golang-migrate.md does not say why: {case}"
+    if given.startswith("file:"):
+        d = tmp_path / "m"
+        d.mkdir()
+        (d / given.removeprefix("file:")).write_text("CREATE TABLE x (id int);")
+        codes = {(p.severity, p.code) for p in load(d).problems}
+        expected = {"error (bad-name)": "bad-name", "error (bad-extension)": "bad-extension",
+                    "error (missing down)": "missing-down"}[str(ours)]
+        assert ("error", expected) in codes, codes
+        return
+    url = "postgresql://u@h/db?" + given.replace('"', "%22").replace("+", "%2B")
+    if ours == REFUSED:
+        with pytest.raises(ConfigError):
+            prepare_url(url)
+    else:
+        schema, table = ours  # type: ignore[misc]
+        assert prepare_url(url).table == TableName(table=table, schema=schema)
+
+
 # golang-migrate's source/parse_test.go (TestParse, v4), plus the issue's trailing newline:
 # (file name, golang-migrate's (version, identifier, direction) or None for ErrParse)
 GO_PARSE_TABLE = [

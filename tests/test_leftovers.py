@@ -210,8 +210,8 @@ def test_a_truncated_newest_backup_is_reported_not_skipped(cli: Any, env: dict[s
     assert report["backup_key"] == good.key and report["backup_created_at"].startswith(good.created_at[:19])
     assert "INCOMPLETE" in report["backup_problem"] and report["warnings"][0] == report["backup_problem"]
 
-    from migrator.rehearse_model import RehearsalReport
-    from migrator.rehearse_report import to_markdown
+    from migrator.rehearse.model import RehearsalReport
+    from migrator.rehearse.report import to_markdown
 
     fields = {k: v for k, v in report.items() if k in RehearsalReport.__dataclass_fields__ and k != "migrations"}
     md = to_markdown(RehearsalReport(**fields))

@@ -16,8 +16,8 @@ def test_a_sound_table_passes_and_broken_ones_are_named() -> None:
 
 
 def test_the_incident_and_recovery_markdown_is_sound() -> None:
-    from migrator.incident import incident_md, recovery_md
-    from migrator.recovery import Incident, Option, RecoveryResult, StatementRow
+    from migrator.recover.actions import Incident, Option, RecoveryResult, StatementRow
+    from migrator.recover.incident import incident_md, recovery_md
 
     inc = Incident(environment="prod", database="askfrank", version=3, dirty=True, previous_version=2,
                    migration="3_add_email", direction="up", file="migrations/000003_add_email.up.sql", line=4,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from migrator import notify
+from migrator.alerts import notify
 from migrator.config import Settings
 from migrator.errors import ConfigError, MigrationFailedError
 from migrator.retry import backoff_delay, retry_after_seconds
@@ -138,7 +138,7 @@ def test_retry_after_beyond_the_time_budget_stops_without_hammering(
     monkeypatch.setenv("WEBHOOK_MAX_TOTAL", "5")
     when = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     rx.script([(429, {"Retry-After": when})])
-    with caplog.at_level(logging.WARNING, logger="migrator.notify"):
+    with caplog.at_level(logging.WARNING, logger="migrator.alerts.notify"):
         result = notify.send_event(settings_for(rx.url), "backup.failed", database="askfrank", error="disk full")
 
     assert not result.delivered and result.attempts == 1 and result.status == 429
@@ -151,7 +151,7 @@ def test_connection_refused_is_retried_then_reported_never_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "3")
-    with caplog.at_level(logging.WARNING, logger="migrator.notify"):
+    with caplog.at_level(logging.WARNING, logger="migrator.alerts.notify"):
         result = notify.send_event(settings_for(closed_port_url()), "migration.failed", **failed_fields())
 
     assert not result.delivered and result.attempts == 3 and result.status is None
@@ -250,7 +250,7 @@ def test_documented_receiver_example_matches(rx: WebhookReceiver) -> None:
 def test_without_secret_requests_are_unsigned_and_that_is_said_once(
     rx: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="migrator.notify"):
+    with caplog.at_level(logging.WARNING, logger="migrator.alerts.notify"):
         r1 = notify.send_event(settings_for(rx.url, secret=None), "migration.failed", **failed_fields())
         r2 = notify.send_event(settings_for(rx.url, secret=None), "migration.failed", **failed_fields())
     assert r1.delivered and r2.delivered and not r1.signed
@@ -378,7 +378,7 @@ def test_bad_tuning_variable_fails_delivery_without_raising(
     rx: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "many")
-    with caplog.at_level(logging.ERROR, logger="migrator.notify"):
+    with caplog.at_level(logging.ERROR, logger="migrator.alerts.notify"):
         result = notify.send_event(settings_for(rx.url), "migration.failed", **failed_fields())
     assert not result.delivered and result.attempts == 0 and "WEBHOOK_MAX_ATTEMPTS='many'" in (result.error or "")
     assert rx.requests == [] and "ALERT NOT DELIVERED" in caplog.text
@@ -413,7 +413,7 @@ def test_backoff_grows_is_jittered_and_capped() -> None:
 
 
 def test_no_webhook_logs_events_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="migrator.notify"):
+    with caplog.at_level(logging.INFO, logger="migrator.alerts.notify"):
         r1 = notify.send_event(settings_for(None), "database.dirty", database="askfrank", version_after=9, dirty=True)
         r2 = notify.send_event(settings_for(None), "migration.succeeded", database="askfrank", version_after=10)
     assert r1.logged_only and not r1.delivered and r1.attempts == 0 and r2.logged_only

@@ -14,8 +14,8 @@ from conftest import write_migration
 from migrator.config import Settings
 from migrator.engine import Migrator
 from migrator.errors import MigrationFailedError
-from migrator.incident import claim, claim_page
-from migrator.recovery import inspect, recover
+from migrator.recover.actions import inspect, recover
+from migrator.recover.incident import claim, claim_page
 from webhook_receiver import WebhookReceiver
 
 UP_BROKEN = """-- Business justification: contact e-mail for reminders.

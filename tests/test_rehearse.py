@@ -180,8 +180,8 @@ def test_refuses_the_source_database_and_its_server(cli: Any, source: dict[str, 
 
 def test_size_limit_skips_with_a_warning(source: dict[str, Any], migrations: Path) -> None:
     from migrator.config import Settings
-    from migrator.rehearse import RehearsalOptions, rehearse
-    from migrator.rehearse_report import to_markdown
+    from migrator.rehearse.report import to_markdown
+    from migrator.rehearse.run import RehearsalOptions, rehearse
 
     write_migration(migrations, 2, "widen_patient_id", JUST + "ALTER TABLE patients ALTER COLUMN id TYPE bigint;",
                     JUST + "ALTER TABLE patients ALTER COLUMN id TYPE int;")
@@ -300,7 +300,7 @@ def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], m
 def test_rehearsal_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """deployments/<env>.yaml rehearsal keys: sizes parsed, prod on by default, mistakes named."""
     from migrator.errors import ConfigError
-    from migrator.rehearse import parse_bytes
+    from migrator.rehearse.run import parse_bytes
     from tasks.environment import load_environment
     from tasks.rehearse import rehearsal_config
 

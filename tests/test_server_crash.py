@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, write_migration
 from migrator import embedded
-from migrator.state import STARTED_ERROR
+from migrator.execute.state import STARTED_ERROR
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,11 +1,14 @@
-"""The layers hold (issue 12): read from the source with ast, nothing is imported or run.
+"""The layers hold (issues 12, 19, 22): read from the source with ast; one check runs the imports.
 
 - imports point down only: migrator/ imports nothing from tasks/ or flows/, tasks/ nothing from flows/;
 - no import cycle among the modules of migrator/, tasks/ and flows/, counting imports inside
   functions too (a function-level import only hides a cycle until the function runs);
 - nothing under migrator/ imports prefect, not even inside a function: the CLI must start fast;
 - the engine imports nothing from migrator.lint, directly or through another module: statement
-  splitting is migrator/sql.py's, shared by the engine and the linter.
+  splitting is migrator/sql.py's, shared by the engine and the linter;
+- only migrator/execute/executor.py runs migration SQL, and only it uses the batch wire path;
+- importing any module of migrator/ loads no Prefect (checked by running the imports, in a subprocess);
+- @task functions return no bare dicts (a known-debt list that only shrinks).
 
 Imports under ``if TYPE_CHECKING:`` are left out: they never run.
 """
@@ -247,7 +250,7 @@ def test_the_checks_find_what_they_look_for(tmp_path):
 
 # -- only the executor runs migration SQL (issue 19) ------------------------------------------------
 
-EXECUTOR = "migrator.executor"
+EXECUTOR = "migrator.execute.executor"
 _RUNS_SQL = {"execute", "executemany", "send_query", "run_batch"}
 _MIGRATION_TEXT = {"text", "sql"}  # Statement.text, MigrationFile.sql
 
@@ -278,7 +281,7 @@ def test_only_the_executor_runs_migration_sql():
 
 
 def test_only_the_executor_uses_the_batch_wire_path():
-    users = sorted({i.module for i in imports(ROOT) if i.target.startswith("migrator.batch")})
+    users = sorted({i.module for i in imports(ROOT) if i.target.startswith("migrator.execute.batch")})
     assert users == [EXECUTOR], users
 
 
@@ -288,3 +291,118 @@ def test_the_sql_check_finds_what_it_looks_for(tmp_path):
         "def f(conn, stmt, mf):\n    conn.execute(stmt.text.encode())\n    conn.execute('SELECT 1')\n"
         "    run_batch(conn, [s.text for s in x])\n    conn.pgconn.send_query(mf.sql)\n")
     assert migration_sql_calls(tmp_path, ("migrator",)) == ["migrator.copy:2", "migrator.copy:4", "migrator.copy:5"]
+
+
+# -- core imports no Prefect, even transitively at import time (issue 22) -----------------------------
+
+_FIRST_TO_LOAD_PREFECT = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    if any(m == "prefect" or m.startswith(("prefect.", "prefect_")) for m in sys.modules):
+        print(name)
+        break
+"""
+
+
+def test_importing_the_core_loads_no_prefect():
+    """The ast check above sees migrator's own imports; this one runs them, so a third-party module
+    that pulls Prefect in (or an import the ast walk cannot read) is caught too. One fresh
+    interpreter imports every core module in turn and names the first after which prefect is loaded."""
+    import subprocess
+    import sys
+
+    core = [m for m in modules(ROOT, ("migrator",)) if not m.endswith("__main__")]
+    assert "migrator.execute.executor" in core and "migrator.alerts.notify" in core
+    done = subprocess.run([sys.executable, "-c", _FIRST_TO_LOAD_PREFECT, *core], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "", f"importing {done.stdout.strip()} loads prefect: migrator/ must not"
+
+
+def test_the_runtime_prefect_check_finds_what_it_looks_for(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "quiet.py").write_text("import json\n")
+    (tmp_path / "loud.py").write_text("import prefect.exceptions\n")
+    done = subprocess.run([sys.executable, "-c", _FIRST_TO_LOAD_PREFECT, "quiet", "loud"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "loud", done.stderr[-2000:]
+
+
+# -- tasks return no bare dicts (issue 22) ------------------------------------------------------------
+#
+# A task's result is what a flow reads and what Prefect persists: a dataclass says what is in it, a
+# dict[str, Any] does not. These tasks still return dicts (the debt, docs/layout.md); the list only
+# shrinks: a NEW task that returns a dict fails, and so does an entry that no longer does.
+
+KNOWN_DICT_TASKS: frozenset[str] = frozenset({
+    "flows.backup:prune",
+    "flows.restore_drill:restore_into_scratch",
+    "tasks.apply:apply_migrations",
+    "tasks.apply:rollback_migrations",
+    "tasks.backup:backup_database",
+    "tasks.drift:schema_drift",
+    "tasks.fleet:read_after",
+    "tasks.fleet:survey_fleet",
+    "tasks.force:force_version",
+    "tasks.notify:notify",
+    "tasks.rehearse:rehearse_migrations",
+    "tasks.status:plan_migrations",
+    "tasks.status:read_status",
+    "tasks.validate:validate_migrations",
+})
+_DICT_NAMES = {"dict", "Dict", "Mapping", "MutableMapping", "Any"}
+
+
+def _is_task_decorator(node: ast.expr) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    name = target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else ""
+    return name == "task"
+
+
+def _returns_bare_dict(returns: ast.expr | None) -> bool:
+    """No annotation, or one whose outer type (or a member of its union) is a dict, a Mapping or Any."""
+    if returns is None:
+        return True
+    if isinstance(returns, ast.Constant) and isinstance(returns.value, str):  # a quoted annotation
+        returns = ast.parse(returns.value, mode="eval").body
+    if isinstance(returns, ast.BinOp) and isinstance(returns.op, ast.BitOr):
+        return _returns_bare_dict(returns.left) or _returns_bare_dict(returns.right)
+    outer = returns.value if isinstance(returns, ast.Subscript) else returns
+    if isinstance(outer, ast.Attribute):
+        return outer.attr in _DICT_NAMES
+    return isinstance(outer, ast.Name) and outer.id in _DICT_NAMES
+
+
+def tasks_returning_dicts(root: Path, packages: tuple[str, ...] = ("tasks", "flows")) -> list[str]:
+    """Every ``@task`` function whose return annotation is a bare dict, as ``module:function``."""
+    found = []
+    for module, path in modules(root, packages).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    _is_task_decorator(d) for d in node.decorator_list) and _returns_bare_dict(node.returns):
+                found.append(f"{module}:{node.name}")
+    return sorted(found)
+
+
+def test_tasks_return_no_bare_dicts():
+    found = set(tasks_returning_dicts(ROOT))
+    new = sorted(found - KNOWN_DICT_TASKS)
+    assert not new, f"these tasks return a bare dict; return a dataclass (Prefect serialises it): {new}"
+    gone = sorted(KNOWN_DICT_TASKS - found)
+    assert not gone, f"no longer return a dict (or are gone): remove them from KNOWN_DICT_TASKS: {gone}"
+
+
+def test_the_dict_check_finds_what_it_looks_for(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "step.py").write_text(
+        "from typing import Any\nimport prefect\nfrom prefect import task\n"
+        "@task\ndef a() -> dict[str, Any]: ...\n"
+        "@task(name='b')\ndef b() -> 'dict[str, int] | None': ...\n"
+        "@prefect.task\ndef c(): ...\n"
+        "@task\ndef d() -> Result: ...\n"
+        "def e() -> dict: ...\n"
+        "@task\nasync def f() -> typing.Mapping[str, int]: ...\n")
+    assert tasks_returning_dicts(tmp_path, ("tasks",)) == ["tasks.step:a", "tasks.step:b", "tasks.step:c", "tasks.step:f"]

@@ -20,9 +20,9 @@ from conftest import SERVER_URL, create_database, drop_database, url_for, write_
 from migrator.config import Settings
 from migrator.engine import Migrator
 from migrator.errors import MigrationFailedError, MigrationFileError
+from migrator.execute.state import statement_hash, statement_matches
 from migrator.lint.roundtrip import choose_pg_dump, normalize_dump
-from migrator.recovery import inspect, recover
-from migrator.state import statement_hash, statement_matches
+from migrator.recover.actions import inspect, recover
 
 ROOT = Path(__file__).resolve().parent.parent
 

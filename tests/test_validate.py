@@ -270,3 +270,23 @@ def test_hipaa_sensitive_literals_are_caught(literal: str, kind: str) -> None:
     from migrator.lint.hipaa import _match
 
     assert kind in _match(literal)
+
+
+def test_validate_does_not_load_pglasts_node_classes_and_they_still_load_on_use(tmp_path: Path) -> None:
+    """pglast.ast and pglast.enums (~45 ms of a cold validate) wait until something uses them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from migrator.lint import validate_folder\n"
+        "validate_folder('migrations')\n"
+        "print('ast' if 'Node' in vars(sys.modules['pglast.ast']) else 'no ast',\n"
+        "      'enums' if 'SetOperation' in vars(sys.modules['pglast.enums']) else 'no enums')\n"
+        "from pglast import ast, parse_sql\n"
+        "from pglast.enums import SetOperation\n"
+        "print(isinstance(parse_sql('select 1 union select 2')[0].stmt, ast.SelectStmt), "
+        "SetOperation.SETOP_UNION.name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.splitlines() == ["no ast no enums", "True SETOP_UNION"]

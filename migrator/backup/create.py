@@ -326,7 +326,7 @@ def _state_in_snapshot(settings: Settings, conn_info: Connection, snapshot: str)
     from psycopg import sql
 
     from migrator.db import connect
-    from migrator.state import read_state, resolve_table
+    from migrator.execute.state import read_state, resolve_table
 
     conn = connect(conn_info, autocommit=False)
     try:

@@ -224,7 +224,7 @@ def _stream_into(
 
 def _state_after(settings: Settings, target: Connection) -> tuple[int, bool]:
     from migrator.db import connect
-    from migrator.state import read_state, resolve_table
+    from migrator.execute.state import read_state, resolve_table
 
     with connect(target) as conn:
         st = resolve_table(conn, state_table_name(settings, target.table))

@@ -75,7 +75,7 @@ def _alert_failure(ctx: Context, m: Migrator, command: str, exc: MigratorError) 
     """Send migration.failed when a webhook is configured; never changes the command's outcome."""
     if not ctx.settings.webhook_url:
         return
-    from migrator.notify import failure_fields, send_event
+    from migrator.alerts.notify import failure_fields, send_event
 
     fields: dict[str, Any] = {"command": command}
     if isinstance(exc, MigrationFailedError):
@@ -198,7 +198,37 @@ def cmd_force(ctx: Context, args: argparse.Namespace) -> int:
         _confirm(ctx, args, f"Force version {args.version} anyway?", make_yes='ARGS="--yes"')
         if expect is None:
             expect = st.version  # what was confirmed: refuse if someone changed the state meanwhile
+    warning = _force_dirty_warning(st, args.version)
+    if warning:
+        output.info(warning)
     return _run_change(ctx, "force", lambda m: m.force(args.version, expected_current=expect), m)
+
+
+def _force_dirty_warning(st: Status, version: int) -> str | None:
+    """On a dirty database: which statements the failed attempt ran (they stay), and what forcing
+    ``version`` then claims was done by hand. force itself runs and undoes nothing."""
+    failure = getattr(st, "failure", None)
+    if not st.dirty or failure is None:
+        return None
+    states = list(failure.statements or [])
+    label = f"migration {failure.version}{' ' + failure.name if failure.name else ''} ({failure.direction})"
+    if not states:
+        return f"warning: {label} stopped part-way and its statements are not known: check the schema first"
+    done = [s for s in states if s.state == "done"]
+    shown = ", ".join(f"{s.index} (line {s.line})" for s in done[:5]) + (", ..." if len(done) > 5 else "")
+    ran = (f"statement(s) {shown} of {len(states)} ran and stay applied" if done
+           else f"none of its {len(states)} statement(s) completed")
+    if not failure.finished:
+        ran += "; the one that was running may or may not have completed"
+    finished_it = version >= failure.version if failure.direction == "up" else version < failure.version
+    if failure.direction == "up":
+        claim = ("that you ran the rest of the file by hand" if finished_it else
+                 "that you reverted what ran by hand (else the next up runs those statements again)")
+    else:
+        claim = ("that you ran the rest of the down file by hand" if finished_it else
+                 "that you restored by hand what the down removed")
+    return (f"warning: {label} stopped part-way: {ran}. force runs and undoes no SQL: recording "
+            f"{'none' if version == -1 else version} says {claim}")
 
 
 STATUS_RECENT = 10
@@ -382,7 +412,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                                None)
         _print_status(st, args.all, last_failed)
     if st.dirty:
-        if args.alert:  # once per incident: see migrator.incident
+        if args.alert:  # once per incident: see migrator.recover.incident
             from migrator.commands.recover import alert_dirty
 
             alert_dirty(ctx)

@@ -30,7 +30,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run_test(ctx: Context, args: argparse.Namespace) -> int:
     """Send one test event; the exit code says whether on-call would have received it."""
-    from migrator import notify
+    from migrator.alerts import notify
 
     settings = ctx.settings
     notify.check_webhook(settings)  # bad WEBHOOK_* values: ConfigError, exit 2

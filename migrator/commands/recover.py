@@ -1,6 +1,6 @@
 """``migrator recover``: show a dirty database's incident, or end it with --revert, --resume or --mark-applied.
 
-The same core as the Prefect recovery form (``migrator.recovery``): every action is checked first
+The same core as the Prefect recovery form (``migrator.recover.actions``): every action is checked first
 (a down file that is not safe on a partial state, a resumed file whose already-run statements
 changed), audited with the engineer's name, and alerted once when a webhook is configured.
 """
@@ -45,7 +45,7 @@ def _engineer(args: argparse.Namespace) -> str:
 
 
 def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
-    from migrator.recovery import RecoveryError, inspect, recover
+    from migrator.recover.actions import RecoveryError, inspect, recover
 
     if args.action is None:
         inc = inspect(ctx.settings)
@@ -65,14 +65,38 @@ def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         output.print_json({"ok": result.ok, **result.to_dict()})
     if not result.ok:
-        raise RecoveryError(result)
+        err = RecoveryError(result)
+        err.args = (cli_words(str(err)),)  # the same error and exit code, in the CLI's words
+        raise err
     if not ctx.json:
-        output.info(result.message)
+        output.info(cli_words(result.message))
     return 0
 
 
+# The core speaks to the Prefect recovery form (actions chosen in a select, files on the worker);
+# the terminal gets the same sentences in the CLI's terms.
+_CLI_WORDS = (
+    ("on the worker when you submit", "in the migrations folder when you run it"),
+    ("changed on the worker", "changed in the migrations folder"),
+    ("not on the worker", "not in the migrations folder"),
+    ("no down file on the worker", "no down file in the migrations folder"),
+    ("then use the force flow to record the previous version", "then `migrator force` the previous version"),
+    ("choose mark_applied", "use --mark-applied"),
+    ("choose resume", "use --resume"),
+    ("choose revert", "use --revert"),
+    ("or revert", "or --revert"),
+)
+
+
+def cli_words(text: str) -> str:
+    """A core message about recovery, worded for the command line instead of the Prefect form."""
+    for form, cli in _CLI_WORDS:
+        text = text.replace(form, cli)
+    return text
+
+
 def _print_incident(inc: Any) -> None:
-    from migrator.recovery import version_text
+    from migrator.recover.actions import version_text
 
     output.line(inc.headline())
     if not inc.dirty:
@@ -92,7 +116,8 @@ def _print_incident(inc: Any) -> None:
     output.table(
         "what each action does now",
         ["command", "does", "allowed"],
-        [(f"migrator recover --{o.action.replace('_', '-')}", o.does, "yes" if o.available else f"no: {o.why_not}")
+        [(f"migrator recover --{o.action.replace('_', '-')}", cli_words(o.does),
+          "yes" if o.available else f"no: {cli_words(o.why_not or '')}")
          for o in inc.options if o.action != "leave_dirty"],
         caption=f"database {inc.database}: version {version_text(inc.version)}, dirty: yes",
     )
@@ -103,8 +128,8 @@ def _alert(ctx: Context, result: Any) -> None:
     webhook is configured; never changes the outcome."""
     if not ctx.settings.webhook_url:
         return
-    from migrator.incident import recovery_next_step
-    from migrator.notify import recovery_event, send_event
+    from migrator.alerts.notify import recovery_event, send_event
+    from migrator.recover.incident import recovery_next_step
 
     env = f" --env {ctx.settings.environment}" if ctx.settings.environment else ""
     send_event(
@@ -121,9 +146,9 @@ def _alert(ctx: Context, result: Any) -> None:
 def alert_dirty(ctx: Context) -> None:
     """``status --alert``: page database.dirty once per incident (reminder after
     MIGRATOR_ALERT_REMIND_MINUTES, default 240), with what to run next."""
-    from migrator.incident import DEFAULT_REMIND_MINUTES, claim
-    from migrator.notify import send_event
-    from migrator.recovery import inspect
+    from migrator.alerts.notify import send_event
+    from migrator.recover.actions import inspect
+    from migrator.recover.incident import DEFAULT_REMIND_MINUTES, claim
 
     inc = inspect(ctx.settings)
     if not inc.dirty:

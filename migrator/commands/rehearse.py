@@ -45,7 +45,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def options_from(ctx: Context, args: argparse.Namespace) -> Any:
     """RehearsalOptions from the command line, then MIGRATOR_REHEARSAL_URL, then the deployment YAML."""
     from migrator.errors import ConfigError
-    from migrator.rehearse import DEFAULT_LARGE_TABLE_BYTES, RehearsalOptions, deployment_rehearsal, parse_bytes
+    from migrator.rehearse.run import DEFAULT_LARGE_TABLE_BYTES, RehearsalOptions, deployment_rehearsal, parse_bytes
 
     settings = ctx.settings
     conf = deployment_rehearsal(settings.environment)
@@ -73,8 +73,8 @@ def options_from(ctx: Context, args: argparse.Namespace) -> Any:
 
 def run_rehearse(ctx: Context, args: argparse.Namespace) -> int:
     from migrator.output import error, info, print_json
-    from migrator.rehearse import rehearse
-    from migrator.rehearse_report import print_human
+    from migrator.rehearse.report import print_human
+    from migrator.rehearse.run import rehearse
 
     options = options_from(ctx, args)
     try:

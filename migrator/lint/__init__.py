@@ -7,6 +7,7 @@ Prefect flows; nothing heavy is imported at module level.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,21 +83,24 @@ def _display(base: Path | None) -> Callable[[object], str]:
     """Paths relative to ``base`` when inside it; folders are resolved once each (1,000 files share one)."""
     folders: dict[str, str | None] = {}
 
-    def relative_folder(folder: Path) -> str | None:
-        key = str(folder)
+    def relative_folder(key: str) -> str | None:
         if key not in folders:
             try:
-                folders[key] = str(folder.resolve().relative_to(base)) if base is not None else None
+                folders[key] = str(Path(key).resolve().relative_to(base)) if base is not None else None
             except ValueError:
                 folders[key] = None
         return folders[key]
 
     def show(path: object) -> str:
-        p = Path(str(path))
-        rel = relative_folder(p.parent)
+        text = str(path)
+        parent, name = os.path.split(text)
+        if not name:  # a folder given with a trailing slash
+            text = str(Path(text))
+            parent, name = os.path.split(text)
+        rel = relative_folder(parent or ".")
         if rel is None:
-            return str(p)
-        return p.name if rel == "." else f"{rel}/{p.name}"
+            return text
+        return name if rel == "." else f"{rel}/{name}"
 
     return show
 

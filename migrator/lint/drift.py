@@ -18,7 +18,8 @@ from migrator.lint.model import Finding, finding
 
 def check(settings: Settings, mset: MigrationSet, display: Callable[[Any], str] = str) -> list[Finding]:
     """Drift findings against the database of ``settings.database_url`` (which must be set)."""
-    from migrator import db, state
+    from migrator import db
+    from migrator.execute import state
 
     conn_info = db.resolve(settings)
     with db.connect(conn_info) as conn:

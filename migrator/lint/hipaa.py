@@ -178,10 +178,14 @@ def _token_findings(pf: ParsedFile) -> list[Finding]:
     tokens = pf.tokens
     if tokens is None:
         return out
-    prev: list[str] = []  # names of the last two non-comment tokens
+    prev1 = prev2 = ""  # names of the last two non-comment tokens (prev1 the last)
     prev_text = ""
+    wanted = _WANTED_TOKENS
     for tok in tokens:
         name = tok.name
+        if name not in wanted:  # most tokens: keywords, operators, numbers
+            prev2, prev1 = prev1, name
+            continue
         is_comment = name in COMMENT_TOKENS
         if is_comment or name in LITERAL_TOKENS:
             text = pf.sql[tok.start : tok.end + 1]
@@ -189,9 +193,9 @@ def _token_findings(pf: ParsedFile) -> list[Finding]:
                 continue
             kinds = _match(text)
             if not is_comment and not kinds:
-                if prev[-1:] == ["PASSWORD"]:
+                if prev1 == "PASSWORD":
                     kinds = ["a role password"]
-                elif prev[-1:] == ["ASCII_61"] and prev[-2:-1] == ["IDENT"] and _SECRET_COLUMN.search(prev_text):
+                elif prev1 == "ASCII_61" and prev2 == "IDENT" and _SECRET_COLUMN.search(prev_text):
                     kinds = ["a password, key or token value"]
             for kind in kinds:
                 line, col = pf.pos(tok.start)
@@ -210,8 +214,12 @@ def _token_findings(pf: ParsedFile) -> list[Finding]:
         if not is_comment:
             if name == "IDENT":
                 prev_text = pf.sql[tok.start : tok.end + 1]
-            prev = [*prev[-1:], name]
+            prev2, prev1 = prev1, name
     return out
+
+
+# the tokens _token_findings looks at: the rest only move the two-token window
+_WANTED_TOKENS = COMMENT_TOKENS | LITERAL_TOKENS | {"IDENT"}
 
 
 _URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s@'\"]+@")

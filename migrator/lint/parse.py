@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.lint.model import Finding, finding
-from migrator.sql import COMMENT_TOKENS, line_col, scan
+from migrator.sql import COMMENT_TOKENS, NonTransactional, classify, line_col, pg_parser, scan
 
 
 @dataclass
@@ -40,9 +40,17 @@ class ParsedFile:
     statements: list[Statement] = field(default_factory=list)
     comments: list[tuple[int, int, str]] = field(default_factory=list)
     error: Finding | None = None
+    _non_transactional: list[NonTransactional] | None = field(default=None, repr=False, compare=False)
 
     def pos(self, offset: int) -> tuple[int, int]:
         return line_col(self.sql, offset)
+
+    def non_transactional(self) -> list[NonTransactional]:
+        """``migrator.sql.classify`` of the file (the engine's reading), computed once: structure and
+        the safety rules both ask."""
+        if self._non_transactional is None:
+            self._non_transactional = classify(self.sql, self.tokens) if self.tokens is not None else []
+        return self._non_transactional
 
 
 class _ByteToChar:
@@ -65,8 +73,7 @@ def byte_to_char(sql: str) -> _ByteToChar:
 
 def parse_file(file: str, sql: str) -> ParsedFile:
     """Scan and parse ``sql``; a syntax error becomes a MIG000 finding at file:line:column."""
-    from pglast import parser
-
+    parser = pg_parser()
     pf = ParsedFile(file=file, sql=sql)
     try:
         tree = json.loads(parser.parse_sql_json(sql))

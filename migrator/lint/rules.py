@@ -182,9 +182,7 @@ class _FileScope:
     def in_transaction(self) -> bool:
         """Whether the statement being looked at shares a transaction with the ones before it."""
         if self._in_transaction is None:  # migrator wraps the file in one transaction unless it cannot
-            from migrator.sql import classify
-
-            self._in_transaction = not classify(self.pf.sql, self.pf.tokens)
+            self._in_transaction = not self.pf.non_transactional()
         return self._in_transaction
 
     def transaction_statement(self, node: dict[str, Any]) -> None:

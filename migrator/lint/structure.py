@@ -12,7 +12,7 @@ import itertools
 from migrator.files import NAME_RE, MigrationSet, Problem
 from migrator.lint.model import ERROR, WARNING, Finding, finding
 from migrator.lint.parse import ParsedFile
-from migrator.sql import NonTransactional, classify, explicit_transactions, statements_from_tokens
+from migrator.sql import NonTransactional, explicit_transactions, statements_from_tokens
 
 PROBLEM_RULES = {
     "bad-name": "MIG100",
@@ -94,7 +94,7 @@ def transaction_findings(pf: ParsedFile) -> list[Finding]:
     tokens = pf.tokens
     if tokens is None:
         return []
-    hits = classify(pf.sql, tokens)
+    hits = pf.non_transactional()
     if not hits:
         return []
     out: list[Finding] = []

@@ -3,7 +3,7 @@
 One POST per attempt, signed with HMAC-SHA256 over ``"{timestamp}.{raw body}"``; exponential backoff
 with jitter on connection errors, timeouts, 429 (``Retry-After`` honoured) and 5xx, no retry on other
 4xx. The whole delivery (every attempt and wait) fits in WEBHOOK_MAX_TOTAL, each attempt as a whole
-in WEBHOOK_TIMEOUT, and at most RESPONSE_SNIPPET_BYTES of an answer are read. ``migrator.notify``
+in WEBHOOK_TIMEOUT, and at most RESPONSE_SNIPPET_BYTES of an answer are read. ``migrator.alerts.notify``
 builds the events and calls :func:`deliver`; httpx is imported only when something is sent.
 """
 
@@ -25,7 +25,7 @@ from migrator.errors import ConfigError
 from migrator.redact import redact
 from migrator.retry import backoff_delay, retry_after_seconds
 
-log = logging.getLogger("migrator.notify")  # one logger for alerts, whichever module speaks
+log = logging.getLogger("migrator.alerts.notify")  # one logger for alerts, whichever module speaks
 
 FORMATS = ("json", "slack")
 RESPONSE_SNIPPET_BYTES = 4096  # at most this much of a receiver's answer is read (quoted in the error)

@@ -33,9 +33,8 @@ from psycopg import sql
 from migrator import files
 from migrator.config import Settings
 from migrator.errors import MigrationFileError, MigratorError
-from migrator.executor import Audit, Executor, Failure, Job, error_location
-from migrator.redact import redact
-from migrator.state import (
+from migrator.execute.executor import Audit, Executor, Failure, Job, error_location
+from migrator.execute.state import (
     NO_VERSION,
     Attempt,
     HistoryEntry,
@@ -47,6 +46,7 @@ from migrator.state import (
     write_history,
     write_state,
 )
+from migrator.redact import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -538,9 +538,9 @@ def recover(
 
     SQL runs through the executor, in a cancel scope: SIGTERM/SIGINT (a Prefect Cancel) cancel the
     running statement on the server, and the audit row and the state say where it stopped."""
-    from migrator.cancel import cancel_scope
     from migrator.engine import Migrator
-    from migrator.state import LockWaitStopped
+    from migrator.execute.cancel import cancel_scope
+    from migrator.execute.state import LockWaitStopped
 
     if action not in ACTIONS:
         raise MigratorError(f"unknown recovery action {action!r}; use one of {', '.join(ACTIONS)}")

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Literal
 
 from psycopg import sql
 
-from migrator.recovery import ACTIONS, Incident, RecoveryResult, version_text, yes_no
+from migrator.recover.actions import ACTIONS, Incident, RecoveryResult, version_text, yes_no
 
 if TYPE_CHECKING:
     import psycopg
 
     from migrator.config import Settings
-    from migrator.state import StateTable
+    from migrator.execute.state import StateTable
 
 PageKind = Literal["first", "reminder", "duplicate"]
 DEFAULT_REMIND_MINUTES = 240.0
@@ -111,7 +111,7 @@ def claim(settings: Settings, incident: Incident, event: str = "database.dirty",
         with Migrator(settings).session(lock=False) as s:
             return claim_page(s.conn, s.st, incident.fingerprint, event, remind_after_minutes)
     except Exception as exc:
-        logging.getLogger("migrator.incident").warning(
+        logging.getLogger("migrator.recover.incident").warning(
             "could not record the page for %s (%s); sending it anyway", incident.fingerprint, exc)
         return PageDecision("first")
 
@@ -140,7 +140,7 @@ def statements_md(inc: Incident) -> str:
 def resume_plan(inc: Incident) -> list[tuple[int, int, str, str]]:
     """What ``resume`` would run now, read from the file on the worker: (statement number, line,
     text, sha256 of the statement as the audit trail hashes it); empty when resume is refused."""
-    from migrator.state import statement_hash
+    from migrator.execute.state import statement_hash
 
     try:
         if not inc.option("resume").available:

@@ -2,7 +2,7 @@
 
 Both the CLI and the Prefect flows call :func:`send_event`. It builds a versioned event from the
 registry (:data:`EVENTS`), renders it (generic JSON or Slack text + blocks) and delivers it through
-:mod:`migrator.webhook` (signed, retried, bounded in time and memory). A delivery that finally fails
+:mod:`migrator.alerts.webhook` (signed, retried, bounded in time and memory). A delivery that finally fails
 is logged at ERROR with the whole event and returned as ``DeliveryResult(delivered=False)``: alerting
 must never hide or replace the failure it reports, so ``send_event`` does not raise (except
 ``ValueError`` for an unknown event type, a programming error).
@@ -21,10 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from migrator.config import Settings
-from migrator.errors import ConfigError
-from migrator.redact import redact, register_secret, register_url
-from migrator.webhook import (
+from migrator.alerts.webhook import (
     ATTEMPT_HEADER,
     EVENT_HEADER,
     FORMATS,
@@ -42,8 +39,11 @@ from migrator.webhook import (
     sign,
     verify_signature,
 )
+from migrator.config import Settings
+from migrator.errors import ConfigError
+from migrator.redact import redact, register_secret, register_url
 
-# The notifier's API; the delivery names are re-exported from migrator.webhook so callers keep one import.
+# The notifier's API; the delivery names are re-exported from migrator.alerts.webhook so callers keep one import.
 __all__ = [
     "ALL_EVENT_TYPES",
     "ATTEMPT_HEADER",
@@ -78,7 +78,7 @@ __all__ = [
     "verify_signature",
 ]
 
-log = logging.getLogger("migrator.notify")
+log = logging.getLogger("migrator.alerts.notify")
 
 SCHEMA_VERSION = 1
 TEST_EVENT = "test"
@@ -259,7 +259,7 @@ EVENT_TYPES = tuple(name for name in EVENTS if name != TEST_EVENT)
 ALL_EVENT_TYPES = tuple(EVENTS)
 
 
-# A recovery's outcome (migrator.recovery.RecoveryResult.outcome) and the event that reports it.
+# A recovery's outcome (migrator.recover.actions.RecoveryResult.outcome) and the event that reports it.
 RECOVERY_EVENTS = {
     "completed": "recovery.completed",
     "left_dirty": "recovery.left_dirty",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.redact import redact
-from migrator.rehearse_model import LockHold, MigrationReport, RehearsalReport, human_bytes, human_ms
+from migrator.rehearse.model import LockHold, MigrationReport, RehearsalReport, human_bytes, human_ms
 
 TABLE_KINDS = ("table", "materialized view")
 
@@ -14,7 +14,7 @@ TABLE_KINDS = ("table", "materialized view")
 def strongest(locks: list[LockHold]) -> list[LockHold]:
     """The strongest lock per relation (ALTER TYPE takes SHARE and ACCESS EXCLUSIVE on the table: the
     person needs the second), tables first; the JSON report keeps every lock."""
-    from migrator.rehearse_model import MODES
+    from migrator.rehearse.model import MODES
 
     order = {m: i for i, m in enumerate(MODES.values())}
     best: dict[str, LockHold] = {}

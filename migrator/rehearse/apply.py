@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from migrator import db, files
 from migrator.config import Connection, Settings, prepare_url
 from migrator.errors import MigrationFileError
-from migrator.executor import Audit, Executor, Failure, Job, Timeouts, error_location
+from migrator.execute.executor import Audit, Executor, Failure, Job, Timeouts, error_location
 from migrator.redact import redact
-from migrator.rehearse_model import (
+from migrator.rehearse.model import (
     BLOCKS,
     KINDS,
     LOCK_RULES,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from migrator import db, files
 from migrator.config import Connection, Settings, prepare_url, state_table_name
 from migrator.errors import ConfigError, MigratorError
-from migrator.rehearse_model import (
+from migrator.rehearse.model import (
     DEFAULT_LARGE_TABLE_BYTES,
     RehearsalReport,
     RehearsalStoppedError,
@@ -390,7 +390,7 @@ def _restore(settings: Settings, key: str, target: str, destination: str | None,
 def _apply_all(settings: Settings, scratch: Connection, migrations: files.MigrationSet, options: RehearsalOptions,
                report: RehearsalReport, say: Progress, run_id: str | None) -> None:
     from migrator.engine import Migrator
-    from migrator.state import acquire_lock, ensure_tables, release_lock, resolve_table
+    from migrator.execute.state import acquire_lock, ensure_tables, release_lock, resolve_table
 
     scratch_settings = Settings(**{**settings.__dict__, "database_url": scratch.conninfo})
     plan = Migrator(scratch_settings).plan(target=options.target_version)
@@ -401,7 +401,7 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
             f"backup {report.backup_key} records a dirty database at version {plan.version}: `up` would refuse it; "
             "fix the source's state first (`migrator status`)"
         )
-    from migrator.rehearse_apply import lock_predictions
+    from migrator.rehearse.apply import lock_predictions
 
     found = lock_predictions(migrations, {s.version for s in plan.steps})
     t0 = time.perf_counter()
@@ -410,7 +410,7 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
         st = resolve_table(conn, state_table_name(settings, None))
         acquire_lock(conn, st, settings.lock_wait_seconds)
         ensure_tables(conn, st)
-        from migrator.rehearse_apply import Applier
+        from migrator.rehearse.apply import Applier
 
         applier = Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
         for step in plan.steps:

@@ -15,7 +15,7 @@ a file to ``Executor.run``; nothing else in the tree sends migration text to the
   which statements ran and which one failed.
 
 Both paths honour the cancel scope (SIGTERM/SIGINT cancel the running statement on the server,
-``migrator.cancel``), the lock and statement timeouts from every source, and write the audit row of
+``migrator.execute.cancel``), the lock and statement timeouts from every source, and write the audit row of
 every attempt. Before anything runs, a file with unbalanced ``BEGIN``/``COMMIT`` or a ``COPY FROM
 STDIN`` is refused. Callers decide the words: a failure is handed to their ``describe`` function,
 which builds the error they raise (the engine's one-line ``MigrationFailedError``, recovery's result).
@@ -35,12 +35,10 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from psycopg import sql
 
 from migrator import files
-from migrator.cancel import CancelScope, signal_name_of
 from migrator.config import Settings, parse_interval_ms
 from migrator.errors import MigrationFileError
-from migrator.redact import redact
-from migrator.sql import Statement, line_col, non_transactional_reason, split_statements, unbalanced_transactions
-from migrator.state import (
+from migrator.execute.cancel import CancelScope, signal_name_of
+from migrator.execute.state import (
     STARTED_ERROR,
     HistoryEntry,
     StateTable,
@@ -52,6 +50,8 @@ from migrator.state import (
     write_history,
     write_state,
 )
+from migrator.redact import redact
+from migrator.sql import Statement, line_col, non_transactional_reason, split_statements, unbalanced_transactions
 
 if TYPE_CHECKING:
     import psycopg
@@ -386,7 +386,7 @@ class _Run:
 
     def _in_one_round_trip(self) -> int | None:
         """BEGIN, timeouts, the file's statements, the version, the audit row, COMMIT: one batch."""
-        from migrator.batch import BatchError, run_batch
+        from migrator.execute.batch import BatchError, run_batch
 
         prologue = self._prologue()
         try:
