@@ -134,53 +134,6 @@ def _api_url() -> str:
         return "(unknown)"
 
 
-# path -> ((mtime_ns, size, inode), parsed): every task of a run loads its environment by name, and
-# PyYAML (pure Python) took ~20 ms a parse under load; the file is still stat'ed each time, so an
-# edited file is read again. Callers get a deep copy: nobody can change another's settings.
-_YAML_CACHE: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import copy
-
-    st = path.stat()
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    cached = _YAML_CACHE.get(path)
-    if cached is None or cached[0] != stamp:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        cached = (stamp, raw)
-        if isinstance(raw, dict):
-            _YAML_CACHE[path] = cached
-    return copy.deepcopy(cached[1])
-
-
-# (flow run id, fleet, member) -> URL: a fleet member's URL is resolved (and the catalogue asked
-# whether it still lists the member) once per flow run, not once per task of it: every task of a
-# child run loads its environment by name, and under load each catalogue round trip cost ~25 ms.
-_MEMBER_URLS: dict[tuple[str, str, str], str] = {}
-_MEMBER_URLS_MAX = 4096
-
-
-def _member_url(spec: Any, fleet_name: str, member: str) -> str:
-    from prefect import runtime
-
-    from migrator import fleet
-
-    run_id = runtime.flow_run.id
-    key = (str(run_id), fleet_name, member) if run_id else None
-    if key is not None and key in _MEMBER_URLS:
-        return _MEMBER_URLS[key]
-    url = fleet.member_url(spec, member, lambda ref, what: _secret(ref, what, fleet_name, required=True))
-    if key is not None:
-        if len(_MEMBER_URLS) >= _MEMBER_URLS_MAX:
-            _MEMBER_URLS.pop(next(iter(_MEMBER_URLS)))
-        _MEMBER_URLS[key] = url
-    return url
-
-
 def load_environment(name: str, **overrides: Any) -> Environment:
     """Read ``deployments/<name>.yaml`` and build the Environment; ``overrides`` win (tests, flows).
 
@@ -192,7 +145,10 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     if not path.exists():
         known = sorted(p.stem for p in deployments_dir().glob("*.yaml"))
         raise ConfigError(f"no settings for environment {name!r} ({path} missing); known: {', '.join(known)}")
-    raw = _read_yaml(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must be a mapping of settings (see deployments/local.yaml)")
     backup = raw.get("backup") or {}
@@ -207,7 +163,8 @@ def load_environment(name: str, **overrides: Any) -> Environment:
         raise ConfigError(f"environment {fleet_name!r} is not a fleet (no databases: or discover:); use {fleet_name!r}")
     database_url = overrides.get("database_url")
     if database_url is None and spec is not None:  # a fleet's database, or the fleet itself (no database)
-        database_url = fleet.NO_DATABASE_URL if member is None else _member_url(spec, fleet_name, member)
+        database_url = fleet.NO_DATABASE_URL if member is None else fleet.member_url(
+            spec, member, lambda ref, what: _secret(ref, what, fleet_name, required=True))
     if database_url is None:
         if strict and raw.get("database_url") is None:
             raise ConfigError(
