@@ -17,7 +17,7 @@ Printed: wall time, per-database time, the fleet's per-database cost over each p
 max_parallel 1 vs the shell loops, max_parallel 4 vs ``xargs -P4``) and the speed-up over
 max_parallel 1.
 
-Part 2 (``--workers`` 1,2,4, ``--worker-databases`` 20): the deployment mode on a real
+Part 2 (``--workers`` 1,2,4, ``--worker-databases`` 12): the deployment mode on a real
 ``prefect server`` (PostgreSQL-backed, tests/prefect_server.py) with 1, 2, 4 process workers, each
 running one flow run at a time; the fleet run is itself a deployment run (``max_parallel`` 4), its
 children ``migrate/bench`` deployment runs, each in a process of its own.
@@ -27,7 +27,7 @@ Part 3 (``--scale`` 1000): that many small databases; time discovery + survey (c
 summary artifact markdown for that many outcomes. Databases are created here and dropped at the end.
 
     uv run python bench/bench_fleet.py [--databases 100] [--parallel 1,2,4] [--workers 1,2,4]
-                                       [--worker-databases 20] [--scale 1000]
+                                       [--worker-databases 12] [--scale 1000]
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def main() -> None:
     ap.add_argument("--databases", type=int, default=100)
     ap.add_argument("--parallel", default="1,2,4")
     ap.add_argument("--workers", default="1,2,4", help="process worker counts for part 2 (empty: skip)")
-    ap.add_argument("--worker-databases", type=int, default=20)
+    ap.add_argument("--worker-databases", type=int, default=12)
     ap.add_argument("--scale", type=int, default=1000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
