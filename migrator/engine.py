@@ -64,6 +64,15 @@ from migrator.execute.state import (
 )
 from migrator.redact import redact
 from migrator.sql import non_transactional_reason, split_statements
+from migrator.status_model import (  # noqa: F401  (re-exported: callers import them from here)
+    DirtyFailure,
+    MigrationInfo,
+    MigrationState,
+    StatementOutcome,
+    StatementState,
+    Status,
+    build_status,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -71,8 +80,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 Direction = Literal["up", "down"]
-MigrationState = Literal["applied", "pending", "missing-file"]
-StatementOutcome = Literal["done", "failed", "not run"]
 
 # Server-side guard for a client that dies (kill -9, OOM): PostgreSQL checks the socket this often
 # during a long statement and aborts it, so a killed migrator's transaction rolls back instead of
@@ -117,91 +124,6 @@ class RunResult:
         d = asdict(self)
         d["changed"] = self.changed
         return d
-
-
-@dataclass
-class MigrationInfo:
-    version: int
-    name: str
-    state: MigrationState
-    has_down: bool
-    applied_at: str | None = None
-    checksum: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class StatementState:
-    """One statement of the file a dirty attempt ran, and how far the attempt got with it."""
-
-    index: int  # 1-based
-    line: int
-    text: str
-    state: StatementOutcome
-
-
-@dataclass
-class DirtyFailure:
-    """What the attempt that left the database dirty did, from its audit row and the file on disk."""
-
-    version: int
-    name: str | None
-    direction: str
-    file: str | None
-    line: int | None
-    statement: str | None
-    pg_error: str | None
-    run_id: str | None
-    attempt_id: int
-    started_at: str
-    finished: bool  # False: the "started" row was never completed (kill -9, server crash)
-    file_changed: bool  # the file's statements differ from those the attempt ran
-    statements: list[StatementState] = field(default_factory=list)
-    reverted: int | None = None  # statements of the down file a later revert ran before it stopped
-    revert_total: int | None = None
-    revert_file: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Status:
-    """The database's position against the migrations folder."""
-
-    database: str
-    table: str
-    version: int
-    dirty: bool
-    latest: int
-    applied: list[MigrationInfo]
-    pending: list[MigrationInfo]
-    version_has_file: bool
-    problems: list[dict[str, str]] = field(default_factory=list)
-    failure: DirtyFailure | None = None  # when dirty and the audit trail has the attempt
-    invalid_indexes: list[str] = field(default_factory=list)  # left by a failed or killed CONCURRENTLY build
-
-    @property
-    def is_current(self) -> bool:
-        return not self.dirty and not self.pending
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "database": self.database,
-            "table": self.table,
-            "version": self.version,
-            "dirty": self.dirty,
-            "latest": self.latest,
-            "current": self.is_current,
-            "version_has_file": self.version_has_file,
-            "applied": [m.to_dict() for m in self.applied],
-            "pending": [m.to_dict() for m in self.pending],
-            "problems": self.problems,
-            "failure": self.failure.to_dict() if self.failure else None,
-            "invalid_indexes": self.invalid_indexes,
-        }
 
 
 @dataclass(frozen=True)
@@ -707,28 +629,4 @@ def _status(
     dirty: bool,
     applied_at: dict[int, tuple[str, str | None]],
 ) -> Status:
-    applied: list[MigrationInfo] = []
-    pending: list[MigrationInfo] = []
-    for m in ms:
-        at, checksum = applied_at.get(m.version, (None, None))
-        info = MigrationInfo(m.version, m.name, "applied", m.down is not None, at, checksum)
-        if m.version <= version:
-            applied.append(info)
-        else:
-            info.state = "pending"
-            info.applied_at = None
-            pending.append(info)
-    has_file = version == NO_VERSION or ms.get(version) is not None
-    if not has_file:
-        applied.append(MigrationInfo(version, "?", "missing-file", False))
-    return Status(
-        database=st.database,
-        table=f"{st.schema}.{st.table}",
-        version=version,
-        dirty=dirty,
-        latest=ms.latest,
-        applied=applied,
-        pending=pending,
-        version_has_file=has_file,
-        problems=[p.to_dict() for p in ms.problems],
-    )
+    return build_status(st.database, f"{st.schema}.{st.table}", ms, version, dirty, applied_at)

@@ -74,6 +74,23 @@ def url_for(server_url: str, dbname: str) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _committed_schema_file_untouched() -> Iterator[None]:
+    """``migrator up``/``down`` in the local environment rewrite the project's ``migrations/schema.sql``;
+    a test that migrates some database with the repository's own folder must not change the committed
+    file. Restore it and fail the test that did."""
+    path = ROOT / "migrations" / "schema.sql"
+    before = path.read_bytes() if path.exists() else None
+    yield
+    after = path.read_bytes() if path.exists() else None
+    if after != before:
+        if before is None:
+            path.unlink()
+        else:
+            path.write_bytes(before)
+        pytest.fail(f"this test rewrote {path} (restored): give it its own MIGRATIONS_PATH or --path")
+
+
+@pytest.fixture(autouse=True)
 def _isolated_secret_registry() -> Iterator[None]:
     """``migrator.redact`` remembers every secret a process has seen (a real CLI or worker process
     wants that); tests run many such "processes" in one interpreter, so each test leaves the registry

@@ -72,6 +72,9 @@ def prod(ui_server: PrefectServer, db_url: str, tmp_path: Path) -> Iterator[dict
     SHOTS["tmp"] = tmp_path
     migrations = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", migrations)
+    # the schema file a real pull request would refresh: this 10 cannot be applied anywhere (that is the
+    # point), so no schema.sql can be written for it; without the file validate's MIG305 does not apply
+    (migrations / "schema.sql").unlink()
     (migrations / "000010_add_user_nickname.up.sql").write_text(BROKEN)
     (migrations / "000010_add_user_nickname.down.sql").write_text(DOWN)
     # prod as committed, without the rehearsal: it would catch this misspelled column on a restored

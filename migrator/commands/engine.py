@@ -110,19 +110,25 @@ def _run_change(ctx: Context, command: str, action: Any, m: Migrator | None = No
                 f"({len(result.steps)} migration{'s' if len(result.steps) != 1 else ''})"
             )
     if result.changed:
-        _refresh_schema_file(ctx)
+        _refresh_schema_file(ctx, result.version_after)
     return 0
 
 
-def _refresh_schema_file(ctx: Context) -> None:
+def _refresh_schema_file(ctx: Context, version: int) -> None:
     """dbmate's habit: after a change in the local environment, rewrite migrations/schema.sql when the
-    project keeps one (it exists). Never fails the command: the migration is already applied."""
+    project keeps one (it exists) and it is not already the schema at ``version`` of these files (then
+    no pg_dump runs). Never fails the command: the migration is already applied."""
     settings = ctx.settings
     from migrator.schema.dumpfile import SCHEMA_FILE
 
-    if settings.environment != "local" or not (settings.migrations_path / SCHEMA_FILE).exists():
+    path = settings.migrations_path / SCHEMA_FILE
+    if settings.environment != "local" or not path.exists():
         return
-    from migrator.schema.dumpfile import dump
+    from migrator import files
+    from migrator.schema.dumpfile import dump, records
+
+    if records(files.load(settings.migrations_path), path, version):
+        return
 
     try:
         result = dump(settings)
@@ -408,8 +414,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     else:
         last_failed = None
         if st.dirty and getattr(st, "failure", None) is None:
-            last_failed = next((r for r in m.history(20) if not r["success"] and r["direction"] in ("up", "down")),
-                               None)
+            last_failed = next((r for r in m.history(20)
+                                if not r["success"] and r["direction"] in ("up", "down")), None)
         _print_status(st, args.all, last_failed)
     if st.dirty:
         if args.alert:  # once per incident: see migrator.recover.incident
@@ -515,4 +521,10 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
                 f"note: the business justification in {up.name} is TODO: `{validate}` fails (MIG202) until you "
                 f"replace it (or create with {how})"
             )
+        from migrator.schema.dumpfile import SCHEMA_FILE
+
+        if (ctx.settings.migrations_path / SCHEMA_FILE).exists():
+            up_cmd = suggest("migrator up", "make migrate-up")
+            output.info(f"note: once it is written, `{up_cmd}` applies it and rewrites {SCHEMA_FILE}; commit both "
+                        "(`validate` fails with MIG305 until schema.sql is current)")
     return 0

@@ -52,6 +52,7 @@ from migrator.execute.state import (
 )
 from migrator.redact import redact
 from migrator.sql import Statement, line_col, non_transactional_reason, split_statements, unbalanced_transactions
+from migrator.status_model import INVALID_INDEXES_SQL as _INVALID_INDEXES
 
 if TYPE_CHECKING:
     import psycopg
@@ -232,13 +233,6 @@ def index_target(stmt: Statement) -> IndexTarget | None:
     return IndexTarget(schema or None, node.idxname, bool(node.concurrent))
 
 
-_INVALID_INDEXES = """
-SELECT n.nspname, c.relname, t.relname
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_class t ON t.oid = i.indrelid
-WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
-  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)
-"""
 
 
 def invalid_indexes(conn: psycopg.Connection) -> list[str]:

