@@ -21,7 +21,7 @@ from tasks.events import emit_alert_event
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     from migrator.alerts.notify import build_event, send_event
 
-    fleet_run = _fleet_run()
+    fleet_run = fleet_run_of_this_run()
     if fleet_run:
         run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
                           "its databases", event, fleet_run)
@@ -41,7 +41,7 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     return {**result.to_dict(), "prefect_event_id": prefect_event}
 
 
-def _fleet_run() -> str | None:
+def fleet_run_of_this_run() -> str | None:
     """The migrate-fleet run this flow run belongs to (its ``fleet_run_id`` parameter), if any."""
     from prefect import runtime
 
