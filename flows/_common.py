@@ -43,7 +43,7 @@ from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.backup import backup_task
 from tasks.environment import Environment
-from tasks.notify import fleet_run_of_this_run, notify
+from tasks.notify import muted_by_fleet_run, notify
 
 if TYPE_CHECKING:
     from prefect.states import State
@@ -186,11 +186,7 @@ class RunReport:
         fields.setdefault("database", self.database)
         fields.setdefault("version_before", self.version_before)
         fields.setdefault("backup_key", self.backup_url or self.backup_key)
-        fleet_run = fleet_run_of_this_run()
-        if fleet_run:  # what the notify task would do, without a task run per database of a fleet
-            run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
-                              "its databases", event, fleet_run)
-        else:
+        if not muted_by_fleet_run(event):  # checked here too: no notify task run per database of a fleet
             notify.with_options(task_run_name=f"notify {event}")(self.env.name, event, **fields)
         self.alerted.append(event)
 
