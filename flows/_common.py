@@ -43,7 +43,7 @@ from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.backup import backup_task
 from tasks.environment import Environment
-from tasks.notify import notify
+from tasks.notify import muted_by_fleet_run, notify
 
 if TYPE_CHECKING:
     from prefect.states import State
@@ -186,7 +186,8 @@ class RunReport:
         fields.setdefault("database", self.database)
         fields.setdefault("version_before", self.version_before)
         fields.setdefault("backup_key", self.backup_url or self.backup_key)
-        notify.with_options(task_run_name=f"notify {event}")(self.env.name, event, **fields)
+        if not muted_by_fleet_run(event):  # checked here too: no notify task run per database of a fleet
+            notify.with_options(task_run_name=f"notify {event}")(self.env.name, event, **fields)
         self.alerted.append(event)
 
     def page_incident(self, error: str | None = None) -> None:
@@ -468,7 +469,8 @@ def findings_md(report: dict[str, Any] | None, limit: int = 50) -> str:
     findings = report.get("findings") or []
     text = f"{report.get('errors', 0)} errors, {report.get('warnings', 0)} warnings\n\n"
     rows = [
-        (f.get("severity"), f.get("rule"), f"{f.get('file')}:{f.get('line') or ''}", f.get("message"))
+        (f.get("severity"), f.get("rule"), shown_file(f["file"], f.get("line")) if f.get("file") else "",
+         f.get("message"))
         for f in findings[:limit]
     ]
     return text + md_table(["severity", "rule", "where", "message"], rows)

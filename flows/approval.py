@@ -4,11 +4,13 @@ The approving engineer sees, in the Prefect UI's resume form, what will run (eac
 migration by name with its lint warnings, after any preface such as a rehearsal result), must
 choose ``approve`` or ``reject`` (no default) and give a name. A rejection alerts ``approval.rejected``
 (not ``migration.failed``: nobody is paged) and ends the run Failed, outcome "rejected", with
-ApprovalRejected; nothing was applied.
+ApprovalRejected; nothing was applied. A UI Retry of an approved run does not ask again while what it
+would run is what was approved (``covered``: same files by checksum); a fixed file is approved again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Literal
 
@@ -128,10 +130,18 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
     """
     md = plan_markdown(env, plan, report, backup_key, preface_md)
     key = artifact_key("approval", env.name)
+    names = _names(plan)
+    scope = approved_scope(env.name, plan)
+    earlier = _earlier_approval(scope)
+    if earlier is not None:  # a Retry of this run, the plan unchanged: the approval already given holds
+        run_logger().info("%s in an earlier attempt of this run, for these very files: applying %s",
+                          earlier.text(), names)
+        _decided(env, key, md, earlier, f"applying {names} (a retry of the same run; the plan, its files' "
+                                        "checksums included, is what was approved)", run)
+        return str(earlier.by)
     create_markdown_artifact(markdown="> **Waiting for a decision**: open this run, click Resume, choose approve or "
                              "reject\n\n" + md, key=key,
                              description=f"approval needed: {env.name} (paused, waiting for a decision)")
-    names = _names(plan)
     notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
            version_after=plan["target"], backup_key=backup_key,
            migrations=[migration_label(s) for s in plan["steps"]],
@@ -162,8 +172,63 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
         raise ApprovalRejected(msg, approver, comment)
     decided = Decision("approved", approver, comment)
     log.info("%s: applying %s", decided.text(), names)
+    _remember_approval(scope, decided)
     _decided(env, key, md, decided, f"applying {names}", run)
     return approver
+
+
+APPROVED_PLAN_KEY = "approved-plan"
+
+
+def approved_scope(env_name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """What an approval covers: the environment, database, target and each step with its file's checksum."""
+    return {"environment": env_name, "database": plan.get("database"), "target": plan.get("target"),
+            "steps": [[s.get("version"), s.get("direction"), s.get("checksum")] for s in plan["steps"]]}
+
+
+def covered(scope: dict[str, Any], approved: dict[str, Any]) -> bool:
+    """Is every step of ``scope`` one the approval ``approved`` covered, file checksum included, for the
+    same database and target? (A retry after 9 of 10 migrations applied runs the approved 10th.)"""
+    if any(scope[k] != approved.get(k) for k in ("environment", "database", "target")):
+        return False
+    given = {tuple(step) for step in approved.get("steps") or []}
+    return bool(scope["steps"]) and all(tuple(step) in given and step[2] for step in scope["steps"])
+
+
+def _earlier_approval(scope: dict[str, Any]) -> Decision | None:
+    """The approval an earlier attempt of this flow run (before a UI Retry) got for a plan covering this
+    one; None on a first attempt, for a changed file (a fixed file is approved again), or outside a run."""
+    from prefect.context import FlowRunContext
+    from prefect.input.actions import read_flow_run_input
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    try:
+        given = read_flow_run_input(key=APPROVED_PLAN_KEY, flow_run_id=ctx.flow_run.id)
+    except Exception as exc:  # the server could not answer: ask again rather than assume
+        run_logger().warning("could not read this run's earlier approval (%s); asking again", exc)
+        return None
+    if not isinstance(given, dict) or not given.get("approver") or not covered(scope, given.get("scope") or {}):
+        return None
+    return Decision("approved", str(given["approver"]), str(given.get("comment") or ""))
+
+
+def _remember_approval(scope: dict[str, Any], decided: Decision) -> None:
+    """Keep the approval with the flow run, so a Retry of the same plan does not ask again."""
+    from prefect.context import FlowRunContext
+    from prefect.input.actions import create_flow_run_input, delete_flow_run_input
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    value = {"scope": scope, "approver": decided.by, "comment": decided.comment}
+    try:
+        with contextlib.suppress(Exception):  # absent on a first approval
+            delete_flow_run_input(key=APPROVED_PLAN_KEY, flow_run_id=ctx.flow_run.id)
+        create_flow_run_input(key=APPROVED_PLAN_KEY, value=value, flow_run_id=ctx.flow_run.id)
+    except Exception as exc:  # a Retry then asks again: safe
+        run_logger().warning("could not keep the approval with the run (%s); a Retry will ask again", exc)
 
 
 def _decided(env: Environment, key: str, md: str, decided: Decision, what: str, run: RunReport | None) -> None:

@@ -111,27 +111,48 @@ def _report_while_waiting(env: Environment, stop: threading.Event, started: floa
         delay = REPORT_EVERY_SECONDS
 
 
-def _set_holder_tag(run_id: str | None, tag: str, present: bool) -> None:
+def _context_run(run_id: str) -> Any:
+    """The current run as its context holds it (None when the context is another run's)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    return run if run is not None and str(run.id) == run_id else None
+
+
+def _set_holder_tag(run_id: str | None, tag: str, present: bool, client: Any) -> None:
+    """Add or remove the holder tag: one API call (the tags come from the run's context; only
+    without one is the run read first), instead of a read and an update at each end of the slot."""
     if not run_id:
         return
-    from prefect.client.orchestration import get_client
-
-    with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # a tag is a courtesy
-        tags = set(client.read_flow_run(UUID(run_id)).tags or [])
+    with contextlib.suppress(Exception):  # a tag is a courtesy
+        run = _context_run(run_id)
+        tags = set((run if run is not None else client.read_flow_run(UUID(run_id))).tags or [])
         new = tags | {tag} if present else tags - {tag}
         if new != tags:
             client.update_flow_run(UUID(run_id), tags=sorted(new))
+            if run is not None:  # the context's copy says what the server now has
+                run.tags = sorted(new)
 
 
 @contextlib.contextmanager
 def migration_slot(env: Environment, wait_seconds: float | None = None) -> Iterator[None]:
     """Hold ``env``'s slot for the body; while waiting for it, log who holds it."""
     from prefect.client.orchestration import get_client
+
+    # one client for the limit and the tags: each new client costs the API a CSRF-token round trip
+    client = get_client(sync_client=True)
+    with client:
+        client.upsert_global_concurrency_limit_by_name(env.concurrency_limit, 1)
+        with _slot(env, client, wait_seconds):
+            yield
+
+
+@contextlib.contextmanager
+def _slot(env: Environment, client: Any, wait_seconds: float | None) -> Iterator[None]:
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
 
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(env.concurrency_limit, 1)
     wait = env.settings.lock_wait_seconds if wait_seconds is None else wait_seconds
     me = flow_run_id()
     log = run_logger()
@@ -150,11 +171,11 @@ def migration_slot(env: Environment, wait_seconds: float | None = None) -> Itera
             waited = time.monotonic() - started
             if waited >= FIRST_REPORT_SECONDS:
                 log.info("got the %s migration slot after waiting %.0fs", env.name, waited)
-            _set_holder_tag(me, tag, True)
+            _set_holder_tag(me, tag, True, client)
             try:
                 yield
             finally:
-                _set_holder_tag(me, tag, False)
+                _set_holder_tag(me, tag, False, client)
     except TimeoutError:
         if acquired:  # a timeout inside the body (a task's) is not the slot's
             raise

@@ -21,10 +21,8 @@ from tasks.events import emit_alert_event
 def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     from migrator.alerts.notify import build_event, send_event
 
-    fleet_run = _fleet_run()
+    fleet_run = muted_by_fleet_run(event)
     if fleet_run:
-        run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
-                          "its databases", event, fleet_run)
         return {"event": event, "delivered": False, "muted_by_fleet_run": fleet_run}
     env = run_environment(environment)
     settings = env.settings
@@ -41,12 +39,17 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     return {**result.to_dict(), "prefect_event_id": prefect_event}
 
 
-def _fleet_run() -> str | None:
-    """The migrate-fleet run this flow run belongs to (its ``fleet_run_id`` parameter), if any."""
+def muted_by_fleet_run(event: str) -> str | None:
+    """The migrate-fleet run this flow run belongs to (its ``fleet_run_id`` parameter), if any: that
+    run alerts once for all its databases, so ``event`` is logged here instead of sent."""
     from prefect import runtime
 
     try:
         value = runtime.flow_run.parameters.get("fleet_run_id")
     except Exception:
         return None
-    return str(value) if value else None
+    if not value:
+        return None
+    run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all its databases",
+                      event, value)
+    return str(value)

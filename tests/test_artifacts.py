@@ -217,3 +217,20 @@ def test_a_retry_from_the_ui_completes_with_the_same_summary_line(env: dict[str,
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run_id).run_count == 2
     _matches_db(_latest(run_id, "migrate-test"), env["db_url"])
+
+
+def test_lint_findings_name_files_as_the_alerts_do(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The artifact's lint table names a file inside the checkout as ``migrations/...:line`` (as the
+    terminal and the alerts do), not by the worker's absolute path; a file outside it keeps its path."""
+    from flows._common import findings_md
+
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "migrations" / "000010_x.up.sql"
+    outside = "/elsewhere/migrations/000011_y.up.sql"
+    md = findings_md({"errors": 0, "warnings": 2, "findings": [
+        {"severity": "warning", "rule": "MIG117", "file": str(inside), "line": 2, "message": "m"},
+        {"severity": "warning", "rule": "MIG113", "file": outside, "line": None, "message": "n"},
+    ]})
+    assert "| migrations/000010_x.up.sql:2 |" in md and str(tmp_path) not in md
+    assert f"| {outside} |" in md
+    assert not table_problems(md)

@@ -384,16 +384,10 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
 
 
 def _shown_path(path: object) -> str:
-    """The file relative to the working directory when inside it (as validate prints it)."""
-    if not path:
-        return "?"
-    from pathlib import Path
+    """The file as validate prints it (``migrator.files.shown``), ``?`` when unknown."""
+    from migrator.files import shown
 
-    p = Path(str(path))
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
+    return shown(str(path)) if path else "?"
 
 
 def _recover_available() -> bool:
