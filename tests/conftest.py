@@ -1,7 +1,13 @@
-"""Shared fixtures: a real PostgreSQL database per test, migration folders, and the CLI in-process.
+"""Shared fixtures: a real PostgreSQL database per test, migration folders, the CLI in-process, one
+Prefect test harness per session, and the test tiers.
 
 The server is the machine's PostgreSQL on 127.0.0.1:5432 (``TEST_PG_URL`` overrides it). Each test
 gets a database of its own, created here and dropped afterwards.
+
+Tiers (docs/testing.md): every test carries exactly one of the markers ``unit``, ``db``, ``prefect``,
+``e2e``, ``browser``. It is assigned here from the fixtures a test uses (``TIER_FIXTURES``; the
+heaviest wins) unless the test or its module names a tier itself, which may only be heavier. A
+``unit`` test that connects to PostgreSQL anyway fails (``_unit_tests_stay_off_postgresql``).
 """
 
 from __future__ import annotations
@@ -73,6 +79,140 @@ def url_for(server_url: str, dbname: str) -> str:
     return head + sep + query
 
 
+def dbname_of(url: str) -> str:
+    """The database name of a ``postgresql://.../name`` URL."""
+    return url.partition("?")[0].rsplit("/", 1)[1]
+
+
+def query(url: str, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    """All rows of one statement on ``url`` (a connection of its own)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(statement, params or None).fetchall()  # type: ignore[arg-type]
+
+
+def execute(url: str, statement: str) -> None:
+    """Run ``statement`` on ``url`` in autocommit (DDL, a planted row, a lock holder's setup)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def db_state(url: str) -> list[tuple[int, bool]]:
+    """``schema_migrations`` as (version, dirty) rows."""
+    return [(int(v), bool(d)) for v, d in query(url, "SELECT version, dirty FROM schema_migrations")]
+
+
+# -- tiers ------------------------------------------------------------------------------------------
+
+TIERS = ("unit", "db", "prefect", "e2e", "browser")  # lightest first; `-m "unit or db"` is the fast tier
+TIER_FIXTURES = {
+    "pg_server": "db",  # the machine's PostgreSQL, for fixtures that make databases of their own
+    "db_url": "db",
+    "any_db_url": "db",
+    "embedded_server_url": "db",
+    "prefect_harness": "prefect",  # the session's prefect_test_harness
+    "prefect_server": "e2e",  # a real `prefect server` (tests/prefect_server.py)
+}
+
+
+def fixture_tier(fixturenames: list[str]) -> str:
+    """The heaviest tier among the fixtures a test uses (``unit`` for none)."""
+    found = [TIER_FIXTURES[f] for f in fixturenames if f in TIER_FIXTURES]
+    return max(found, key=TIERS.index, default="unit")
+
+
+def tier_problems(item: pytest.Item) -> list[str]:
+    """What is wrong with ``item``'s tier markers: none, several, or one lighter than its fixtures."""
+    marked = [t for t in TIERS if item.get_closest_marker(t) is not None]
+    if len(marked) != 1:
+        return [f"{item.nodeid}: tier markers {marked or 'none'}; exactly one of {', '.join(TIERS)}"]
+    needed = fixture_tier(list(getattr(item, "fixturenames", [])))
+    if TIERS.index(marked[0]) < TIERS.index(needed):
+        return [f"{item.nodeid}: marked {marked[0]} but its fixtures need {needed}"]
+    return []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _count_postgresql_connections()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each unmarked test the tier of its fixtures; refuse a run with a wrongly marked test;
+    heaviest tiers first (under xdist they start first instead of making the tail); group for xdist."""
+    problems: list[str] = []
+    for item in items:
+        own = [t for t in TIERS if any(m.name == t for m in item.iter_markers())]
+        if not own:
+            item.add_marker(getattr(pytest.mark, fixture_tier(list(getattr(item, "fixturenames", [])))))
+        problems += tier_problems(item)
+        group = xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if problems:
+        raise pytest.UsageError("test tiers (see docs/testing.md):\n" + "\n".join(problems))
+    items.sort(key=lambda item: -TIERS.index(next(t for t in TIERS if item.get_closest_marker(t))))
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """Tests that share something costly run on one xdist worker (``--dist loadgroup``): the session's
+    real Prefect server, or a module's module-scoped fixture (a 1M-row source database, a server)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    if "prefect_server" in info.names_closure:
+        return "prefect_server"
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name) or ()
+        if any(d.scope == "module" for d in defs):
+            return item.nodeid.split("::")[0]
+    return None
+
+
+_pg_connections = [0]
+
+
+def _count_postgresql_connections() -> None:
+    """Count successful psycopg connections in this process (the unit tier's guard reads it)."""
+    if getattr(psycopg.Connection.connect, "_counts", False):
+        return
+    original = psycopg.Connection.connect.__func__  # type: ignore[attr-defined]
+
+    def connect(cls: type, *args: Any, **kwargs: Any) -> Any:
+        conn = original(cls, *args, **kwargs)
+        _pg_connections[0] += 1
+        return conn
+
+    connect._counts = True  # type: ignore[attr-defined]
+    psycopg.Connection.connect = classmethod(connect)  # type: ignore[assignment,method-assign]
+    psycopg.connect = psycopg.Connection.connect  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_off_postgresql(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A ``unit`` test that reached PostgreSQL belongs in ``db``: fail it, saying so."""
+    before = _pg_connections[0]
+    yield
+    if request.node.get_closest_marker("unit") is not None and _pg_connections[0] != before:
+        pytest.fail(f"{request.node.nodeid} is marked unit but connected to PostgreSQL: mark it db "
+                    "(or take db_url/pg_server)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The machine's PostgreSQL server URL, for fixtures that create databases of their own."""
+    return SERVER_URL
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One ``prefect_test_harness`` (a Prefect server on SQLite) for the whole session: modules use
+    it with ``pytestmark = pytest.mark.usefixtures("prefect_harness")``. Starting it took 10-30 s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _committed_schema_file_untouched() -> Iterator[None]:
     """``migrator up``/``down`` in the local environment rewrite the project's ``migrations/schema.sql``;
@@ -104,13 +244,13 @@ def _isolated_secret_registry() -> Iterator[None]:
 
 
 @pytest.fixture
-def db_url() -> Iterator[str]:
+def db_url(pg_server: str) -> Iterator[str]:
     """A fresh, empty database on the machine's PostgreSQL; dropped after the test."""
-    name = create_database(SERVER_URL)
+    name = create_database(pg_server)
     try:
-        yield url_for(SERVER_URL, name)
+        yield url_for(pg_server, name)
     finally:
-        drop_database(SERVER_URL, name)
+        drop_database(pg_server, name)
 
 
 @pytest.fixture

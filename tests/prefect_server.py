@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
+
+from conftest import create_database, drop_database
 
 PREFECT_BIN = str(Path(sys.executable).with_name("prefect"))
 START_TIMEOUT = 120.0  # the first start runs Prefect's schema migrations on an empty database
@@ -43,17 +43,14 @@ PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5
 @contextmanager
 def prefect_database(server_url: str = PG_SERVER_URL) -> Iterator[str]:
     """A fresh PostgreSQL database for a Prefect server; yields its SQLAlchemy asyncpg URL, drops it after."""
-    name = f"prefect_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(server_url, prefix="prefect")
     info = psycopg.conninfo.conninfo_to_dict(server_url)
     auth = str(info.get("user") or "postgres") + (f":{info['password']}" if info.get("password") else "")
     url = f"postgresql+asyncpg://{auth}@{info.get('host') or '127.0.0.1'}:{info.get('port') or 5432}/{name}"
     try:
         yield url
     finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(server_url, name)
 
 
 def free_port() -> int:

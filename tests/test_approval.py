@@ -14,9 +14,11 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
-from test_flows import _has_table, _paused_run_id, db_state, env, events, harness, hook, s3  # noqa: F401
+from test_flows import _has_table, _paused_run_id, db_state, env, events, hook, s3  # noqa: F401
 
 from conftest import write_migration
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_form_schema_requires_a_decision_without_default() -> None:

@@ -18,12 +18,12 @@ from markdown_check import field, table_problems
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.flow_runs import resume_flow_run
-from test_flows import _paused_run_id, db_state, env, events, harness, hook, s3  # noqa: F401 - fixtures
+from test_flows import _paused_run_id, db_state, env, events, hook, s3  # noqa: F401 - fixtures
 from test_recovery import DOWN_SAFE, UP_BROKEN, UP_FIXED
 
 from conftest import write_migration
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.timeout(300)]
 
 
 def _in_thread(fn: Any, **kw: Any) -> tuple[threading.Thread, list[Any]]:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from test_lock_wait import wait_for_query
 
-from conftest import ROOT, write_migration
+from conftest import ROOT, query, write_migration
 from migrator.config import Settings, TableName
 from migrator.engine import Migrator
 from migrator.errors import MigrationFailedError
@@ -33,11 +33,6 @@ def make(url: str, path: Path, **kw: object) -> Migrator:
     return Migrator(Settings(database_url=url, migrations_path=path, **kw))  # type: ignore[arg-type]
 
 
-def rows(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
-    with psycopg.connect(url) as conn:
-        return list(conn.execute(query, params).fetchall())
-
-
 def test_old_history_table_upgrades_in_place(db_url: str, migrations_dir: Path) -> None:
     write_migration(migrations_dir, 1, "a", "CREATE TABLE a (id int);", "DROP TABLE a;")
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -49,7 +44,7 @@ def test_old_history_table_upgrades_in_place(db_url: str, migrations_dir: Path) 
         )
     m = make(db_url, migrations_dir)
     m.up()
-    cols = {r[0] for r in rows(db_url, "SELECT column_name FROM information_schema.columns "
+    cols = {r[0] for r in query(db_url, "SELECT column_name FROM information_schema.columns "
                                        "WHERE table_name = 'schema_migrations_history'")}
     assert {"statements_total", "statements_done", "failed_statement", "statement_hashes", "action",
             "comment"} <= cols
@@ -67,10 +62,10 @@ def test_old_history_table_upgrades_in_place(db_url: str, migrations_dir: Path) 
                 "INSERT INTO schema_migrations_history (version, direction, success, started_at, finished_at, "
                 "duration_ms, tool_version) VALUES (1, 'sideways', true, now(), now(), 0, 'x')"
             )
-    assert len(rows(db_url, "SELECT conname FROM pg_constraint WHERE contype = 'c' AND conrelid = "
+    assert len(query(db_url, "SELECT conname FROM pg_constraint WHERE contype = 'c' AND conrelid = "
                             "'schema_migrations_history'::regclass")) == 1
     make(db_url, migrations_dir).down()  # a second session finds nothing to upgrade and works
-    assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == []
+    assert query(db_url, "SELECT version, dirty FROM schema_migrations") == []
 
 
 def test_last_attempt_and_force_checksum(db_url: str, migrations_dir: Path) -> None:
@@ -120,8 +115,8 @@ def test_status_failure_on_half_failed_create_index_concurrently(db_url: str, mi
     assert [(x.index, x.line, x.state) for x in f.statements] == [(1, 1, "done"), (2, 2, "failed"), (3, 3, "not run")]
     assert st.to_dict()["failure"]["statements"][1]["state"] == "failed"
     # the INVALID index PostgreSQL leaves behind is real, and v was never created
-    assert rows(db_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_x'::regclass") == [(False,)]
-    assert rows(db_url, "SELECT to_regclass('v')") == [(None,)]
+    assert query(db_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_x'::regclass") == [(False,)]
+    assert query(db_url, "SELECT to_regclass('v')") == [(None,)]
     (migrations_dir / "000002_uniq.up.sql").write_text("CREATE TABLE u (id int, y int);\nSELECT 1;\n")
     assert m.status().failure.file_changed  # type: ignore[union-attr]
 
@@ -149,11 +144,11 @@ def test_started_row_survives_kill_9_mid_non_transactional_file(db_url: str, mig
             proc.kill()
     # the server notices the dead client (client_connection_check_interval) and stops the sleep
     deadline = time.monotonic() + 15
-    while rows(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%%'"):
+    while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%%'"):
         assert time.monotonic() < deadline, "the killed migrator's statement still runs on the server"
         time.sleep(0.2)
-    assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
-    hist = rows(db_url, "SELECT version, direction, success, error, run_id, statements_total, statements_done, "
+    assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
+    hist = query(db_url, "SELECT version, direction, success, error, run_id, statements_total, statements_done, "
                         "failed_statement, array_length(statement_hashes, 1) FROM schema_migrations_history")
     assert hist == [(1, "up", False, STARTED_ERROR, "killed-run", 4, 2, None, 4)]
     st = make(db_url, migrations_dir).status()

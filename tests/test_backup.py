@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import SERVER_URL, create_database, drop_database, url_for
+from conftest import SERVER_URL, create_database, dbname_of, drop_database, url_for
 from migrator.backup import (
     BackupError,
     BackupIntegrityError,
@@ -78,7 +78,7 @@ def rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @pytest.fixture(scope="module")
-def big_db() -> Iterator[str]:
+def big_db(pg_server: str) -> Iterator[str]:
     """~20 MiB of random data: its dump needs several 5 MiB parts."""
     name = create_database(SERVER_URL, prefix="bkbig")
     url = url_for(SERVER_URL, name)
@@ -96,7 +96,7 @@ def small_db(db_url: str) -> str:
 
 
 @pytest.fixture
-def target_db() -> Iterator[str]:
+def target_db(pg_server: str) -> Iterator[str]:
     name = create_database(SERVER_URL, prefix="bkdst")
     try:
         yield url_for(SERVER_URL, name)
@@ -138,7 +138,7 @@ def test_multipart_upload_with_encryption_and_metadata(s3: S3Server, big_db: str
 
     assert max(parts_seen) >= 2, "the dump was not streamed as a multipart upload"
     assert result.parts >= 4 and result.size > 20 * MiB
-    db = big_db.rsplit("/", 1)[1]
+    db = dbname_of(big_db)
     assert result.key.startswith(f"prod-backups/test/{db}/") and result.key.endswith("_v7.dump")
     head = client.head_object(Bucket=bucket, Key=result.key)
     assert head["ServerSideEncryption"] == "AES256"
@@ -427,7 +427,7 @@ def test_prune_keeps_exactly_what_the_policy_says(
     else:
         dest = f"file://{tmp_path}/b"
     s = settings(small_db, dest)
-    db = small_db.rsplit("/", 1)[1]
+    db = dbname_of(small_db)
     newest = create_backup(s).key
     old = _plant(dest, client, newest, "test", db, [2, 5, 10, 20, 40, 60])
     other = _plant(dest, client, newest, "test", "otherdb", [90])  # another database: out of scope

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import ROOT, SERVER_URL, create_database, drop_database, url_for
+from conftest import ROOT, SERVER_URL, create_database, dbname_of, drop_database, url_for
 from migrator.backup import (
     BackupError,
     create_backup,
@@ -38,7 +38,7 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def db() -> Iterator[str]:
+def db(pg_server: str) -> Iterator[str]:
     """schema_migrations at version 3 and ~12 MiB of incompressible rows: three 5 MiB parts."""
     name = create_database(SERVER_URL, prefix="bkint")
     url = url_for(SERVER_URL, name)
@@ -57,7 +57,7 @@ def db() -> Iterator[str]:
 
 
 @pytest.fixture
-def target_db() -> Iterator[str]:
+def target_db(pg_server: str) -> Iterator[str]:
     name = create_database(SERVER_URL, prefix="bkitg")
     try:
         yield url_for(SERVER_URL, name)
@@ -237,7 +237,7 @@ def test_an_object_without_sha256_is_marked_and_never_latest_or_kept(s3: S3Serve
     client = s3.client()
     template = create_backup(s)
     store = open_store(dest)
-    dbname = db.rsplit("/", 1)[1]
+    dbname = dbname_of(db)
     now = datetime.now(UTC)
     good = [make_key(store, "test", dbname, now - timedelta(days=d), 3) for d in range(1, 15)]
     for key in good:

@@ -34,7 +34,7 @@ def pg18_db(embedded_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def pg15_target() -> Iterator[str]:
+def pg15_target(pg_server: str) -> Iterator[str]:
     name = create_database(SERVER_URL, prefix="v15")
     try:
         yield url_for(SERVER_URL, name)

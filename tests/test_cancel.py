@@ -11,19 +11,13 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from test_lock_wait import wait_for_query
 
-from conftest import ROOT, write_migration
+from conftest import ROOT, query, write_migration
 from migrator.config import Settings
 from migrator.engine import Migrator
 from migrator.errors import MigrationCancelledError
-
-
-def rows(url: str, query: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(url) as conn:
-        return list(conn.execute(query).fetchall())
 
 
 def run_and_signal(db_url: str, migrations_dir: Path, sig: int, fragment: str) -> tuple[int, str, float]:
@@ -55,9 +49,9 @@ def test_sigterm_mid_transaction_cancels_rolls_back_and_audits(db_url: str, migr
     assert "the database stays at version 1, clean" in lines[0]
     assert took < 5  # the sleep was cancelled, not waited out
     time.sleep(5.5)  # long past the sleep: the server must not have gone on to commit the batch
-    assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, False)]
-    assert rows(db_url, "SELECT to_regclass('b'), to_regclass('c')") == [(None, None)]
-    hist = rows(db_url, "SELECT version, success, error, statements_done, failed_statement FROM "
+    assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, False)]
+    assert query(db_url, "SELECT to_regclass('b'), to_regclass('c')") == [(None, None)]
+    hist = query(db_url, "SELECT version, success, error, statements_done, failed_statement FROM "
                         "schema_migrations_history ORDER BY id DESC LIMIT 1")
     assert hist == [(2, False, "cancelled by SIGTERM (canceling statement due to user request)", 1, 2)]
 
@@ -67,9 +61,9 @@ def test_sigint_mid_transaction_exits_130(db_url: str, migrations_dir: Path) -> 
     code, err, _took = run_and_signal(db_url, migrations_dir, signal.SIGINT, "pg_sleep(30)")
     assert code == 130, err
     assert "cancelled by SIGINT" in err and "stays at version -1, clean" in err
-    assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
-    assert rows(db_url, "SELECT to_regclass('b')") == [(None,)]
-    assert rows(db_url, "SELECT success, error FROM schema_migrations_history") == [
+    assert query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert query(db_url, "SELECT to_regclass('b')") == [(None,)]
+    assert query(db_url, "SELECT success, error FROM schema_migrations_history") == [
         (False, "cancelled by SIGINT (canceling statement due to user request)")
     ]
 
@@ -83,9 +77,9 @@ def test_sigterm_mid_non_transactional_file_ends_dirty_and_audited(db_url: str, 
     code, err, _took = run_and_signal(db_url, migrations_dir, signal.SIGTERM, "pg_sleep(30)")
     assert code == 143, err
     assert "cancelled by SIGTERM" in err and "DIRTY at version 1" in err and "migrator recover" in err
-    assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
-    assert rows(db_url, "SELECT to_regclass('never')") == [(None,)]
-    hist = rows(db_url, "SELECT success, error, statements_done, failed_statement FROM schema_migrations_history")
+    assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
+    assert query(db_url, "SELECT to_regclass('never')") == [(None,)]
+    hist = query(db_url, "SELECT success, error, statements_done, failed_statement FROM schema_migrations_history")
     assert hist == [(False, "cancelled by SIGTERM (canceling statement due to user request)", 2, 3)]
     st = Migrator(Settings(database_url=db_url, migrations_path=migrations_dir)).status()
     assert st.failure is not None and [x.state for x in st.failure.statements] == ["done", "done", "failed", "not run"]
@@ -126,16 +120,16 @@ def test_a_host_handler_raising_mid_statement_is_cancelled_cleaned_up_and_re_rai
     from migrator.alerts.notify import failure_fields  # what a flow's alert reads from the host's exception
 
     assert failure_fields(exc.value)["dirty"] is dirty and failure_fields(exc.value)["failing_version"] == 1
-    assert rows(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
-                        "AND state = 'active'") == [(0,)]
-    assert rows(db_url, "SELECT success, error FROM schema_migrations_history") == [
+    assert query(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
+                        "AND state = 'active' AND datname = current_database()") == [(0,)]
+    assert query(db_url, "SELECT success, error FROM schema_migrations_history") == [
         (False, "cancelled by SIGTERM (canceling statement due to user request)")
     ]
     if dirty:
-        assert rows(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
+        assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]
     else:
-        assert rows(db_url, "SELECT to_regclass('t')") == [(None,)]
-        assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+        assert query(db_url, "SELECT to_regclass('t')") == [(None,)]
+        assert query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
 
 
 def test_cancel_while_waiting_for_the_lock_changes_nothing(db_url: str, migrations_dir: Path) -> None:
@@ -146,7 +140,7 @@ def test_cancel_while_waiting_for_the_lock_changes_nothing(db_url: str, migratio
         with pytest.raises(MigrationCancelledError) as err:
             Migrator(Settings(database_url=db_url, migrations_path=migrations_dir, lock_wait_seconds=60)).up()
     assert err.value.exit_code == 130 and "nothing was changed" in str(err.value)
-    assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
 
 
 def test_kill_9_mid_transaction_commits_nothing(db_url: str, migrations_dir: Path) -> None:
@@ -156,8 +150,8 @@ def test_kill_9_mid_transaction_commits_nothing(db_url: str, migrations_dir: Pat
     code, _err, _took = run_and_signal(db_url, migrations_dir, signal.SIGKILL, "pg_sleep(4)")
     assert code == -9
     time.sleep(6)  # past the sleep: a batch left running would have committed by now
-    assert rows(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
-    assert rows(db_url, "SELECT to_regclass('b')") == [(None,)]
+    assert query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert query(db_url, "SELECT to_regclass('b')") == [(None,)]
 
 
 def test_cancelled_non_transactional_file_is_alerted_as_dirty(db_url: str, migrations_dir: Path) -> None:

@@ -186,6 +186,7 @@ def test_makefile_targets_call_the_cli(db_url: str, tmp_path: Path) -> None:
     assert r.returncode != 0 and "NAME=" in (r.stdout + r.stderr)
 
 
+@pytest.mark.db  # starts the embedded PostgreSQL (in a subprocess)
 def test_embedded_default_on_a_fresh_folder(tmp_path: Path) -> None:
     """No DATABASE_URL: the CLI starts the embedded PostgreSQL in ./.migrator and migrates it."""
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import write_migration
+from conftest import dbname_of, write_migration
 from migrator.alerts.notify import verify_signature
 from webhook_receiver import WebhookReceiver, closed_port_url
 
@@ -36,7 +36,7 @@ def test_failed_up_sends_signed_migration_failed(cli, db_url: str, migrations_di
     assert body["event"] == "migration.failed" and body["environment"] == "staging"
     assert body["failing_version"] == 2 and body["file"].endswith("000002_bad.up.sql:2")  # file:line, as database.dirty
     assert body["error"] == "division by zero" and body["dirty"] is False
-    assert body["database"] == db_url.rsplit("/", 1)[1]
+    assert body["database"] == dbname_of(db_url)
     assert verify_signature(SECRET, req.header("X-Webhook-Timestamp"), req.body, req.header("X-Webhook-Signature"))
     assert PASSWORD.encode() not in req.body and SECRET.encode() not in req.body
 

@@ -196,6 +196,7 @@ def test_make_migrate_force_passes_args(db_url: str, migrations_dir: Path) -> No
 
 # --- 11.6 migrator embedded -------------------------------------------------------------------------
 
+@pytest.mark.db  # starts the embedded PostgreSQL
 def test_embedded_url_psql_status_stop() -> None:
     import tempfile
 

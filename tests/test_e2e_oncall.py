@@ -23,6 +23,7 @@ def _exists(name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+@pytest.mark.db  # the helper makes (and drops) a database for a server; no server starts
 def test_prefect_database_is_created_and_dropped() -> None:
     with prefect_database() as url:
         assert url.startswith("postgresql+asyncpg://postgres@127.0.0.1:5432/prefect_")

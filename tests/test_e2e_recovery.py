@@ -40,7 +40,7 @@ from prefect_server import PREFECT_BIN, PrefectServer, running_server, running_w
 from ui_browser import Actions, browser_page, chromium
 from webhook_receiver import WebhookReceiver
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 IMG = ROOT / "docs" / "img"
 SHOTS: dict[str, Path] = {}  # where this session's screenshots go (docs/img/ with UPDATE_SCREENSHOTS=1)
 

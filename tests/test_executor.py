@@ -145,12 +145,12 @@ def test_sigterm_cancels_a_running_recover_resume(db_url: str, migrations_dir: P
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with psycopg.connect(db_url, autocommit=True) as watch:
         deadline = time.monotonic() + 30
-        while not watch.execute("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'").fetchone():
+        while not watch.execute("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND datname = current_database()").fetchone():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
-        assert not watch.execute("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'").fetchone()
+        assert not watch.execute("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND datname = current_database()").fetchone()
         row = watch.execute("SELECT action, success, error, statements_done FROM schema_migrations_history "
                             "ORDER BY id DESC LIMIT 1").fetchone()
         assert watch.execute("SELECT version, dirty FROM schema_migrations").fetchall() == [(2, True)]

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from conftest import ROOT
 from migrator.errors import ConfigError
 from prefect_server import isolated_env
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 PROD_VARS = ("ASKFRANK_PROD_DATABASE_URL", "ASKFRANK_DEV_DATABASE_URL", "WEBHOOK_URL", "WEBHOOK_SECRET",
              "BACKUP_URL", "MIGRATOR_DEPLOYMENTS_DIR", "MIGRATOR_ENV")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture

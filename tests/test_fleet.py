@@ -16,20 +16,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from conftest import SERVER_URL, tenant_databases, url_for, write_migration
 from webhook_receiver import WebhookReceiver
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 PASSWORD = "Fleet-Sentinel-pw-77"
 TENANTS = 20
 J = "-- Business justification: test\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture
@@ -39,7 +34,7 @@ def hook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def tenants() -> Iterator[dict[str, Any]]:
+def tenants(pg_server: str) -> Iterator[dict[str, Any]]:
     """20 empty tenant databases plus a catalogue database listing them (in order)."""
     with tenant_databases("fleet", TENANTS,
                           "CREATE TABLE tenants (name text PRIMARY KEY, active boolean NOT NULL DEFAULT true)",

@@ -29,7 +29,7 @@ TENANTS = 8
 
 
 @pytest.fixture
-def tenants() -> Iterator[dict[str, Any]]:
+def tenants(pg_server: str) -> Iterator[dict[str, Any]]:
     with tenant_databases("fleete2e", TENANTS,
                           "CREATE TABLE tenant_databases (name text PRIMARY KEY, shard_host text NOT NULL, "
                           "active bool DEFAULT true)",

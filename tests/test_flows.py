@@ -17,19 +17,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
-from prefect.testing.utilities import prefect_test_harness
 
-from conftest import write_migration
+from conftest import db_state, url_for, write_migration
 from s3_server import S3Server, serve
 from webhook_receiver import WebhookReceiver
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 PASSWORD = "Flow-Sentinel-pw-42"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture
@@ -72,11 +67,6 @@ monitor: {{pending_alert_after_minutes: 0}}
     write_migration(migrations_dir, 2, "create_b", "-- Business justification: test\nCREATE TABLE b (id int);",
                     "-- Business justification: test\nDROP TABLE IF EXISTS b;")
     return {"bucket": bucket, "db_url": db_url, "dir": migrations_dir, "s3": s3, "hook": hook}
-
-
-def db_state(url: str) -> list[tuple[int, bool]]:
-    with psycopg.connect(url) as conn:
-        return [(int(v), bool(d)) for v, d in conn.execute("SELECT version, dirty FROM schema_migrations").fetchall()]
 
 
 def backups(env: dict[str, Any]) -> list[str]:
@@ -353,7 +343,7 @@ def test_rollback_and_restore_drill(env: dict[str, Any]) -> None:
     assert len(backups(env)) == 2
     drill = restore_drill(environment="test")
     assert drill["schema_version"] == 2  # the latest backup was taken at version 2, before the rollback
-    with psycopg.connect(env["db_url"].rsplit("/", 1)[0] + "/postgres") as conn:
+    with psycopg.connect(url_for(env["db_url"], "postgres")) as conn:
         left = conn.execute(r"SELECT count(*) FROM pg_database WHERE datname LIKE 'migrator\_scratch\_drill\_%%' "
                             "AND split_part(datname, '_', 5) = %s", (str(os.getpid()),)).fetchone()
     assert left == (0,)

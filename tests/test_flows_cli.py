@@ -47,6 +47,7 @@ def test_flow_cli_argument_errors_are_one_line() -> None:
         assert r.returncode == 2 and r.stdout == "" and r.stderr.splitlines() == [expected]
 
 
+@pytest.mark.prefect  # `python -m flows` runs the flow on Prefect's ephemeral server
 @pytest.mark.timeout(240)
 def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_path: Path, db_url: str) -> None:
     d = tmp_path / "migrations"

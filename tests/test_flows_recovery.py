@@ -18,7 +18,6 @@ from test_flows import (  # noqa: F401 - fixtures
     db_state,
     env,
     events,
-    harness,
     hook,
     s3,
 )
@@ -27,7 +26,7 @@ from test_recovery import DOWN_SAFE, DOWN_UNSAFE, UP_BROKEN, UP_FIXED
 from conftest import write_migration
 from migrator.execute.state import statement_hash
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.timeout(300)]
 
 
 @pytest.fixture

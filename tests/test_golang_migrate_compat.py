@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, write_migration
+from conftest import ROOT, dbname_of, write_migration
 from migrator.config import Settings, TableName
 from migrator.engine import Migrator
 from migrator.errors import LockTimeoutError
@@ -83,7 +83,7 @@ def test_state_table_layout_matches_golang_migrate(db_url: str, migrations_dir: 
 
 def test_lock_held_by_golang_migrate_times_out_clearly(db_url: str, migrations_dir: Path) -> None:
     write_migration(migrations_dir, 1, "create_a", "CREATE TABLE a (id int);", "DROP TABLE a;")
-    dbname = db_url.rsplit("/", 1)[1]
+    dbname = dbname_of(db_url)
     cli_lock = StateTable("public", "schema_migrations", dbname).lock_ids[0]  # the `migrate` CLI's id
     m = Migrator(Settings(database_url=db_url, migrations_path=migrations_dir, lock_wait_seconds=1.0))
     with psycopg.connect(db_url, autocommit=True) as holder:
@@ -101,7 +101,7 @@ def test_lock_held_by_golang_migrate_times_out_clearly(db_url: str, migrations_d
 
 def test_waits_for_lock_then_proceeds(db_url: str, migrations_dir: Path) -> None:
     write_migration(migrations_dir, 1, "create_a", "CREATE TABLE a (id int);", "DROP TABLE a;")
-    dbname = db_url.rsplit("/", 1)[1]
+    dbname = dbname_of(db_url)
     go_lock = StateTable("public", "schema_migrations", dbname).lock_ids[1]  # Go code's WithInstance id
     holder = psycopg.connect(db_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (go_lock,))

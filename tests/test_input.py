@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import url_for, write_migration
+from conftest import dbname_of, url_for, write_migration
 from migrator import files
 from migrator.errors import MigrationFileError
 
@@ -158,7 +158,7 @@ def test_unix_socket_urls(cli, db_url: str, two: Path, monkeypatch: pytest.Monke
     sockets = next((d for d in ("/var/run/postgresql", "/run/postgresql", "/tmp")
                     if os.path.exists(f"{d}/.s.PGSQL.5432")), None)
     assert sockets is not None, "no PostgreSQL socket on this machine"
-    name = db_url.rsplit("/", 1)[1]
+    name = dbname_of(db_url)
     monkeypatch.delenv("PGHOST", raising=False)
     monkeypatch.setenv("PGUSER", "postgres")  # postgres:/// takes the user from PGUSER or the OS, as psql
     r = cli("up", "1", "--path", str(two), "--database-url", f"postgresql:///{name}?host={sockets}&user=postgres")
@@ -319,7 +319,7 @@ def test_largest_values_still_accepted(cli, db_url: str, two: Path) -> None:  # 
     r = cli("force", "9223372036854775807", "--expect", "2", "--yes", *g)
     assert r.code == 0, r.err
     assert _version(db_url) == (2**63 - 1, False)
-    r = cli("status", *g, "--database-url", url_for(db_url, db_url.rsplit("/", 1)[1]) + "?x-statement-timeout=2147483647")
+    r = cli("status", *g, "--database-url", url_for(db_url, dbname_of(db_url)) + "?x-statement-timeout=2147483647")
     assert r.code == 0 and "9223372036854775807" in r.out, r.err
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from conftest import ROOT, SERVER_URL, create_database, drop_database, url_for, write_migration
 from migrator import leftover
@@ -29,7 +28,7 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def source(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator[dict[str, Any]]:
     """A database at version 1 with ~15 MB of rows, and one file:// backup of it."""
     from migrator.backup import create_backup
     from migrator.config import Settings
@@ -149,9 +148,8 @@ def test_a_scratch_database_of_a_live_process_or_with_a_session_is_kept(cli: Any
     reused = f"migrator_scratch_rehearsal_{host}_{sleeper.pid}_{old}_eeee"  # the sleeper started after 2020
     names = [live, in_use, young_other, old_other, reused]
     try:
-        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-            for name in names:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for name in names:
+            create_database(SERVER_URL, name=name)
         with psycopg.connect(url_for(SERVER_URL, in_use)):  # a session on the dead process's database
             r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
             assert r.code == 0, r.err
@@ -281,6 +279,7 @@ def test_a_backup_killed_with_sigkill_leaves_a_partial_file_the_next_backup_remo
     assert not live.exists()
 
 
+@pytest.mark.db  # creates scratch databases on SERVER_URL
 def test_two_scratch_databases_with_the_same_name_tag_get_two_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two scratch databases of one process in one second whose random parts collide: the second
     one draws again instead of failing with 'already exists' (or blaming CREATEDB)."""

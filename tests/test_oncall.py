@@ -13,9 +13,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.flow_runs import resume_flow_run
-from test_flows import _paused_run_id, db_state, env, events, harness, hook, s3  # noqa: F401
+from test_flows import _paused_run_id, db_state, env, events, hook, s3  # noqa: F401
 
 from conftest import write_migration
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def run_logs(flow_run_id: UUID, settle: float = 10.0) -> list[str]:

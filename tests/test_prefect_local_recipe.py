@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]  # a real prefect server, a worker
 
 
 @pytest.mark.skipif(not (shutil.which("git") and shutil.which("createdb") and shutil.which("psql")),

@@ -10,6 +10,7 @@ database dropped (or kept with --keep), the same-server refusals, and the size-l
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ JUST = "-- Business justification: test\n"
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def source(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator[dict[str, Any]]:
     """A database at version 1 with 1,000,000 patients (mrn has duplicates), and one backup of it."""
     from migrator.backup import create_backup
     from migrator.config import Settings
@@ -80,9 +81,13 @@ def snapshot(url: str) -> dict[str, Any]:
         }
 
 
-def databases(prefix: str = "migrator_scratch_rehearsal_") -> set[str]:
+def databases(prefix: str = "migrator_scratch_rehearsal_", pid: int | None = None) -> set[str]:
+    """The databases named ``prefix...`` of process ``pid`` (this one by default; the name carries it):
+    other pytest workers and other runs on the same server make their own at the same time."""
     with psycopg.connect(SERVER_URL) as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))}
+        return {r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s AND split_part(datname, '_', 5) = %s",
+            (prefix.replace("_", r"\_") + "%", str(pid or os.getpid())))}
 
 
 def test_rewrite_under_access_exclusive_and_concurrent_index(cli: Any, source: dict[str, Any], migrations: Path,
@@ -265,7 +270,7 @@ def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], m
 
     write_migration(migrations, 2, "slow_backfill", JUST + "SELECT pg_sleep(600);\nALTER TABLE patients ADD COLUMN x int;",
                     JUST + "ALTER TABLE patients DROP COLUMN IF EXISTS x;")
-    before, dbs_before = snapshot(source["url"]), databases()
+    before = snapshot(source["url"])
     proc = subprocess.Popen(
         [sys.executable, "-m", "migrator", "rehearse", "--scratch-url", SERVER_URL, "--allow-same-server"],
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -274,8 +279,9 @@ def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], m
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with psycopg.connect(SERVER_URL) as conn:
-                row = conn.execute(r"SELECT datname FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%' "
-                                   r"AND datname LIKE 'migrator\_scratch\_rehearsal\_%'").fetchone()
+                row = conn.execute(r"SELECT datname FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%%' "
+                                   r"AND datname LIKE 'migrator\_scratch\_rehearsal\_%%' "
+                                   "AND split_part(datname, '_', 5) = %s", (str(proc.pid),)).fetchone()
                 if row:
                     scratch = row[0]
                     break
@@ -293,7 +299,7 @@ def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], m
     assert time.monotonic() - stopped < 60  # not the 600 s the statement would have taken
     assert err.strip().splitlines()[-1].startswith(line)
     assert "Traceback" not in err
-    assert scratch not in databases() and databases() <= dbs_before  # the scratch database was dropped
+    assert scratch not in databases(pid=proc.pid) and databases(pid=proc.pid) == set()  # the scratch database was dropped
     assert snapshot(source["url"]) == before
 
 

@@ -21,19 +21,14 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
-from prefect.testing.utilities import prefect_test_harness
 
 from conftest import SERVER_URL, write_migration
 from webhook_receiver import WebhookReceiver
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 JUST = "-- Business justification: test\n"
 PASSWORD = "Rehearsal-Sentinel-pw-7"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture

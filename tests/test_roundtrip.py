@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import psycopg
@@ -15,9 +16,11 @@ HEADER = "-- Business justification: roundtrip test.\n"
 
 
 def _scratch_databases() -> set[str]:
+    """This process's roundtrip scratch databases (their names carry the pid: other pytest workers and
+    other runs on the same server make their own at the same time)."""
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        rows = conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'migrator\_scratch\_roundtrip\_%'"
-                            ).fetchall()
+        rows = conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'migrator\_scratch\_roundtrip\_%%' "
+                            "AND split_part(datname, '_', 5) = %s", (str(os.getpid()),)).fetchall()
     return {r[0] for r in rows}
 
 
@@ -43,7 +46,7 @@ def test_roundtrip_ok_and_scratch_database_dropped(cli, db_url: str, migrations_
         "1_create_patients up again", "2_add_patient_email up again", "3_add_patient_mrn_index up again",
     ]
     assert data["scratch_database"] not in _scratch_databases()
-    assert _scratch_databases() <= before  # none left (a sweep may remove others')
+    assert _scratch_databases() <= before  # none of ours left
     # the configured database itself was not touched
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT to_regclass('patients')").fetchone() == (None,)
@@ -104,6 +107,7 @@ def test_roundtrip_refuses_a_folder_with_file_errors(cli, db_url: str, migration
     assert "000001_create_patients.up.sql" in r.err and "down" in r.err
 
 
+@pytest.mark.db  # asks the machine's server for its version
 def test_pg_dump_choice_matches_the_server() -> None:
     with psycopg.connect(SERVER_URL) as conn:
         major = conn.info.server_version // 10000

@@ -102,7 +102,7 @@ CHANGES: dict[str, tuple[str, str | tuple[str, ...]]] = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def reader_role() -> Iterator[None]:
+def reader_role(pg_server: str) -> Iterator[None]:
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {ROLE}")  # type: ignore[arg-type]
     yield

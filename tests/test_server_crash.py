@@ -22,7 +22,7 @@ from conftest import ROOT, write_migration
 from migrator import embedded
 from migrator.execute.state import STARTED_ERROR
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.db, pytest.mark.timeout(180)]
 
 
 @pytest.fixture

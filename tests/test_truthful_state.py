@@ -57,7 +57,7 @@ def schema(url: str) -> list[str]:
 
 
 @pytest.fixture
-def fresh_url() -> Iterator[str]:
+def fresh_url(pg_server: str) -> Iterator[str]:
     """A second database: the same files applied cleanly, to compare schemas with."""
     name = create_database(SERVER_URL)
     try:

@@ -20,6 +20,7 @@ from prefect_server import running_server
 from ui_browser import CHROMIUM, browser_page, migrate_paused_for_approval, open_resume_dialog
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.timeout(300),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install -y chromium)"),
 ]
