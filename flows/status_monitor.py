@@ -38,11 +38,12 @@ def _drift_variable(environment: str) -> str:
 
 def alert_drift(environment: str, st: dict[str, Any]) -> dict[str, Any]:
     """schema.drift with every difference, unless this same list was already alerted."""
-    report = schema_drift(environment)
+    checked = schema_drift(environment)
     name = _drift_variable(environment)
-    if report.get("error"):
-        return {"drift_error": report["error"]}
-    lines = [d["line"] for d in report["differences"]]
+    if checked.report is None:
+        return {"drift_error": checked.error}
+    report = checked.report
+    lines = report.lines
     if not lines:
         Variable.set(name, {}, overwrite=True)
         return {"drift": []}
@@ -53,7 +54,7 @@ def alert_drift(environment: str, st: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"drift": lines}
     if seen.get("fingerprint") != fingerprint:
         notify(environment, "schema.drift", database=st["database"], version_before=st["version"],
-               differences=lines, summary=report["summary"])
+               differences=lines, summary=report.summary())
         Variable.set(name, {"fingerprint": fingerprint, "since": datetime.now(UTC).isoformat()}, overwrite=True)
         out["alerted"] = True
     return out
