@@ -7,23 +7,36 @@ never turn a successful run into a failed one, nor hide the original failure.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from migrator.alerts.webhook import DeliveryResult
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.environment import run_environment
 from tasks.events import emit_alert_event
 
 
+@dataclass(frozen=True)
+class AlertOutcome:
+    """What became of one alert: its webhook delivery and its Prefect event, or the fleet run that
+    sends it instead (then nothing was sent from here)."""
+
+    event: str
+    delivery: DeliveryResult | None = None
+    prefect_event_id: str | None = None
+    muted_by_fleet_run: str | None = None
+
+
 @task(name="notify", task_run_name="notify {event}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
+def notify(environment: str, event: str, **fields: Any) -> AlertOutcome:
     from migrator.alerts.notify import build_event, send_event
 
     fleet_run = muted_by_fleet_run(event)
     if fleet_run:
-        return {"event": event, "delivered": False, "muted_by_fleet_run": fleet_run}
+        return AlertOutcome(event, muted_by_fleet_run=fleet_run)
     env = run_environment(environment)
     settings = env.settings
     settings.flow_run_url = flow_run_url()
@@ -36,7 +49,7 @@ def notify(environment: str, event: str, **fields: Any) -> dict[str, Any]:
     prefect_event = emit_alert_event(environment, alert)
     if prefect_event is None:
         log.warning("Prefect event askfrank.%s not emitted (the webhook alert is unaffected)", event)
-    return {**result.to_dict(), "prefect_event_id": prefect_event}
+    return AlertOutcome(event, delivery=result, prefect_event_id=prefect_event)
 
 
 def muted_by_fleet_run(event: str) -> str | None:

@@ -345,7 +345,6 @@ KNOWN_DICT_TASKS: frozenset[str] = frozenset({
     "tasks.backup:backup_database",
     "tasks.fleet:read_after",
     "tasks.fleet:survey_fleet",
-    "tasks.notify:notify",
     "tasks.rehearse:rehearse_migrations",
     "tasks.status:plan_migrations",
     "tasks.status:read_status",
