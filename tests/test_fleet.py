@@ -111,8 +111,19 @@ def test_fleet_migrates_every_tenant_then_rerun_skips(fleet_env: dict[str, Any])
     dumps = list(fleet_env["backups"].rglob("*.dump"))
     assert len(dumps) == TENANTS and {d.parent.name for d in dumps} == set(names)
     with psycopg.connect(url_for(SERVER_URL, names[7])) as conn:  # its own audit trail, with its environment
-        envs = {r[0] for r in conn.execute("SELECT environment FROM schema_migrations_history")}
-    assert envs == {f"tenants:{names[7]}"}
+        audit = conn.execute("SELECT environment, run_id FROM schema_migrations_history").fetchall()
+    assert {r[0] for r in audit} == {f"tenants:{names[7]}"} and len(audit) == 2
+    assert {r[1] for r in audit} == {result["run_id"]}  # audited with the fleet run's id
+    from prefect.client.orchestration import get_client
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:  # in-process: ONE task run per database, no child flow run
+        task_run = client.read_task_run(by_name[names[7]]["run_id"])
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[result["run_id"]])))
+    assert task_run.name == f"migrate {names[7]}" and str(task_run.flow_run_id) == result["run_id"]
+    assert children == []
     (ev,) = events(fleet_env["hook"])  # ONE alert for the fleet, none per database
     assert ev["event"] == "fleet.completed" and ev["details"]["counts"] == {"succeeded": TENANTS}
     fleet_env["hook"].clear()
@@ -176,9 +187,11 @@ def test_non_transactional_failure_leaves_dirty_with_recovery_step(fleet_env: di
     assert art is not None
     md = str(art.data)
     assert "version 3, **DIRTY**" in md and "dirty: recover it" in md
+    assert f"recover/tenants:{bad}" in md and "apply failed" in md  # the in-process task's own next step
     (ev,) = events(fleet_env["hook"])
     (failed,) = ev["details"]["failed_databases"]
     assert failed["database"] == bad and failed["dirty"] is True and failed["version"] == 3
+    assert f"recover/tenants:{bad}" in failed["next_step"]
 
 
 def test_canary_failure_stops_whatever_the_budget(fleet_env: dict[str, Any]) -> None:

@@ -343,8 +343,6 @@ KNOWN_DICT_TASKS: frozenset[str] = frozenset({
     "tasks.apply:apply_migrations",
     "tasks.apply:rollback_migrations",
     "tasks.backup:backup_database",
-    "tasks.fleet:read_after",
-    "tasks.fleet:survey_fleet",
     "tasks.rehearse:rehearse_migrations",
     "tasks.status:plan_migrations",
     "tasks.status:read_status",
