@@ -6,13 +6,29 @@ failed ``migrate`` run from the UI, the backup of that run is reused instead of 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 
+from migrator.backup import BackupResult, VerifyResult
 from tasks._common import flow_run_id, retry_unless_permanent, run_logger
 from tasks.environment import Environment, run_environment
+
+
+@dataclass(frozen=True)
+class VerifiedBackup:
+    """The backup a run took and its read-back check (sha256, size, ``pg_restore --list``): what the
+    flows name in their summaries and what a retried run reuses from the cache. Plain data: the
+    URLs are the store's (``s3://bucket/...``, ``file:///...``), never a database URL."""
+
+    backup: BackupResult
+    check: VerifyResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """The backup flow's result and ``--json``: the backup's fields, ``verified`` and ``toc_entries``."""
+        return {**self.backup.to_dict(), "verified": self.check.ok, "toc_entries": self.check.toc_entries}
 
 
 @task(
@@ -25,8 +41,8 @@ from tasks.environment import Environment, run_environment
     persist_result=True,
     timeout_seconds=4 * 3600,
 )
-def backup_database(environment: str) -> dict[str, Any]:
-    """Take and verify a backup; returns its key, size and sha256 (no credentials)."""
+def backup_database(environment: str) -> VerifiedBackup:
+    """Take and verify a backup; returns it with its check (key, size, sha256; no credentials)."""
     from migrator.backup import create_backup, verify_backup
 
     env = run_environment(environment)
@@ -37,7 +53,7 @@ def backup_database(environment: str) -> dict[str, Any]:
     log.info("backup %s written: %s bytes, sha256 %s", result.key, result.size, result.sha256)
     check = verify_backup(env.settings, result.key)
     log.info("backup %s verified: %s TOC entries", result.key, check.toc_entries)
-    return {**result.to_dict(), "verified": check.ok, "toc_entries": check.toc_entries}
+    return VerifiedBackup(backup=result, check=check)
 
 
 def backup_task(env: Environment) -> Any:
