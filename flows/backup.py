@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows._common import failure_fields
-from migrator.backup import PruneResult, prune_backups
-from tasks._common import retry_unless_permanent
-from tasks.backup import VerifiedBackup, backup_task
+from tasks.backup import VerifiedBackup, backup_task, prune
 from tasks.environment import run_environment
 from tasks.notify import notify
-
-
-@task(name="prune", task_run_name="prune backups {environment}", retries=2,
-      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def prune(environment: str) -> PruneResult:
-    """Apply the environment's retention policy (keep_last, keep_days); returns what was kept and deleted."""
-    env = run_environment(environment)
-    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True)
 
 
 @flow(name="backup")

@@ -1,7 +1,7 @@
-"""Backup step: pg_dump streamed to S3 (or file://), verified.
+"""Backup tasks: pg_dump streamed to S3 (or file://) and verified; retention; the restore drill.
 
-Retried (an upload can fail transiently) and cached per flow run: when an engineer retries a
-failed ``migrate`` run from the UI, the backup of that run is reused instead of taken again.
+The backup is retried (an upload can fail transiently) and cached per flow run: when an engineer
+retries a failed ``migrate`` run from the UI, the backup of that run is reused instead of taken again.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
 
-from migrator.backup import BackupResult, VerifyResult
+from migrator.backup import BackupResult, PruneResult, VerifyResult, prune_backups
+from migrator.backup.drill import DrillResult, restore_drill
 from tasks._common import flow_run_id, retry_unless_permanent, run_logger
 from tasks.environment import Environment, run_environment
 
@@ -63,3 +64,19 @@ def backup_task(env: Environment) -> Any:
         retries=env.backup_retries,
         retry_delay_seconds=env.backup_retry_delay_seconds,
     )
+
+
+@task(name="prune", task_run_name="prune backups {environment}", retries=2,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def prune(environment: str) -> PruneResult:
+    """Apply the environment's retention policy (keep_last, keep_days); returns what was kept and deleted."""
+    env = run_environment(environment)
+    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True)
+
+
+@task(name="restore-into-scratch", task_run_name="restore drill {environment}", retries=1,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=30, cache_policy=NO_CACHE)
+def restore_into_scratch(environment: str) -> DrillResult:
+    """Restore ``latest`` into a scratch database (dropped afterwards) and check its schema version."""
+    log = run_logger()
+    return restore_drill(run_environment(environment).settings, say=log.info, warn=log.warning)
