@@ -15,6 +15,7 @@ from migrator.redact import redact
 
 
 def _console(stderr: bool = False) -> Any:
+    # lazy: every command loads this module; rich.console would add 54 modules
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
@@ -60,6 +61,7 @@ def table(
     if not is_terminal():
         plain_table(title, columns, rows, caption=caption)
         return
+    # lazy: every command loads this module; rich.table would add 46 modules
     from rich.table import Table
 
     t = Table(title=title, caption=redact(caption) if caption else None, title_justify="left")
