@@ -7,6 +7,7 @@ Everything printed passes through ``redact`` first.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,21 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def via_make() -> bool:
+    """True when the Makefile's ``migrate-*`` targets run the command (they set MIGRATOR_VIA_MAKE=1)."""
+    return os.environ.get("MIGRATOR_VIA_MAKE") == "1"
+
+
+def suggest(cli: str, make: str | None = None) -> str:
+    """A command to suggest, as the person typed theirs: ``make migrate-...`` under make, else ``migrator ...``.
+
+    Without a make form, the CLI is named by its path in the venv (what the Makefile runs).
+    """
+    if not via_make():
+        return cli
+    return make if make is not None else ".venv/bin/" + cli
 
 
 def print_json(data: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
 
-from migrator.backup import BackupResult, PruneResult, VerifyResult, prune_backups
+from migrator.backup import BackupResult, PruneResult, VerifyResult, create_backup, prune_backups, verify_backup
 from migrator.backup.drill import DrillResult, restore_drill
 from tasks._common import flow_run_id, retry_unless_permanent, run_logger
 from tasks.environment import Environment, run_environment
@@ -44,8 +44,6 @@ class VerifiedBackup:
 )
 def backup_database(environment: str) -> VerifiedBackup:
     """Take and verify a backup; returns it with its check (key, size, sha256; no credentials)."""
-    from migrator.backup import create_backup, verify_backup
-
     env = run_environment(environment)
     log = run_logger()
     result = create_backup(env.settings, run_id=flow_run_id())

@@ -382,6 +382,23 @@ def tasks_returning_dicts(root: Path, packages: tuple[str, ...] = ("tasks", "flo
     return sorted(found)
 
 
+def tasks_outside_tasks(root: Path, packages: tuple[str, ...] = ("flows", "migrator")) -> list[str]:
+    """Every ``@task`` function defined outside ``tasks/``, as ``module:function``."""
+    return sorted(f"{module}:{node.name}" for module, path in modules(root, packages).items()
+                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and any(_is_task_decorator(d) for d in node.decorator_list))
+
+
+def test_every_task_is_in_tasks(tmp_path):
+    found = tasks_outside_tasks(ROOT)
+    assert not found, f"a flow decides order; its steps are tasks in tasks/ (over the core): move {found}"
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "f.py").write_text("from prefect import flow, task\n@task(name='p')\ndef p(): ...\n"
+                                             "@flow\ndef f(): ...\n")
+    assert tasks_outside_tasks(tmp_path, ("flows",)) == ["flows.f:p"]  # the check can fail
+
+
 def test_tasks_return_no_bare_dicts():
     found = set(tasks_returning_dicts(ROOT))
     new = sorted(found - KNOWN_DICT_TASKS)
@@ -444,7 +461,6 @@ KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
     "flows.approval:_earlier_approval:prefect.input.actions",
     "flows.approval:_remember_approval:prefect.context",
     "flows.approval:_remember_approval:prefect.input.actions",
-    "flows.backup:prune:migrator.backup",
     "flows.fleet:_fleet_approval:flows.approval",
     "flows.fleet:_fleet_approval:tasks.status",
     "flows.fleet:_in_process_extras:flows.migrate",
@@ -462,9 +478,6 @@ KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
     "flows.pause:pause_for_input:prefect.input",
     "flows.pause:pause_for_input:prefect.states",
     "flows.pause:pause_for_input:prefect.utilities.engine",
-    "flows.restore_drill:restore_into_scratch:migrator",
-    "flows.restore_drill:restore_into_scratch:migrator.backup",
-    "flows.restore_drill:restore_into_scratch:migrator.scratch",
     "flows.slot:_context_run:prefect.context",
     "flows.slot:_slot:prefect.client.schemas.objects",
     "flows.slot:_slot:prefect.concurrency.sync",
@@ -481,7 +494,6 @@ KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
     "tasks._common:migrator_for:migrator.engine",
     "tasks._common:retry_unless_permanent:migrator.errors",
     "tasks._common:retry_unless_permanent:migrator.verify",
-    "tasks.backup:backup_database:migrator.backup",
     "tasks.drift:schema_drift:migrator.errors",
     "tasks.drift:schema_drift:migrator.schema.drift",
     "tasks.environment:_api_url:prefect.settings",
@@ -498,7 +510,6 @@ KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
     "tasks.notify:notify:migrator.alerts.notify",
     "tasks.recovery:recover_database:migrator.recover.actions",
     "tasks.rehearse:rehearsal_config:migrator.rehearse.run",
-    "tasks.rehearse:rehearse_migrations:migrator.rehearse.report",
     "tasks.rehearse:rehearse_migrations:migrator.rehearse.run",
     "tasks.validate:validate_migrations:migrator.lint",
     "tasks.verify:verify_status:migrator.verify",

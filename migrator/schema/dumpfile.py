@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from migrator import files
-from migrator.commands import suggest
 from migrator.config import Settings, state_table_name
 from migrator.errors import MigratorError
 from migrator.files import MigrationSet
+from migrator.output import suggest
 from migrator.redact import redact
 
 if TYPE_CHECKING:
