@@ -41,7 +41,7 @@ from migrator.recover.incident import (
 from migrator.redact import redact
 from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
-from tasks.backup import backup_task
+from tasks.backup import VerifiedBackup, backup_task
 from tasks.environment import Environment
 from tasks.notify import muted_by_fleet_run, notify
 
@@ -365,16 +365,16 @@ def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> dict[str
     return dict(before)
 
 
-def take_backup(run: RunReport) -> dict[str, Any]:
+def take_backup(run: RunReport) -> VerifiedBackup:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
     env = run.env
     try:
-        backup = backup_task(env)(env.name)
+        taken: VerifiedBackup = backup_task(env)(env.name)
     except Exception as exc:
         run.alert("backup.failed", **failure_fields(exc))
         raise
-    run.backup_key, run.backup_url = backup["key"], backup.get("url") or backup["key"]
-    return dict(backup)
+    run.backup_key, run.backup_url = taken.backup.key, taken.backup.url or taken.backup.key
+    return taken
 
 
 def apply_step(run: RunReport, task: Any, *args: Any) -> bool:
@@ -429,8 +429,11 @@ def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False)
     from tasks._common import deployment_run_url
 
     url = deployment_run_url(f"recover/{env.name}", {"environment": env.name})
-    where = url or f"Deployments > recover/{env.name} > Run > Custom run"
-    return (f"open {where} and submit it (leave action empty: the run reads the incident and pauses with the "
+    if url is None:  # no recover deployment to link (a local run on Prefect's ephemeral API): the terminal
+        return (f"`migrator status` shows the failed statement; fix the file, then `migrator recover --resume` "
+                f"(or `--revert`, or `--mark-applied` once finished by hand); with a Prefect server: "
+                f"Deployments > recover/{env.name} > Run", None)
+    return (f"open {url} and submit it (leave action empty: the run reads the incident and pauses with the "
             f"recovery form), or fill action=revert|resume|mark_applied and engineer to act at once; "
             f"CLI: migrator recover --resume|--revert|--mark-applied", url)
 

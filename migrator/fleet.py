@@ -23,9 +23,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import psycopg
+
+from migrator import db
 from migrator.config import Settings, prepare_url, state_table_name
+from migrator.db import connect
 from migrator.errors import ConfigError, MigrationFailedError, MigratorError
-from migrator.redact import redact, register_url
+from migrator.execute import state
+from migrator.execute.executor import invalid_indexes
+from migrator.redact import redact, register_secret, register_url
 
 MEMBER_SEP = ":"
 # The fleet environment itself names no database: its settings carry this URL, so anything that
@@ -218,13 +224,10 @@ def _required(resolve: SecretResolver, ref: Any, what: str, fleet: str) -> str:
 
 
 def _discover_rows(spec: FleetSpec, resolve: SecretResolver, only: str | None = None) -> list[dict[str, Any]]:
-    import psycopg
-
     assert spec.discover is not None
     d = spec.discover
     catalogue = prepare_url(_required(resolve, d.catalogue_url, "discover.catalogue_url", spec.name))
     sql = d.query if only is None else f"SELECT * FROM ({d.query.replace('%', '%%')}) AS fleet WHERE fleet.name = %s"
-    from migrator.db import connect
 
     with connect(catalogue) as conn:
         try:
@@ -279,7 +282,6 @@ def _credentials(spec: FleetSpec, resolve: SecretResolver) -> str | None:
     if spec.discover.credentials is None:
         return None
     value = _required(resolve, spec.discover.credentials, "discover.credentials", spec.name)
-    from migrator.redact import register_secret
 
     register_secret(value)
     for part in value.split(":", 1):
@@ -306,9 +308,6 @@ def member_url(spec: FleetSpec, member: str, resolve: SecretResolver) -> str:
 def read_member_state(member: Member, settings: Settings, versions: Sequence[int]) -> DatabaseState:
     """Version, dirty, pending count and INVALID indexes of one member: one connection, three small
     queries, no lock."""
-    from migrator import db
-    from migrator.execute import state
-    from migrator.execute.executor import invalid_indexes
 
     try:
         conn_info = prepare_url(member.url)
@@ -474,7 +473,7 @@ class MemberResult:
 def _verified_backup(settings: Settings, run_id: str | None, progress: Callable[[str], None] | None,
                      policy: MemberPolicy) -> str:
     """Take and verify a backup, retried as ``backup.retries`` says; a setting error is not retried."""
-    # imported here: the backup package (and its storage clients) only when a member is migrated
+    # lazy: the backup package (pg_dump, storage clients) only when a member is migrated
     from migrator.backup import create_backup, verify_backup
 
     attempt = 0
@@ -513,7 +512,7 @@ def migrate_member(name: str, settings: Settings, expected_version: int, *, targ
     member cannot stop the others. The fleet's in-process mode calls this once per database instead
     of starting a child flow run (issue 23: a flow run and its task runs cost more than the work).
     """
-    # imported here: `migrator fleet-status` (this module) starts without the engine, lint and backup code
+    # lazy: `migrator fleet-status` (this module) starts without the engine, lint and verify code
     from migrator import files
     from migrator.engine import Migrator
     from migrator.lint import drift as drift_mod

@@ -115,7 +115,6 @@ def test_fleet_migrates_every_tenant_then_rerun_skips(fleet_env: dict[str, Any])
     assert {r[0] for r in audit} == {f"tenants:{names[7]}"} and len(audit) == 2
     assert {r[1] for r in audit} == {result["run_id"]}  # audited with the fleet run's id
     from prefect.client.orchestration import get_client
-
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:  # in-process: ONE task run per database, no child flow run
