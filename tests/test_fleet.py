@@ -193,6 +193,23 @@ def test_non_transactional_failure_leaves_dirty_with_recovery_step(fleet_env: di
     assert f"recover/tenants:{bad}" in failed["next_step"]
 
 
+def test_a_failed_backup_applies_nothing_and_says_so(fleet_env: dict[str, Any]) -> None:
+    """In-process, a database whose backup cannot be written is not migrated: its task run names the
+    stage, the fleet names it with the next step, and the canary failure stops the rest."""
+    from flows.fleet import migrate_fleet
+
+    names = fleet_env["names"]
+    fleet_env["backups"].write_text("a file where the backup store's folder should be\n")
+    state_ = migrate_fleet(environment="tenants", children="in-process", return_state=True)
+    assert state_.is_failed() and names[0] in str(state_.message)
+    assert all(state(n) is None for n in names)  # nothing applied anywhere, not even the canary
+    (ev,) = events(fleet_env["hook"])
+    (failed,) = ev["details"]["failed_databases"]
+    assert failed["database"] == names[0] and failed["error"].startswith("backup failed")
+    assert "nothing was applied" in failed["next_step"] and failed["dirty"] is False
+    assert ev["details"]["counts"] == {"failed": 1, "not started": TENANTS - 1}
+
+
 def test_canary_failure_stops_whatever_the_budget(fleet_env: dict[str, Any]) -> None:
     from flows.fleet import migrate_fleet
 
