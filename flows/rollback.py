@@ -49,8 +49,8 @@ def rollback(
         with migration_slot(env):
             read_status_before(run)
             plan = plan_migrations(environment, to_version, direction="down", steps=steps)
-            run.plan = plan["steps"]
-            if not plan["steps"]:
+            run.plan = list(plan.steps)
+            if not plan.steps:
                 run.outcome = "no change"
             else:
                 take_backup(run)
@@ -62,7 +62,7 @@ def rollback(
                 apply_step(run, revert, steps, to_version, run.approved_by, run.approval_comment or None)
         if run.incident is not None:
             recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
-        elif plan["steps"]:
-            verify_status(environment, plan["target"], check_drift=False)
+        elif plan.steps:
+            verify_status(environment, plan.target, check_drift=False)
             run.success_alert = ("migration.succeeded", {"direction": "down"})
     return run.final_state()

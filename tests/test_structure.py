@@ -340,15 +340,10 @@ def test_the_runtime_prefect_check_finds_what_it_looks_for(tmp_path):
 KNOWN_DICT_TASKS: frozenset[str] = frozenset({
     "flows.backup:prune",
     "flows.restore_drill:restore_into_scratch",
-    "tasks.apply:apply_migrations",
-    "tasks.apply:rollback_migrations",
     "tasks.backup:backup_database",
     "tasks.fleet:read_after",
     "tasks.fleet:survey_fleet",
     "tasks.rehearse:rehearse_migrations",
-    "tasks.status:plan_migrations",
-    "tasks.status:read_status",
-    "tasks.validate:validate_migrations",
 })
 _DICT_NAMES = {"dict", "Dict", "Mapping", "MutableMapping", "Any"}
 
