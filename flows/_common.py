@@ -433,8 +433,11 @@ def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False)
     from tasks._common import deployment_run_url
 
     url = deployment_run_url(f"recover/{env.name}", {"environment": env.name})
-    where = url or f"Deployments > recover/{env.name} > Run > Custom run"
-    return (f"open {where} and submit it (leave action empty: the run reads the incident and pauses with the "
+    if url is None:  # no recover deployment to link (a local run on Prefect's ephemeral API): the terminal
+        return (f"`migrator status` shows the failed statement; fix the file, then `migrator recover --resume` "
+                f"(or `--revert`, or `--mark-applied` once finished by hand); with a Prefect server: "
+                f"Deployments > recover/{env.name} > Run", None)
+    return (f"open {url} and submit it (leave action empty: the run reads the incident and pauses with the "
             f"recovery form), or fill action=revert|resume|mark_applied and engineer to act at once; "
             f"CLI: migrator recover --resume|--revert|--mark-applied", url)
 

@@ -61,7 +61,8 @@ def migrate(
         approval_timeout_seconds: How long to wait for the approval before giving up, nothing
             applied (empty: the environment's setting).
         recovery_timeout_seconds: When apply leaves the database dirty, how long the recovery form waits
-            before the run ends and leaves the database as it is (empty: the approval timeout).
+            before the run ends and leaves the database as it is (empty: the approval timeout; 0: don't pause,
+            end the run dirty at once, e.g. a local run with no Prefect UI to answer the form).
         approved_by: Set by migrate-fleet, whose one approval covers this database: no approval pause.
         fleet_run_id: Set by migrate-fleet: the fleet sends ONE alert for all its databases, so this
             run sends none.
@@ -90,12 +91,13 @@ def migrate(
                 apply = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)
                 apply_step(run, apply, target_version, run.approved_by, run.approval_comment or None)
         if run.incident is not None:
-            recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
+            recover_in_run(run, env.approval_timeout_seconds if recovery_timeout_seconds is None
+                           else recovery_timeout_seconds)
         elif not dry_run:
             verify_status(environment, plan.target)
             if plan.steps:
                 run.success_alert = ("migration.succeeded", {
-                    "migrations": [f"{s.version}_{s.name}" for s in run.steps]})
+                    "migrations": [s.label or f"{s.version}_{s.name}" for s in run.steps]})
     return run.final_state()
 
 

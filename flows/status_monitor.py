@@ -132,6 +132,6 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
                version_after=st.pending[-1].version,
                message=f"{len(st.pending)} migration(s) pending on {environment} for {waited:.0f} min "
                        f"(threshold {threshold:g} min), oldest {oldest}",
-               pending=[f"{m.version}_{m.name}" for m in st.pending])
+               pending=[m.label or f"{m.version}_{m.name}" for m in st.pending])
         result["alerts"].append("migration.pending")
     return result

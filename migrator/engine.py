@@ -97,6 +97,7 @@ class Step:
     duration_ms: int
     transactional: bool
     checksum: str
+    label: str = ""  # as the files spell it (000010_add_x), for summaries that name the file
 
     def describe(self) -> str:
         """golang-migrate's log line: ``N/u name (12ms)``."""
@@ -447,7 +448,7 @@ class Migrator:
         audit = Audit(planned.direction, m.version, m.name, self.run_id, self.settings.environment, self.approved_by,
                       comment=self.approval_comment)
         done = executor.run(job, audit, lambda f: _failure(f, mf, planned, before))
-        return Step(m.version, m.name, planned.direction, done.duration_ms, done.transactional, mf.sha256)
+        return Step(m.version, m.name, planned.direction, done.duration_ms, done.transactional, mf.sha256, m.label)
 
 
 def _cancelled_between(

@@ -81,7 +81,9 @@ class Migration:
 
     @property
     def label(self) -> str:
-        return f"{self.version}_{self.name}"
+        """The name as the files spell it (``000010_add_x``), so a person can find the file from it."""
+        f = self.up or self.down
+        return f.filename.split(".", 1)[0] if f is not None else f"{self.version}_{self.name}"
 
 
 @dataclass
