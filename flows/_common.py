@@ -41,7 +41,7 @@ from migrator.recover.incident import (
 from migrator.redact import redact
 from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
-from tasks.backup import backup_task
+from tasks.backup import VerifiedBackup, backup_task
 from tasks.environment import Environment
 from tasks.notify import muted_by_fleet_run, notify
 
@@ -369,16 +369,16 @@ def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> Status:
     return before
 
 
-def take_backup(run: RunReport) -> dict[str, Any]:
+def take_backup(run: RunReport) -> VerifiedBackup:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
     env = run.env
     try:
-        backup = backup_task(env)(env.name)
+        taken: VerifiedBackup = backup_task(env)(env.name)
     except Exception as exc:
         run.alert("backup.failed", **failure_fields(exc))
         raise
-    run.backup_key, run.backup_url = backup["key"], backup.get("url") or backup["key"]
-    return dict(backup)
+    run.backup_key, run.backup_url = taken.backup.key, taken.backup.url or taken.backup.key
+    return taken
 
 
 def apply_step(run: RunReport, task: Any, *args: Any) -> bool:

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from prefect import flow, runtime
@@ -489,8 +489,6 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
 def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run: list[str],
                     report: ValidationReport | None, plan_md: str, timeout_seconds: int) -> str:
     """ONE approval for the fleet: the plan lists every database and the migrations to run."""
-    from dataclasses import replace
-
     from flows.approval import request_approval
     from tasks.status import plan_migrations
 

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import psycopg
 
 from migrator import db, files
 from migrator.config import Connection, Settings, state_table_name
@@ -73,9 +75,6 @@ from migrator.status_model import (  # noqa: F401  (re-exported: callers import 
     Status,
     build_status,
 )
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -400,8 +399,6 @@ class Migrator:
         migrations: files.MigrationSet,
         scope: CancelScope,
     ) -> RunResult:
-        import psycopg
-
         version, dirty = read_state(s.conn, s.st)
         if dirty:
             raise DirtyDatabaseError(version)

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -187,8 +188,6 @@ def _read(path: Path, rel: str, problems: list[Problem]) -> tuple[str, str] | No
 
 def _not_a_file(path: Path) -> str:
     """Why an entry named like a migration is not one, and what to do."""
-    import stat
-
     if path.is_symlink() and not path.exists():
         return f"is a broken symbolic link (to {os.readlink(path)}); fix the link or delete it"
     try:
