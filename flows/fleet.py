@@ -26,7 +26,7 @@ import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from prefect import flow, runtime
@@ -36,6 +36,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from flows._common import RunReport, artifact_key, findings_md, flow_report, md_table, outcome_of
 from migrator import fleet
 from migrator.errors import ApprovalRejected, ConfigError, MigratorError
+from migrator.lint import ValidationReport
 from migrator.redact import redact
 from tasks._common import deployment_run_url, flow_run_id, flow_run_url, run_logger
 from tasks.environment import Environment
@@ -458,11 +459,11 @@ def migrate_fleet(
         budget = fleet.Budget(policy["max_failures"])
         budget.failures = sum(o.outcome in FAILED for o in run.outcomes.values())
         run.waves = fleet.plan_waves(run.to_run, policy["canary"], policy["wave_size"])
-        lint: dict[str, Any] | None = None
+        lint: ValidationReport | None = None
         if run.to_run:
             lint = validate_migrations(spec.member_environment(run.to_run[0]))
-            if lint["errors"]:
-                raise MigratorError(f"validation found {lint['errors']} error(s) (checked against "
+            if lint.errors:
+                raise MigratorError(f"validation found {lint.errors} error(s) (checked against "
                                     f"{run.to_run[0]}); nothing was started")
         plan_md = plan_markdown(environment, run.states, run.to_run, run.waves, run.latest, policy)
         if dry_run:
@@ -542,15 +543,16 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
 
 
 def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run: list[str],
-                    report: dict[str, Any] | None, plan_md: str, timeout_seconds: int) -> str:
+                    report: ValidationReport | None, plan_md: str, timeout_seconds: int) -> str:
     """ONE approval for the fleet: the plan lists every database and the migrations to run."""
     from flows.approval import request_approval
     from tasks.status import plan_migrations
 
     by_name = {s.name: s for s in states}
     furthest = min(to_run, key=lambda n: by_name[n].version or -1)
-    plan = dict(plan_migrations(fleet.member_environment(env.name, furthest)))
-    plan["database"] = f"{len(to_run)} databases of {env.name} (migrations listed for the furthest behind, {furthest})"
+    plan = replace(plan_migrations(fleet.member_environment(env.name, furthest)),
+                   database=f"{len(to_run)} databases of {env.name} (migrations listed for the furthest behind, "
+                            f"{furthest})")
     return str(request_approval(env, plan, report, None, timeout_seconds, preface_md=plan_md))
 
 

@@ -50,8 +50,8 @@ def rollback(
         with migration_slot(env):
             read_status_before(run)
             plan = plan_migrations(environment, to_version, direction="down", steps=steps)
-            run.plan = plan["steps"]
-            if not plan["steps"]:
+            run.plan = list(plan.steps)
+            if not plan.steps:
                 run.outcome = "no change"
             else:
                 take_backup(run)
@@ -64,7 +64,7 @@ def rollback(
         if run.incident is not None:
             recover_in_run(run, env.approval_timeout_seconds if recovery_timeout_seconds is None
                            else recovery_timeout_seconds)
-        elif plan["steps"]:
-            verify_status(environment, plan["target"], check_drift=False)
+        elif plan.steps:
+            verify_status(environment, plan.target, check_drift=False)
             run.success_alert = ("migration.succeeded", {"direction": "down"})
     return run.final_state()

@@ -340,11 +340,6 @@ def test_the_runtime_prefect_check_finds_what_it_looks_for(tmp_path):
 # shrinks: a NEW task that returns a dict fails, and so does an entry that no longer does.
 
 KNOWN_DICT_TASKS: frozenset[str] = frozenset({
-    "tasks.apply:apply_migrations",
-    "tasks.apply:rollback_migrations",
-    "tasks.status:plan_migrations",
-    "tasks.status:read_status",
-    "tasks.validate:validate_migrations",
 })
 _DICT_NAMES = {"dict", "Dict", "Mapping", "MutableMapping", "Any"}
 
