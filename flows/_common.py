@@ -43,7 +43,7 @@ from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.backup import VerifiedBackup, backup_task
 from tasks.environment import Environment
-from tasks.notify import muted_by_fleet_run, notify
+from tasks.notify import notify
 
 if TYPE_CHECKING:
     from prefect.states import State
@@ -132,6 +132,7 @@ class RunReport:
     started: float = field(default_factory=time.monotonic)
     duration_seconds: float = 0.0
     first_attempt_here: bool = True  # False on an in-process retry of the same flow run (see final_state)
+    fleet_run_id: str | None = None  # a migrate-fleet run that alerts once for all its databases: none from here
 
     @property
     def environment(self) -> str:
@@ -191,7 +192,10 @@ class RunReport:
         fields.setdefault("database", self.database)
         fields.setdefault("version_before", self.version_before)
         fields.setdefault("backup_key", self.backup_url or self.backup_key)
-        if not muted_by_fleet_run(event):  # checked here too: no notify task run per database of a fleet
+        if self.fleet_run_id:  # no notify task run per database of a fleet: the fleet run alerts once
+            run_logger().info("alert %s not sent: this run is part of fleet run %s, which alerts once for all "
+                              "its databases", event, self.fleet_run_id)
+        else:
             notify.with_options(task_run_name=f"notify {event}")(self.env.name, event, **fields)
         self.alerted.append(event)
 
@@ -332,10 +336,12 @@ _ATTEMPTS_HERE: set[str] = set()  # flow runs that have had an attempt in this p
 
 
 @contextlib.contextmanager
-def flow_report(kind: str, env: Environment, report: RunReport | None = None) -> Iterator[RunReport]:
+def flow_report(kind: str, env: Environment, report: RunReport | None = None, *,
+                fleet_run_id: str | None = None) -> Iterator[RunReport]:
     """The one failure mechanism of migrate, rollback, force, recover and migrate-fleet (see the module
-    docstring); ``report`` is a RunReport subclass for a run about more than one database (the fleet's)."""
-    run = report if report is not None else RunReport(kind, env)
+    docstring); ``report`` is a RunReport subclass for a run about more than one database (the fleet's);
+    ``fleet_run_id``: the migrate-fleet run this one belongs to, which sends the alerts instead."""
+    run = report if report is not None else RunReport(kind, env, fleet_run_id=fleet_run_id)
     rid = flow_run_id()
     if rid is not None:
         run.first_attempt_here = rid not in _ATTEMPTS_HERE

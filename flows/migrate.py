@@ -68,7 +68,7 @@ def migrate(
             run sends none.
     """
     env = run_environment(environment)
-    with flow_report("migrate", env) as run:
+    with flow_report("migrate", env, fleet_run_id=fleet_run_id) as run:
         with migration_slot(env):
             read_status_before(run)
             if not dry_run:

@@ -149,6 +149,20 @@ def test_failing_migration_fails_run_and_alerts(env: dict[str, Any]) -> None:
     assert_no_secret(env["hook"])
 
 
+def test_a_fleet_members_migrate_run_sends_no_alert_of_its_own(env: dict[str, Any]) -> None:
+    """A child migrate run of a migrate-fleet run (its ``fleet_run_id`` parameter) leaves the alert to the
+    fleet run, which sends ONE for all its databases; the same failure without it alerts at once."""
+    from flows.migrate import migrate
+
+    write_migration(env["dir"], 3, "broken", "-- Business justification: test\nSELECT 1/0;",
+                    "-- Business justification: test\nSELECT 1;")
+    state = migrate(environment="test", fleet_run_id="fleet-run-1", return_state=True)
+    assert state.is_failed() and "division by zero" in state.message
+    assert events(env["hook"]) == []
+    assert migrate(environment="test", return_state=True).is_failed()
+    assert [e["event"] for e in events(env["hook"])] == ["migration.failed"]
+
+
 def test_dirty_database_refused_and_monitor_alerts(env: dict[str, Any]) -> None:
     from flows.migrate import migrate
     from flows.status_monitor import status_monitor

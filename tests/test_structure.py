@@ -494,7 +494,6 @@ KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
     "tasks.fleet:newest_backups:datetime",
     "tasks.fleet:newest_backups:migrator.backup",
     "tasks.fleet:target_versions:migrator",
-    "tasks.notify:muted_by_fleet_run:prefect",
     "tasks.notify:notify:migrator.alerts.notify",
     "tasks.recovery:recover_database:migrator.recover.actions",
     "tasks.rehearse:rehearsal_config:migrator.rehearse.run",
