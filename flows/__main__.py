@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
     # With Prefect's ephemeral API (no PREFECT_API_URL) there is no UI to answer the recovery form a
-    # dirty failure pauses for: don't wait an hour for nobody; the run ends dirty and says so, and
+    # dirty failure pauses for: don't pause (0); the run ends dirty and says so, and
     # `migrator status` / `migrator recover` take it from there.
-    recovery_wait = None if os.environ.get("PREFECT_API_URL") else 1
+    recovery_wait = None if os.environ.get("PREFECT_API_URL") else 0
     log_path = _log_path(args.flow, args.env)
     api = None if os.environ.get("PREFECT_API_URL") else LocalApi.start(log_path)  # before prefect's import
     _configure_logging(log_path, verbose=args.verbose, tracebacks=bool(os.environ.get("MIGRATOR_DEBUG")))
@@ -121,12 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
             result = restore_drill(environment=args.env)
     except MigratorError as exc:
-        message = str(exc)
-        if recovery_wait is not None:  # the 1 s "wait" above was not a person's silence
-            message = message.replace(f"no recovery action chosen within {recovery_wait}s",
-                                      "no Prefect UI to pause in (local run)")
         _print_log_hint(log_path)
-        error(message)
+        error(str(exc))
         return 1
     except Exception as exc:  # the flow run failed: Prefect has logged the details
         _print_log_hint(log_path)
@@ -273,7 +269,8 @@ def summary_line(flow: str, env: str, result: object, log: str | None = None) ->
         parts.append(f"{r['database']} version {v(before)}" + (f" -> {v(after)}" if after != before else ""))
     steps = r.get("steps")
     if isinstance(steps, list) and steps:
-        names = ", ".join(f"{s.get('version')}_{s.get('name')}" for s in steps[:3] if isinstance(s, dict))
+        names = ", ".join(str(s.get("label") or f"{s.get('version')}_{s.get('name')}")
+                          for s in steps[:3] if isinstance(s, dict))
         parts.append(f"{len(steps)} migration(s) ({names}{', ...' if len(steps) > 3 else ''})")
     plan = r.get("plan")
     if r.get("outcome") == "dry run" and isinstance(plan, list):

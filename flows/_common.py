@@ -14,7 +14,7 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import create_markdown_artifact
@@ -41,12 +41,16 @@ from migrator.recover.incident import (
 from migrator.redact import redact
 from migrator.verify import VerifyError
 from tasks._common import flow_run_id, flow_run_url, run_logger
-from tasks.backup import backup_task
+from tasks.backup import VerifiedBackup, backup_task
 from tasks.environment import Environment
 from tasks.notify import muted_by_fleet_run, notify
 
 if TYPE_CHECKING:
     from prefect.states import State
+
+    from migrator.engine import PlanItem, Step
+    from migrator.lint import ValidationReport
+    from migrator.status_model import Status
 
 
 class RunFailed(MigratorError):
@@ -113,9 +117,9 @@ class RunReport:
     approved_by: str | None = None
     approval: Decision | None = None  # the approval form's answer (or its timeout), when one was asked
     approval_comment: str = ""  # an approval's comment (a change ticket): kept in the audit rows
-    plan: list[dict[str, Any]] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    lint: dict[str, Any] | None = None
+    plan: list[PlanItem] = field(default_factory=list)  # what the plan step said would run
+    steps: list[Step] = field(default_factory=list)  # what the apply (or rollback) step ran
+    lint: ValidationReport | None = None
     error: str | None = None
     incident: Incident | None = None
     incident_page: str | None = None  # "first" | "reminder" | "duplicate" once the incident was claimed
@@ -140,7 +144,8 @@ class RunReport:
             "version_after": self.version_after, "dirty_after": self.dirty_after,
             "backup_key": self.backup_key, "backup_url": self.backup_url, "approved_by": self.approved_by,
             "approval": self.approval.to_dict() if self.approval else None,
-            "plan": self.plan, "steps": self.steps, "error": self.error,
+            "plan": [asdict(p) for p in self.plan], "steps": [asdict(s) for s in self.steps],
+            "error": self.error,
             "incident": self.incident.to_dict() if self.incident else None,
             "recoveries": [r.to_dict() for r in self.recoveries], "next_step": self.next_step,
             "message": self.message, "alerts": list(self.alerted), "duration_seconds": self.duration_seconds,
@@ -352,28 +357,28 @@ def flow_report(kind: str, env: Environment) -> Iterator[RunReport]:
 # ------------------------------------------------------------------------------------------- steps
 
 
-def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> dict[str, Any]:
+def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> Status:
     """Read the database's state into the report; a dirty database stops migrate and rollback."""
     from tasks.status import read_status
 
     before = read_status(run.env.name)
-    run.database, run.version_before, run.dirty_before = before["database"], before["version"], before["dirty"]
-    run.version_after, run.dirty_after = before["version"], before["dirty"]
-    if refuse_dirty and before["dirty"]:
-        raise DirtyDatabaseError(before["version"])
-    return dict(before)
+    run.database, run.version_before, run.dirty_before = before.database, before.version, before.dirty
+    run.version_after, run.dirty_after = before.version, before.dirty
+    if refuse_dirty and before.dirty:
+        raise DirtyDatabaseError(before.version)
+    return before
 
 
-def take_backup(run: RunReport) -> dict[str, Any]:
+def take_backup(run: RunReport) -> VerifiedBackup:
     """The environment's backup task; a failure alerts ``backup.failed`` (once) and stops the run."""
     env = run.env
     try:
-        backup = backup_task(env)(env.name)
+        taken: VerifiedBackup = backup_task(env)(env.name)
     except Exception as exc:
         run.alert("backup.failed", **failure_fields(exc))
         raise
-    run.backup_key, run.backup_url = backup["key"], backup.get("url") or backup["key"]
-    return dict(backup)
+    run.backup_key, run.backup_url = taken.backup.key, taken.backup.url or taken.backup.key
+    return taken
 
 
 def apply_step(run: RunReport, task: Any, *args: Any) -> bool:
@@ -391,7 +396,7 @@ def apply_step(run: RunReport, task: Any, *args: Any) -> bool:
         run.error = redact(str(exc))
         run.page_incident(exc.pg_message)
         return False
-    run.steps, run.version_after = result["steps"], result["version_after"]
+    run.steps, run.version_after = list(result.steps), result.version_after
     return True
 
 
@@ -428,8 +433,11 @@ def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False)
     from tasks._common import deployment_run_url
 
     url = deployment_run_url(f"recover/{env.name}", {"environment": env.name})
-    where = url or f"Deployments > recover/{env.name} > Run > Custom run"
-    return (f"open {where} and submit it (leave action empty: the run reads the incident and pauses with the "
+    if url is None:  # no recover deployment to link (a local run on Prefect's ephemeral API): the terminal
+        return (f"`migrator status` shows the failed statement; fix the file, then `migrator recover --resume` "
+                f"(or `--revert`, or `--mark-applied` once finished by hand); with a Prefect server: "
+                f"Deployments > recover/{env.name} > Run", None)
+    return (f"open {url} and submit it (leave action empty: the run reads the incident and pauses with the "
             f"recovery form), or fill action=revert|resume|mark_applied and engineer to act at once; "
             f"CLI: migrator recover --resume|--revert|--mark-applied", url)
 
@@ -463,15 +471,13 @@ def md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return head + body
 
 
-def findings_md(report: dict[str, Any] | None, limit: int = 50) -> str:
-    if not report:
+def findings_md(report: ValidationReport | None, limit: int = 50) -> str:
+    if report is None:
         return "_validation did not run_\n"
-    findings = report.get("findings") or []
-    text = f"{report.get('errors', 0)} errors, {report.get('warnings', 0)} warnings\n\n"
+    text = f"{report.errors} errors, {report.warnings} warnings\n\n"
     rows = [
-        (f.get("severity"), f.get("rule"), shown_file(f["file"], f.get("line")) if f.get("file") else "",
-         f.get("message"))
-        for f in findings[:limit]
+        (f.severity, f.rule, shown_file(f.file, f.line) if f.file else "", f.message)
+        for f in report.findings[:limit]
     ]
     return text + md_table(["severity", "rule", "where", "message"], rows)
 
@@ -522,13 +528,14 @@ def run_md(run: RunReport) -> str:
 def migration_rows(run: RunReport) -> list[tuple[Any, ...]]:
     """The plan's migrations with what became of each, from the database's state now (a migration
     applied by a recovery is listed, as is one that failed or never ran)."""
-    done = {(int(s["version"]), s["direction"]): s for s in run.steps}
+    done = {(s.version, s.direction): s for s in run.steps}
     rows = []
-    for step in run.plan or run.steps:
-        version, direction = int(step["version"]), step["direction"]
+    listed: Sequence[PlanItem | Step] = run.plan or run.steps
+    for step in listed:
+        version, direction = step.version, step.direction
         ran = done.get((version, direction))
-        rows.append((version, step["name"], direction, (ran or {}).get("duration_ms", ""),
-                     yes_no(step.get("transactional")), _step_result(run, version, direction, ran is not None)))
+        rows.append((version, step.name, direction, ran.duration_ms if ran else "",
+                     yes_no(step.transactional), _step_result(run, version, direction, ran is not None)))
     return rows
 
 

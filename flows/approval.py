@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
@@ -24,6 +24,10 @@ from migrator.errors import ApprovalRejected, MigratorError
 from tasks._common import run_logger
 from tasks.environment import Environment
 from tasks.notify import notify
+
+if TYPE_CHECKING:
+    from migrator.engine import Plan, PlanItem
+    from migrator.lint import Finding, ValidationReport
 
 
 class Approval(RunInput):
@@ -42,69 +46,72 @@ class Approval(RunInput):
     comment: str = Field(default="", title="Comment", description="Change ticket or reason (optional).")
 
 
-def migration_label(step: dict[str, Any]) -> str:
+def migration_label(step: PlanItem) -> str:
     """``000002_create_b``: the file's stem, as engineers know it."""
-    return f"{int(step['version']):06d}_{step['name']}"
+    return f"{step.version:06d}_{step.name}"
 
 
 _VERSION_PREFIX = re.compile(r"(\d+)_")
 
 
-def _version_of(finding: dict[str, Any]) -> int | None:
+def _version_of(finding: Finding) -> int | None:
     """The migration version a lint finding is about (from its file name), None for folder-level ones."""
-    m = _VERSION_PREFIX.match(str(finding.get("file") or "").rsplit("/", 1)[-1])
+    m = _VERSION_PREFIX.match((finding.file or "").rsplit("/", 1)[-1])
     return int(m.group(1)) if m else None
 
 
-def _findings_by_version(report: dict[str, Any] | None) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {}
-    for f in (report or {}).get("findings") or []:
+def _findings(report: ValidationReport | None) -> list[Finding]:
+    return report.findings if report is not None else []
+
+
+def _findings_by_version(report: ValidationReport | None) -> dict[int, list[Finding]]:
+    out: dict[int, list[Finding]] = {}
+    for f in _findings(report):
         v = _version_of(f)
         if v is not None:
             out.setdefault(v, []).append(f)
     return out
 
 
-def _finding_line(f: dict[str, Any]) -> str:
-    where = str(f.get("file") or "").rsplit("/", 1)[-1] + (f":{f['line']}" if f.get("line") else "")
-    return f"**{f.get('severity')}** {f.get('rule')} `{where}`: {f.get('message')}"
+def _finding_line(f: Finding) -> str:
+    where = (f.file or "").rsplit("/", 1)[-1] + (f":{f.line}" if f.line else "")
+    return f"**{f.severity}** {f.rule} `{where}`: {f.message}"
 
 
-def migrations_md(plan: dict[str, Any], report: dict[str, Any] | None) -> str:
+def migrations_md(plan: Plan, report: ValidationReport | None) -> str:
     """Each migration the plan runs, by name, in order, with its lint findings under it."""
     by_version = _findings_by_version(report)
     lines = []
-    for i, step in enumerate(plan["steps"], 1):
-        tx = "one transaction: all or nothing" if step.get("transactional") else (
-            f"**not in a transaction** ({step.get('why_not_transactional')}): a failure halfway leaves the "
+    for i, step in enumerate(plan.steps, 1):
+        tx = "one transaction: all or nothing" if step.transactional else (
+            f"**not in a transaction** ({step.why_not_transactional}): a failure halfway leaves the "
             "database dirty")
-        lines.append(f"{i}. **{migration_label(step)}** ({step['direction']}): {tx}")
-        findings = by_version.get(int(step["version"]), [])
+        lines.append(f"{i}. **{migration_label(step)}** ({step.direction}): {tx}")
+        findings = by_version.get(step.version, [])
         lines += [f"    - {_finding_line(f)}" for f in findings] or ["    - no lint findings"]
     return "\n".join(lines) + "\n"
 
 
-def plan_markdown(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
+def plan_markdown(env: Environment, plan: Plan, report: ValidationReport | None,
                   backup_key: str | None, preface_md: str | None = None) -> str:
     """The plan as the approver and the plan artifact show it: the preface (a rehearsal result) first,
     then the version change, each migration by name with its lint findings, then the numbers."""
-    n = len(plan["steps"])
+    n = len(plan.steps)
     md = preface_md.rstrip() + "\n\n" if preface_md else ""  # first, as agreed (F's rehearsal result)
-    md += (f"# {n} migration{'s' if n != 1 else ''} for `{env.name}`: version {_version(plan['version'])} "
-           f"→ {_version(plan['target'])}\n\n")
+    md += (f"# {n} migration{'s' if n != 1 else ''} for `{env.name}`: version {_version(plan.version)} "
+           f"→ {_version(plan.target)}\n\n")
     md += migrations_md(plan, report)
     md += (
-        f"\nDatabase `{plan['database']}` is at version **{_version(plan['version'])}**; "
-        f"after these it will be at **{_version(plan['target'])}**.\n\n"
+        f"\nDatabase `{plan.database}` is at version **{_version(plan.version)}**; "
+        f"after these it will be at **{_version(plan.target)}**.\n\n"
         f"Backup taken before: `{backup_key or 'none'}`\n"
     )
-    planned = {int(s["version"]) for s in plan["steps"]}
-    other = [f for f in (report or {}).get("findings") or [] if _version_of(f) not in planned]
+    planned = {s.version for s in plan.steps}
+    other = [f for f in _findings(report) if _version_of(f) not in planned]
     if other:
         md += "\n## Other lint findings (migrations not in this plan)\n\n" + md_table(
             ["severity", "rule", "where", "message"],
-            [(f.get("severity"), f.get("rule"), f"{f.get('file')}:{f.get('line') or ''}", f.get("message"))
-             for f in other[:50]])
+            [(f.severity, f.rule, f"{f.file}:{f.line or ''}", f.message) for f in other[:50]])
     return md
 
 
@@ -112,13 +119,13 @@ def _version(v: Any) -> str:
     return "none" if v is None or v == -1 else str(v)
 
 
-def _names(plan: dict[str, Any], limit: int = 10) -> str:
-    names = [migration_label(s) for s in plan["steps"]]
+def _names(plan: Plan, limit: int = 10) -> str:
+    names = [migration_label(s) for s in plan.steps]
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
 
-def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, Any] | None,
+def request_approval(env: Environment, plan: Plan, report: ValidationReport | None,
                      backup_key: str | None, timeout_seconds: int, preface_md: str | None = None,
                      run: RunReport | None = None) -> str:
     """Pause until an engineer answers in the UI; returns who approved.
@@ -142,13 +149,13 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
     create_markdown_artifact(markdown="> **Waiting for a decision**: open this run, click Resume, choose approve or "
                              "reject\n\n" + md, key=key,
                              description=f"approval needed: {env.name} (paused, waiting for a decision)")
-    notify(env.name, "approval.requested", database=plan["database"], version_before=plan["version"],
-           version_after=plan["target"], backup_key=backup_key,
-           migrations=[migration_label(s) for s in plan["steps"]],
-           message=f"{env.name}: approval requested for {len(plan['steps'])} migration(s): {names}")
-    n = len(plan["steps"])
+    notify(env.name, "approval.requested", database=plan.database, version_before=plan.version,
+           version_after=plan.target, backup_key=backup_key,
+           migrations=[migration_label(s) for s in plan.steps],
+           message=f"{env.name}: approval requested for {len(plan.steps)} migration(s): {names}")
+    n = len(plan.steps)
     waiting = (f"paused for approval: {n} migration{'s' if n != 1 else ''} for {env.name} (version "
-               f"{_version(plan['version'])} -> {_version(plan['target'])}) wait for an engineer. Click Resume, "
+               f"{_version(plan.version)} -> {_version(plan.target)}) wait for an engineer. Click Resume, "
                f"set Decision to approve or reject, type Your name (and a Comment, e.g. the change ticket), then "
                f"Submit; without an answer by {deadline_text(timeout_seconds)} nothing is applied")
     answer = pause_for_input(Approval.with_initial_data(description=md), timeout_seconds=timeout_seconds,
@@ -158,17 +165,17 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
     if answer is None:
         decided = Decision("timed out")
         _decided(env, key, md, decided, f"nothing was applied; {env.name} stays at version "
-                                        f"{_version(plan['version'])}", run)
+                                        f"{_version(plan.version)}", run)
         raise MigratorError(f"approval timed out after {timeout_seconds}s: nothing was applied")
     approver, comment = answer.approver.strip(), answer.comment.strip()
     if answer.decision != "approve":
         decided = Decision("rejected", approver, comment)
-        msg = f"{decided.text()}: {names} not applied; {env.name} stays at version {_version(plan['version'])}"
+        msg = f"{decided.text()}: {names} not applied; {env.name} stays at version {_version(plan.version)}"
         log.info("%s", msg)
         _decided(env, key, md, decided, msg, run)
-        notify(env.name, "approval.rejected", database=plan["database"], version_before=plan["version"],
-               version_after=plan["version"], approver=approver, comment=comment,
-               migrations=[migration_label(s) for s in plan["steps"]], message=f"{env.name}: {msg}")
+        notify(env.name, "approval.rejected", database=plan.database, version_before=plan.version,
+               version_after=plan.version, approver=approver, comment=comment,
+               migrations=[migration_label(s) for s in plan.steps], message=f"{env.name}: {msg}")
         raise ApprovalRejected(msg, approver, comment)
     decided = Decision("approved", approver, comment)
     log.info("%s: applying %s", decided.text(), names)
@@ -180,10 +187,11 @@ def request_approval(env: Environment, plan: dict[str, Any], report: dict[str, A
 APPROVED_PLAN_KEY = "approved-plan"
 
 
-def approved_scope(env_name: str, plan: dict[str, Any]) -> dict[str, Any]:
-    """What an approval covers: the environment, database, target and each step with its file's checksum."""
-    return {"environment": env_name, "database": plan.get("database"), "target": plan.get("target"),
-            "steps": [[s.get("version"), s.get("direction"), s.get("checksum")] for s in plan["steps"]]}
+def approved_scope(env_name: str, plan: Plan) -> dict[str, Any]:
+    """What an approval covers: the environment, database, target and each step with its file's checksum
+    (plain JSON: it is kept as the flow run's input and compared on a Retry)."""
+    return {"environment": env_name, "database": plan.database, "target": plan.target,
+            "steps": [[s.version, s.direction, s.checksum] for s in plan.steps]}
 
 
 def covered(scope: dict[str, Any], approved: dict[str, Any]) -> bool:

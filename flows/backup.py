@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows._common import failure_fields
-from tasks._common import retry_unless_permanent
-from tasks.backup import backup_task
+from tasks.backup import VerifiedBackup, backup_task, prune
 from tasks.environment import run_environment
 from tasks.notify import notify
-
-
-@task(name="prune", task_run_name="prune backups {environment}", retries=2,
-      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def prune(environment: str) -> dict[str, Any]:
-    from migrator.backup import prune_backups
-
-    env = run_environment(environment)
-    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True).to_dict()
 
 
 @flow(name="backup")
@@ -33,10 +22,11 @@ def backup(environment: str = "local", apply_retention: bool = True) -> dict[str
     """
     env = run_environment(environment)
     try:
-        result = backup_task(env)(environment)
+        taken: VerifiedBackup = backup_task(env)(environment)
     except Exception as exc:
         notify(environment, "backup.failed", **failure_fields(exc))
         raise
+    result = taken.to_dict()  # the run's result and --json: the backup's fields, verified, toc_entries
     if apply_retention:
-        result["pruned"] = [b["key"] for b in prune(environment)["deleted"]]
+        result["pruned"] = [b.key for b in prune(environment).deleted]
     return result

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from prefect import flow, runtime
@@ -30,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows._common import artifact_key, findings_md, md_table
 from migrator import fleet
 from migrator.errors import ApprovalRejected, ConfigError, MigratorError
+from migrator.lint import ValidationReport
 from migrator.redact import redact
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.environment import Environment
@@ -393,14 +394,14 @@ def migrate_fleet(
     budget = fleet.Budget(policy["max_failures"])
     budget.failures = sum(o.outcome in FAILED for o in outcomes.values())
     waves = fleet.plan_waves(to_run, policy["canary"], policy["wave_size"])
-    report: dict[str, Any] | None = None
+    report: ValidationReport | None = None
     stopped: str | None = None
     result: dict[str, Any] = {"environment": environment, "latest": latest, "policy": policy}
     try:
         if to_run:
             report = validate_migrations(spec.member_environment(to_run[0]))
-            if report["errors"]:
-                raise MigratorError(f"validation found {report['errors']} error(s) (checked against "
+            if report.errors:
+                raise MigratorError(f"validation found {report.errors} error(s) (checked against "
                                     f"{to_run[0]}); nothing was started")
         plan_md = plan_markdown(environment, states, to_run, waves, latest, policy)
         if dry_run:
@@ -486,15 +487,16 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
 
 
 def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run: list[str],
-                    report: dict[str, Any] | None, plan_md: str, timeout_seconds: int) -> str:
+                    report: ValidationReport | None, plan_md: str, timeout_seconds: int) -> str:
     """ONE approval for the fleet: the plan lists every database and the migrations to run."""
     from flows.approval import request_approval
     from tasks.status import plan_migrations
 
     by_name = {s.name: s for s in states}
     furthest = min(to_run, key=lambda n: by_name[n].version or -1)
-    plan = dict(plan_migrations(fleet.member_environment(env.name, furthest)))
-    plan["database"] = f"{len(to_run)} databases of {env.name} (migrations listed for the furthest behind, {furthest})"
+    plan = replace(plan_migrations(fleet.member_environment(env.name, furthest)),
+                   database=f"{len(to_run)} databases of {env.name} (migrations listed for the furthest behind, "
+                            f"{furthest})")
     return str(request_approval(env, plan, report, None, timeout_seconds, preface_md=plan_md))
 
 

@@ -37,7 +37,7 @@ def force(environment: str, version: int, expected_current: int) -> Any:
         run.outcome = "forced"
         run.success_alert = ("migration.succeeded", {
             "direction": "force",
-            "message": f"{environment}: version forced from {version_text(before['version'])}"
-                       f"{' (dirty)' if before['dirty'] else ''} to {version_text(version)}",
+            "message": f"{environment}: version forced from {version_text(before.version)}"
+                       f"{' (dirty)' if before.dirty else ''} to {version_text(version)}",
         })
     return run.final_state()

@@ -9,7 +9,7 @@ form (``flows.recovery_form``) instead of just failing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -32,6 +32,10 @@ from tasks.environment import run_environment
 from tasks.status import plan_migrations
 from tasks.validate import validate_migrations
 from tasks.verify import verify_status
+
+if TYPE_CHECKING:
+    from migrator.engine import Plan
+    from migrator.lint import ValidationReport
 
 
 @flow(name="migrate")
@@ -57,7 +61,8 @@ def migrate(
         approval_timeout_seconds: How long to wait for the approval before giving up, nothing
             applied (empty: the environment's setting).
         recovery_timeout_seconds: When apply leaves the database dirty, how long the recovery form waits
-            before the run ends and leaves the database as it is (empty: the approval timeout).
+            before the run ends and leaves the database as it is (empty: the approval timeout; 0: don't pause,
+            end the run dirty at once, e.g. a local run with no Prefect UI to answer the form).
         approved_by: Set by migrate-fleet, whose one approval covers this database: no approval pause.
         fleet_run_id: Set by migrate-fleet: the fleet sends ONE alert for all its databases, so this
             run sends none.
@@ -70,10 +75,10 @@ def migrate(
                 take_backup(run)
             run.lint = validate(environment)
             plan = plan_migrations(environment, target_version)
-            run.plan = plan["steps"]
+            run.plan = list(plan.steps)
             if dry_run:
                 show_dry_run(run, plan)
-            elif not plan["steps"]:
+            elif not plan.steps:
                 run.outcome = "no change"
             else:
                 preface = rehearse(run, target_version)  # rehearsal.enabled environments
@@ -86,12 +91,13 @@ def migrate(
                 apply = apply_migrations.with_options(timeout_seconds=env.apply_task_seconds)
                 apply_step(run, apply, target_version, run.approved_by, run.approval_comment or None)
         if run.incident is not None:
-            recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
+            recover_in_run(run, env.approval_timeout_seconds if recovery_timeout_seconds is None
+                           else recovery_timeout_seconds)
         elif not dry_run:
-            verify_status(environment, plan["target"])
-            if plan["steps"]:
+            verify_status(environment, plan.target)
+            if plan.steps:
                 run.success_alert = ("migration.succeeded", {
-                    "migrations": [f"{s['version']}_{s['name']}" for s in run.steps]})
+                    "migrations": [s.label or f"{s.version}_{s.name}" for s in run.steps]})
     return run.final_state()
 
 
@@ -105,15 +111,15 @@ def rehearse(run: RunReport, target_version: int | None) -> str | None:
             run.alerted.append("rehearsal.failed")
 
 
-def validate(environment: str) -> dict[str, Any]:
+def validate(environment: str) -> ValidationReport:
     """Lint, HIPAA checks and drift; errors stop the run before anything changes."""
     report = validate_migrations(environment)
-    if report["errors"]:
-        raise MigratorError(f"validation found {report['errors']} error(s); see the lint findings artifact")
-    return dict(report)
+    if report.errors:
+        raise MigratorError(f"validation found {report.errors} error(s); see the lint findings artifact")
+    return report
 
 
-def show_dry_run(run: RunReport, plan: dict[str, Any]) -> None:
+def show_dry_run(run: RunReport, plan: Plan) -> None:
     create_markdown_artifact(markdown=plan_markdown(run.env, plan, run.lint, None),
                              key=artifact_key("plan", run.env.name), description=f"dry run {run.env.name}")
     run.outcome = "dry run"

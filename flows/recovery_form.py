@@ -65,6 +65,9 @@ def ask(run: RunReport, timeout_seconds: int, note: str | None, round_no: int = 
     database and the migration file while the run waits (a fixed file that reaches the worker shows
     up in the form, with what resume will run and its hashes, and that it changed since the pause)."""
     assert run.incident is not None
+    if timeout_seconds <= 0:
+        raise RecoveryTimeoutError("not paused for recovery: this run does not wait for a form (recovery timeout 0, "
+                                   "e.g. a local run with no Prefect UI); the database was left as it is")
     plan = resume_plan(run.incident)
     view = view or FormView(plan, plan)
     view.shown_plan = plan

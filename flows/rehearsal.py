@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows._common import artifact_key, failure_fields
 from migrator.errors import MigratorError
+from migrator.rehearse.report import summary_dict, to_markdown
 from tasks.environment import Environment
 from tasks.notify import notify
 from tasks.rehearse import rehearsal_config, rehearse_migrations
@@ -34,25 +35,25 @@ def rehearse_before_approval(env: Environment, summary: dict[str, Any], target_v
     context = {"database": summary.get("database"), "version_before": summary.get("version_before"),
                "backup_key": summary.get("backup_key")}
     try:
-        result = rehearse_migrations.with_options(timeout_seconds=conf.timeout_seconds)(
+        report = rehearse_migrations.with_options(timeout_seconds=conf.timeout_seconds)(
             env.name, summary.get("backup_key") or "latest", target_version)
     except Exception as exc:
         notify(env.name, "rehearsal.failed", **context, **failure_fields(exc),
                message=f"rehearsal on {env.name} could not run: {exc}; nothing was applied")
         summary["alerted"] = True
         raise
-    summary["rehearsal"] = result["summary"]
-    problem = result["report"].get("backup_problem")
-    if problem:  # rehearsed on an older backup than the newest: said and alerted, never silent (issue 19)
-        notify(env.name, "backup.incomplete", **{**context, "backup_key": result["report"]["backup_key"]},
-               message=f"rehearsal on {env.name}: {problem}")
-    create_markdown_artifact(markdown=result["markdown"], key=artifact_key("rehearsal", env.name),
+    summary["rehearsal"] = summary_dict(report)
+    if report.backup_problem:  # rehearsed on an older backup than the newest: said and alerted, never silent (issue 19)
+        notify(env.name, "backup.incomplete", **{**context, "backup_key": report.backup_key},
+               message=f"rehearsal on {env.name}: {report.backup_problem}")
+    markdown = to_markdown(report)
+    create_markdown_artifact(markdown=markdown, key=artifact_key("rehearsal", env.name),
                              description=f"rehearsal {env.name}: locks, hold times, rewrites")
-    if not result["ok"]:
-        failed = next(m for m in result["report"]["migrations"] if m["failed"])
-        message = str(result["summary"]["failure"])
-        notify(env.name, "rehearsal.failed", **context, failing_version=failed["version"],
-               file=failed["location"] or failed["file"], error=failed["error"], message=message)
+    failed = report.failure
+    if failed is not None:
+        message = str(report.failure_message())
+        notify(env.name, "rehearsal.failed", **context, failing_version=failed.version,
+               file=failed.location or failed.file, error=failed.error, message=message)
         summary["alerted"] = True
         raise RehearsalFailedError(message)
-    return str(result["markdown"])
+    return markdown

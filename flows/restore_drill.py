@@ -10,45 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows._common import failure_fields
-from migrator.errors import MigratorError
-from tasks._common import retry_unless_permanent, run_logger
-from tasks.environment import run_environment
+from tasks.backup import restore_into_scratch
 from tasks.notify import notify
-
-
-@task(name="restore-into-scratch", task_run_name="restore drill {environment}", retries=1,
-      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=30, cache_policy=NO_CACHE)
-def restore_into_scratch(environment: str) -> dict[str, Any]:
-    from migrator import db
-    from migrator.backup import list_backups, parse_key, restore_backup
-    from migrator.scratch import scratch_database
-
-    env = run_environment(environment)
-    log = run_logger()
-    newest = next((b for b in list_backups(env.settings) if b.created_at is not None), None)
-    with scratch_database(db.resolve(env.settings), "drill", say=log.info) as target:
-        result = restore_backup(env.settings, "latest", target)
-        parsed = parse_key(result.key)
-        taken = f"{parsed[2]:%Y-%m-%d %H:%M:%S} UTC" if parsed else "at an unknown time"
-        log.info("restored %s (%s bytes, taken %s) into a scratch database: schema version %s", result.key,
-                 result.size, taken, result.schema_version)
-        out = result.to_dict()
-        out["newest_problem"] = None
-        if newest is not None and not newest.complete and newest.key != result.key:
-            # the drill proves "latest" restores; a broken newest backup is the finding, not a detail
-            out["newest_problem"] = (f"the newest backup {newest.key} is INCOMPLETE ({newest.problem}); the drill "
-                                     f"restored the newest complete one, {result.key}; take a new backup")
-            log.warning("%s", out["newest_problem"])
-        if result.backup_schema_version is not None and result.schema_version != result.backup_schema_version:
-            raise MigratorError(
-                f"restored {result.key} is at schema version {result.schema_version}, but the backup "
-                f"recorded {result.backup_schema_version}"
-            )
-        return out
 
 
 @flow(name="restore-drill")
@@ -59,12 +25,12 @@ def restore_drill(environment: str = "local") -> dict[str, Any]:
         environment: Which database: the name of a file in deployments/ (dev, staging, prod, local).
     """
     try:
-        result = restore_into_scratch(environment)
+        drill = restore_into_scratch(environment)
     except Exception as exc:
         notify(environment, "backup.failed", message=f"restore drill failed on {environment}: {exc}",
                drill=True, **failure_fields(exc))
         raise
-    if result.get("newest_problem"):
-        notify(environment, "backup.incomplete", backup_key=result["key"], drill=True,
-               message=f"restore drill on {environment}: {result['newest_problem']}")
-    return result
+    if drill.newest_problem:
+        notify(environment, "backup.incomplete", backup_key=drill.restore.key, drill=True,
+               message=f"restore drill on {environment}: {drill.newest_problem}")
+    return drill.to_dict()

@@ -40,7 +40,8 @@ def rollback(
         approval_timeout_seconds: How long to wait for the approval before giving up, nothing
             reverted (empty: the environment's setting).
         recovery_timeout_seconds: When a down file leaves the database dirty, how long the recovery
-            form waits before the run ends and leaves the database as it is (empty: the approval timeout).
+            form waits before the run ends and leaves the database as it is (empty: the approval timeout;
+            0: don't pause, end the run dirty at once).
     """
     if to_version is None and steps < 1:
         raise MigratorError(f"steps must be >= 1 (got {steps}); use to_version=-1 to revert everything")
@@ -49,8 +50,8 @@ def rollback(
         with migration_slot(env):
             read_status_before(run)
             plan = plan_migrations(environment, to_version, direction="down", steps=steps)
-            run.plan = plan["steps"]
-            if not plan["steps"]:
+            run.plan = list(plan.steps)
+            if not plan.steps:
                 run.outcome = "no change"
             else:
                 take_backup(run)
@@ -61,8 +62,9 @@ def rollback(
                 revert = rollback_migrations.with_options(timeout_seconds=env.apply_task_seconds)
                 apply_step(run, revert, steps, to_version, run.approved_by, run.approval_comment or None)
         if run.incident is not None:
-            recover_in_run(run, recovery_timeout_seconds or env.approval_timeout_seconds)
-        elif plan["steps"]:
-            verify_status(environment, plan["target"], check_drift=False)
+            recover_in_run(run, env.approval_timeout_seconds if recovery_timeout_seconds is None
+                           else recovery_timeout_seconds)
+        elif plan.steps:
+            verify_status(environment, plan.target, check_drift=False)
             run.success_alert = ("migration.succeeded", {"direction": "down"})
     return run.final_state()

@@ -16,7 +16,7 @@ minutes, while a new difference (or drift coming back after it was fixed) alerts
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.variables import Variable
@@ -27,6 +27,9 @@ from tasks.environment import Environment, run_environment
 from tasks.notify import notify
 from tasks.status import read_status
 
+if TYPE_CHECKING:
+    from migrator.status_model import Status
+
 
 def _variable(environment: str) -> str:
     return f"askfrank_pending_since_{environment}".replace("-", "_")
@@ -36,7 +39,7 @@ def _drift_variable(environment: str) -> str:
     return f"askfrank_schema_drift_{environment}".replace("-", "_").replace(":", "_")
 
 
-def alert_drift(environment: str, st: dict[str, Any]) -> dict[str, Any]:
+def alert_drift(environment: str, st: Status) -> dict[str, Any]:
     """schema.drift with every difference, unless this same list was already alerted."""
     checked = schema_drift(environment)
     name = _drift_variable(environment)
@@ -53,7 +56,7 @@ def alert_drift(environment: str, st: dict[str, Any]) -> dict[str, Any]:
     seen: dict[str, Any] = Variable.get(name, default={}) or {}
     out: dict[str, Any] = {"drift": lines}
     if seen.get("fingerprint") != fingerprint:
-        notify(environment, "schema.drift", database=st["database"], version_before=st["version"],
+        notify(environment, "schema.drift", database=st.database, version_before=st.version,
                differences=lines, summary=report.summary())
         Variable.set(name, {"fingerprint": fingerprint, "since": datetime.now(UTC).isoformat()}, overwrite=True)
         out["alerted"] = True
@@ -70,9 +73,9 @@ def page_dirty(env: Environment) -> list[str]:
     return list(run.alerted)
 
 
-def alert_invalid_indexes(environment: str, st: dict[str, Any]) -> list[str]:
+def alert_invalid_indexes(environment: str, st: Status) -> list[str]:
     """index.invalid once for each new set of INVALID indexes (a Variable remembers the last one)."""
-    found = sorted(st.get("invalid_indexes") or [])
+    found = sorted(st.invalid_indexes)
     name = _variable(environment) + "_invalid_indexes"
     seen: list[str] = Variable.get(name, default=[]) or []
     if found == seen:
@@ -81,8 +84,8 @@ def alert_invalid_indexes(environment: str, st: dict[str, Any]) -> list[str]:
     if not found:
         return []
     first = found[0].split(" ", 1)[0]
-    notify(environment, "index.invalid", database=st["database"], version_before=st["version"],
-           version_after=st["version"], dirty=st["dirty"],
+    notify(environment, "index.invalid", database=st.database, version_before=st.version,
+           version_after=st.version, dirty=st.dirty,
            message=f"{len(found)} INVALID index(es) on {environment}: {', '.join(found)}; each enforces nothing "
                    f"and the planner ignores it: drop it (DROP INDEX CONCURRENTLY IF EXISTS {first}) and build it "
                    "again, or `migrator recover --resume` while the database is dirty",
@@ -103,9 +106,9 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
     env = run_environment(environment)
     threshold = env.pending_alert_after_minutes if pending_alert_after_minutes is None else pending_alert_after_minutes
     st = read_status(environment)
-    result: dict[str, Any] = {"version": st["version"], "dirty": st["dirty"], "pending": len(st["pending"]),
+    result: dict[str, Any] = {"version": st.version, "dirty": st.dirty, "pending": len(st.pending),
                               "alerts": []}
-    if st["dirty"]:  # paged once per incident (a reminder after monitor.dirty_reminder_minutes)
+    if st.dirty:  # paged once per incident (a reminder after monitor.dirty_reminder_minutes)
         result["alerts"] += page_dirty(env)
     elif env.drift_monitor:  # a dirty database has no expected schema: drift waits for the incident's end
         drift = alert_drift(environment, st)
@@ -114,10 +117,10 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
     else:  # no drift check here: an INVALID index still gets its own alert
         result["alerts"] += alert_invalid_indexes(environment, st)
     name = _variable(environment)
-    if not st["pending"]:
+    if not st.pending:
         Variable.set(name, {}, overwrite=True)
         return result
-    oldest = st["pending"][0]["version"]
+    oldest = st.pending[0].version
     seen: dict[str, Any] = Variable.get(name, default={}) or {}
     if seen.get("version") != oldest:
         seen = {"version": oldest, "since": datetime.now(UTC).isoformat()}
@@ -125,10 +128,10 @@ def status_monitor(environment: str = "local", pending_alert_after_minutes: floa
     waited = (datetime.now(UTC) - datetime.fromisoformat(seen["since"])).total_seconds() / 60
     result["pending_minutes"] = round(waited, 1)
     if waited >= threshold:
-        notify(environment, "migration.pending", database=st["database"], version_before=st["version"],
-               version_after=st["pending"][-1]["version"],
-               message=f"{len(st['pending'])} migration(s) pending on {environment} for {waited:.0f} min "
+        notify(environment, "migration.pending", database=st.database, version_before=st.version,
+               version_after=st.pending[-1].version,
+               message=f"{len(st.pending)} migration(s) pending on {environment} for {waited:.0f} min "
                        f"(threshold {threshold:g} min), oldest {oldest}",
-               pending=[f"{m['version']}_{m['name']}" for m in st["pending"]])
+               pending=[m.label or f"{m.version}_{m.name}" for m in st.pending])
         result["alerts"].append("migration.pending")
     return result

@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -124,12 +126,11 @@ class Parser(argparse.ArgumentParser):
 
 def _shorter_choice_error(message: str) -> str:
     """``invalid choice: 'statsu' (choose from ...18 names)`` -> ``unknown command 'statsu' (did you mean ...)``."""
-    import re
-
     m = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
     if not m:
         return message
     what, given, choices = m.group(1), m.group(2), re.findall(r"'([^']*)'", m.group(3))
+    # lazy: every command loads this module; difflib would add 3 modules
     import difflib
 
     close = difflib.get_close_matches(given, choices, n=1)
@@ -254,8 +255,6 @@ def _run_command(ctx: Context, args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:  # last resort: no raw traceback for users, but keep it debuggable
         if os.environ.get("MIGRATOR_DEBUG"):
-            import traceback
-
             sys.stderr.write(redact(traceback.format_exc()))
         error(f"internal error ({type(exc).__name__}): {exc}; rerun with MIGRATOR_DEBUG=1 and report it")
         return 70

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
+from migrator.cli import build_parser
+
 
 def _commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser, str]]:
     for action in parser._actions:
@@ -34,8 +36,6 @@ def _cell(text: str) -> str:
 
 
 def markdown() -> str:
-    from migrator.cli import build_parser
-
     parser = build_parser()
     out = ["| command | argument | meaning |", "| --- | --- | --- |"]
     for path, sub, help_ in _commands(parser, "migrator"):

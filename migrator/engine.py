@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import psycopg
 
 from migrator import db, files
 from migrator.config import Connection, Settings, state_table_name
@@ -74,9 +76,6 @@ from migrator.status_model import (  # noqa: F401  (re-exported: callers import 
     build_status,
 )
 
-if TYPE_CHECKING:
-    import psycopg
-
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 Direction = Literal["up", "down"]
@@ -97,6 +96,7 @@ class Step:
     duration_ms: int
     transactional: bool
     checksum: str
+    label: str = ""  # as the files spell it (000010_add_x), for summaries that name the file
 
     def describe(self) -> str:
         """golang-migrate's log line: ``N/u name (12ms)``."""
@@ -399,8 +399,6 @@ class Migrator:
         migrations: files.MigrationSet,
         scope: CancelScope,
     ) -> RunResult:
-        import psycopg
-
         version, dirty = read_state(s.conn, s.st)
         if dirty:
             raise DirtyDatabaseError(version)
@@ -447,7 +445,7 @@ class Migrator:
         audit = Audit(planned.direction, m.version, m.name, self.run_id, self.settings.environment, self.approved_by,
                       comment=self.approval_comment)
         done = executor.run(job, audit, lambda f: _failure(f, mf, planned, before))
-        return Step(m.version, m.name, planned.direction, done.duration_ms, done.transactional, mf.sha256)
+        return Step(m.version, m.name, planned.direction, done.duration_ms, done.transactional, mf.sha256, m.label)
 
 
 def _cancelled_between(

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,7 +82,9 @@ class Migration:
 
     @property
     def label(self) -> str:
-        return f"{self.version}_{self.name}"
+        """The name as the files spell it (``000010_add_x``), so a person can find the file from it."""
+        f = self.up or self.down
+        return f.filename.split(".", 1)[0] if f is not None else f"{self.version}_{self.name}"
 
 
 @dataclass
@@ -185,8 +188,6 @@ def _read(path: Path, rel: str, problems: list[Problem]) -> tuple[str, str] | No
 
 def _not_a_file(path: Path) -> str:
     """Why an entry named like a migration is not one, and what to do."""
-    import stat
-
     if path.is_symlink() and not path.exists():
         return f"is a broken symbolic link (to {os.readlink(path)}); fix the link or delete it"
     try:

@@ -21,9 +21,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import psycopg
+
+from migrator import db
 from migrator.config import Settings, prepare_url, state_table_name
+from migrator.db import connect
 from migrator.errors import ConfigError, MigratorError
-from migrator.redact import redact, register_url
+from migrator.execute import state
+from migrator.execute.executor import invalid_indexes
+from migrator.redact import redact, register_secret, register_url
 
 MEMBER_SEP = ":"
 # The fleet environment itself names no database: its settings carry this URL, so anything that
@@ -216,13 +222,10 @@ def _required(resolve: SecretResolver, ref: Any, what: str, fleet: str) -> str:
 
 
 def _discover_rows(spec: FleetSpec, resolve: SecretResolver, only: str | None = None) -> list[dict[str, Any]]:
-    import psycopg
-
     assert spec.discover is not None
     d = spec.discover
     catalogue = prepare_url(_required(resolve, d.catalogue_url, "discover.catalogue_url", spec.name))
     sql = d.query if only is None else f"SELECT * FROM ({d.query.replace('%', '%%')}) AS fleet WHERE fleet.name = %s"
-    from migrator.db import connect
 
     with connect(catalogue) as conn:
         try:
@@ -277,7 +280,6 @@ def _credentials(spec: FleetSpec, resolve: SecretResolver) -> str | None:
     if spec.discover.credentials is None:
         return None
     value = _required(resolve, spec.discover.credentials, "discover.credentials", spec.name)
-    from migrator.redact import register_secret
 
     register_secret(value)
     for part in value.split(":", 1):
@@ -304,9 +306,6 @@ def member_url(spec: FleetSpec, member: str, resolve: SecretResolver) -> str:
 def read_member_state(member: Member, settings: Settings, versions: Sequence[int]) -> DatabaseState:
     """Version, dirty, pending count and INVALID indexes of one member: one connection, three small
     queries, no lock."""
-    from migrator import db
-    from migrator.execute import state
-    from migrator.execute.executor import invalid_indexes
 
     try:
         conn_info = prepare_url(member.url)

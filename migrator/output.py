@@ -7,6 +7,7 @@ Everything printed passes through ``redact`` first.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,9 +16,25 @@ from migrator.redact import redact
 
 
 def _console(stderr: bool = False) -> Any:
+    # lazy: every command loads this module; rich.console would add 54 modules
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def via_make() -> bool:
+    """True when the Makefile's ``migrate-*`` targets run the command (they set MIGRATOR_VIA_MAKE=1)."""
+    return os.environ.get("MIGRATOR_VIA_MAKE") == "1"
+
+
+def suggest(cli: str, make: str | None = None) -> str:
+    """A command to suggest, as the person typed theirs: ``make migrate-...`` under make, else ``migrator ...``.
+
+    Without a make form, the CLI is named by its path in the venv (what the Makefile runs).
+    """
+    if not via_make():
+        return cli
+    return make if make is not None else ".venv/bin/" + cli
 
 
 def print_json(data: Any) -> None:
@@ -60,6 +77,7 @@ def table(
     if not is_terminal():
         plain_table(title, columns, rows, caption=caption)
         return
+    # lazy: every command loads this module; rich.table would add 46 modules
     from rich.table import Table
 
     t = Table(title=title, caption=redact(caption) if caption else None, title_justify="left")

@@ -13,6 +13,8 @@ import logging
 import re
 from urllib.parse import unquote
 
+from migrator.urlparts import UrlError, has_scheme, password_candidates, split_url
+
 MASK = "****"
 
 _secrets: set[str] = set()
@@ -45,7 +47,6 @@ def register_url(url: str | None) -> None:
     """
     if not url:
         return
-    from migrator.urlparts import UrlError, has_scheme, password_candidates, split_url
 
     if has_scheme(url):
         for candidate in password_candidates(url):

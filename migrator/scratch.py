@@ -14,6 +14,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
 from migrator import db, leftover
 from migrator.config import Connection
 from migrator.errors import ConfigError
@@ -61,8 +66,6 @@ def sweep_scratch_databases(conn_info: Connection, *, max_age_hours: float = lef
     server of ``conn_info``. Never one whose process is alive, never one with a connection: the
     DROP is without FORCE, so a session that appears meanwhile makes it fail (and the database
     stays). Best effort: a failure is logged and the caller goes on."""
-    import psycopg
-    from psycopg import sql
 
     sweep = Sweep(conn_info.display)
     try:
@@ -119,10 +122,6 @@ def scratch_database(conn_info: Connection, purpose: str = "scratch", *, name: s
     line saying what was freed). Dropped afterwards WITH (FORCE) unless ``keep``; a failed drop is
     logged, never raised, so that it cannot hide the caller's own outcome. ``user`` names whose
     CREATEDB the error asks for."""
-    import psycopg
-    import psycopg.errors
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
 
     if sweep:
         sweep_scratch_databases(conn_info, say=say)

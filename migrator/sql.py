@@ -13,7 +13,11 @@ neither split the statement nor look like ``COMMIT``. The engine calls
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
+import threading
 from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from typing import Any
 
 COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
@@ -81,20 +85,15 @@ def pg_parser() -> Any:
     modules that execute their real code on first attribute access (any ``pglast.ast.X``,
     ``from pglast.enums import Y``): same module objects, loaded only when something needs them.
     """
-    import sys
-
     if "pglast" not in sys.modules:
         _defer_pglast_submodules(sys.modules)
+    # lazy: `migrator status` loads this module; pglast.parser would add 17 modules
     from pglast import parser
 
     return parser
 
 
 def _defer_pglast_submodules(modules: dict[str, Any]) -> None:
-    import importlib.util
-    import threading
-    from importlib.machinery import PathFinder
-
     package = importlib.util.find_spec("pglast")
     if package is None or not package.submodule_search_locations:
         return
@@ -284,6 +283,7 @@ def _split(sql: str) -> tuple[Statement, ...]:
 
 
 def _spans(sql: str) -> list[tuple[int, int]]:
+    # lazy: `migrator status` loads this module; pglast would add 17 modules
     import pglast
 
     try:

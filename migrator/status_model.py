@@ -30,6 +30,7 @@ class MigrationInfo:
     has_down: bool
     applied_at: str | None = None
     checksum: str | None = None
+    label: str = ""  # as the files spell it (000010_add_x); "" when no file holds the version
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +121,7 @@ def build_status(
     pending: list[MigrationInfo] = []
     for m in ms:
         at, checksum = applied_at.get(m.version, (None, None))
-        info = MigrationInfo(m.version, m.name, "applied", m.down is not None, at, checksum)
+        info = MigrationInfo(m.version, m.name, "applied", m.down is not None, at, checksum, m.label)
         if m.version <= version:
             applied.append(info)
         else:

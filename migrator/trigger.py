@@ -16,6 +16,7 @@ Exit codes (``TriggerResult.exit_code``): see the ``EXIT_*`` constants below.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -25,7 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import httpx
+
 from migrator.errors import ConfigError, MigratorError
+from migrator.output import info
 from migrator.redact import redact, redact_url, register_secret, register_url
 from migrator.retry import backoff_delay, retry_after_seconds
 
@@ -133,8 +137,6 @@ class PrefectAPI:
         """Authorization as the Prefect client sends it: basic auth string first, else the API key."""
         headers = {"Accept": "application/json"}
         if self.auth_string:
-            import base64
-
             token = base64.b64encode(self.auth_string.encode("utf-8")).decode("ascii")
             register_secret(token)
             headers["Authorization"] = f"Basic {token}"
@@ -337,8 +339,6 @@ class _Client:
         sleep: Callable[[float], None] = time.sleep,
         emit: Callable[[str], None] | None = None,
     ) -> None:
-        import httpx
-
         self.api = api
         self._httpx = httpx
         self.sleep = sleep
@@ -669,8 +669,6 @@ class Trigger:
 
 
 def _default_emit(message: str) -> None:
-    from migrator.output import info
-
     info(message)
 
 

@@ -16,6 +16,7 @@ that cannot be read or written is ignored (the validation just runs).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import stat
@@ -23,6 +24,8 @@ import time
 import zlib
 from pathlib import Path
 from typing import Any
+
+from migrator import __version__
 
 CACHE_VERSION = 1
 _LINTER_FILES = ("files.py", "sql.py", "redact.py", "lint/__init__.py", "lint/allow.py", "lint/hipaa.py",
@@ -44,14 +47,10 @@ def cache_dir() -> Path:
 
 
 def _linter_fingerprint() -> str:
-    from migrator import __version__
-
     root = Path(__file__).resolve().parent
     parts = [__version__, str(CACHE_VERSION)]
     files = [root / rel for rel in _LINTER_FILES]
     try:  # PostgreSQL's parser (pglast's extension): found, not imported
-        import importlib.util
-
         spec = importlib.util.find_spec("pglast")
         if spec is not None and spec.submodule_search_locations:
             files += sorted(Path(next(iter(spec.submodule_search_locations))).glob("parser*.so"))
@@ -92,6 +91,7 @@ def folder_key(directory: Path, options: dict[str, Any]) -> tuple[str, str] | No
     if "racy" not in parts and stored is not None and stored.get("signature") == signature \
             and isinstance(stored.get("key"), str):
         return stored["key"], signature
+    # lazy: `migrator --help` loads this module; hashlib would add 3 modules
     import hashlib
 
     h = hashlib.sha256()

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrator import files
 from migrator.config import Settings
+from migrator.engine import Migrator
 from migrator.errors import MigratorError
+from migrator.lint import drift as drift_mod
+from migrator.schema.drift import check
 
 
 class VerifyError(MigratorError):
@@ -66,9 +70,6 @@ def verify(settings: Settings, expected_version: int, check_drift: bool = True, 
     ``check_drift`` False skips both drift checks; ``schema_drift`` is ``fail``, ``warn`` or ``off``."""
     if schema_drift not in SCHEMA_DRIFT_MODES:
         raise ValueError(f"schema_drift must be one of {SCHEMA_DRIFT_MODES}, not {schema_drift!r}")
-    from migrator import files
-    from migrator.engine import Migrator
-    from migrator.lint import drift as drift_mod
 
     status = Migrator(settings).status()
     problems: list[str] = []
@@ -106,8 +107,6 @@ def verify(settings: Settings, expected_version: int, check_drift: bool = True, 
 
 def _schema_drift(settings: Settings, ignore: Path | None, scratch_url: str | None) -> tuple[list[str], list[str]]:
     """(difference lines, why it could not be checked): a check that cannot run never passes as "no drift"."""
-    from migrator.schema.drift import check
-
     try:
         report = check(settings, ignore=ignore, scratch_url=scratch_url)
     except MigratorError as exc:

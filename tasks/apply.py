@@ -9,11 +9,11 @@ form, not ``migrator force`` (the CLI's way out).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from migrator.engine import RunResult
 from migrator.errors import MigrationFailedError
 from tasks._common import migrator_for
 
@@ -35,24 +35,24 @@ def _told_for_the_form(exc: MigrationFailedError) -> MigrationFailedError:
 def apply_migrations(
     environment: str, target_version: int | None = None, approved_by: str | None = None,
     approval_comment: str | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Apply up to ``target_version`` (default: latest, or goto when below the current version)."""
     m = migrator_for(environment, approved_by, approval_comment)
     try:
-        result = m.up() if target_version is None else m.goto(target_version)
+        result: RunResult = m.up() if target_version is None else m.goto(target_version)
     except MigrationFailedError as exc:
         raise _told_for_the_form(exc) from exc.__cause__
-    return dict(result.to_dict())
+    return result
 
 
 @task(name="rollback", task_run_name="rollback {environment}", retries=0, cache_policy=NO_CACHE,
       timeout_seconds=2 * 3600)
 def rollback_migrations(environment: str, steps: int | None = 1, to_version: int | None = None,
-                        approved_by: str | None = None, approval_comment: str | None = None) -> dict[str, Any]:
+                        approved_by: str | None = None, approval_comment: str | None = None) -> RunResult:
     """Revert ``steps`` migrations, or down to ``to_version``."""
     m = migrator_for(environment, approved_by, approval_comment)
     try:
-        result = m.goto(to_version) if to_version is not None else m.down(steps or 1)
+        result: RunResult = m.goto(to_version) if to_version is not None else m.down(steps or 1)
     except MigrationFailedError as exc:
         raise _told_for_the_form(exc) from exc.__cause__
-    return dict(result.to_dict())
+    return result

@@ -1,18 +1,35 @@
-"""Backup step: pg_dump streamed to S3 (or file://), verified.
+"""Backup tasks: pg_dump streamed to S3 (or file://) and verified; retention; the restore drill.
 
-Retried (an upload can fail transiently) and cached per flow run: when an engineer retries a
-failed ``migrate`` run from the UI, the backup of that run is reused instead of taken again.
+The backup is retried (an upload can fail transiently) and cached per flow run: when an engineer
+retries a failed ``migrate`` run from the UI, the backup of that run is reused instead of taken again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
 
+from migrator.backup import BackupResult, PruneResult, VerifyResult, create_backup, prune_backups, verify_backup
+from migrator.backup.drill import DrillResult, restore_drill
 from tasks._common import flow_run_id, retry_unless_permanent, run_logger
 from tasks.environment import Environment, run_environment
+
+
+@dataclass(frozen=True)
+class VerifiedBackup:
+    """The backup a run took and its read-back check (sha256, size, ``pg_restore --list``): what the
+    flows name in their summaries and what a retried run reuses from the cache. Plain data: the
+    URLs are the store's (``s3://bucket/...``, ``file:///...``), never a database URL."""
+
+    backup: BackupResult
+    check: VerifyResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """The backup flow's result and ``--json``: the backup's fields, ``verified`` and ``toc_entries``."""
+        return {**self.backup.to_dict(), "verified": self.check.ok, "toc_entries": self.check.toc_entries}
 
 
 @task(
@@ -25,10 +42,8 @@ from tasks.environment import Environment, run_environment
     persist_result=True,
     timeout_seconds=4 * 3600,
 )
-def backup_database(environment: str) -> dict[str, Any]:
-    """Take and verify a backup; returns its key, size and sha256 (no credentials)."""
-    from migrator.backup import create_backup, verify_backup
-
+def backup_database(environment: str) -> VerifiedBackup:
+    """Take and verify a backup; returns it with its check (key, size, sha256; no credentials)."""
     env = run_environment(environment)
     log = run_logger()
     result = create_backup(env.settings, run_id=flow_run_id())
@@ -37,7 +52,7 @@ def backup_database(environment: str) -> dict[str, Any]:
     log.info("backup %s written: %s bytes, sha256 %s", result.key, result.size, result.sha256)
     check = verify_backup(env.settings, result.key)
     log.info("backup %s verified: %s TOC entries", result.key, check.toc_entries)
-    return {**result.to_dict(), "verified": check.ok, "toc_entries": check.toc_entries}
+    return VerifiedBackup(backup=result, check=check)
 
 
 def backup_task(env: Environment) -> Any:
@@ -47,3 +62,19 @@ def backup_task(env: Environment) -> Any:
         retries=env.backup_retries,
         retry_delay_seconds=env.backup_retry_delay_seconds,
     )
+
+
+@task(name="prune", task_run_name="prune backups {environment}", retries=2,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def prune(environment: str) -> PruneResult:
+    """Apply the environment's retention policy (keep_last, keep_days); returns what was kept and deleted."""
+    env = run_environment(environment)
+    return prune_backups(env.settings, keep_last=env.keep_last, keep_days=env.keep_days, yes=True)
+
+
+@task(name="restore-into-scratch", task_run_name="restore drill {environment}", retries=1,
+      retry_condition_fn=retry_unless_permanent, retry_delay_seconds=30, cache_policy=NO_CACHE)
+def restore_into_scratch(environment: str) -> DrillResult:
+    """Restore ``latest`` into a scratch database (dropped afterwards) and check its schema version."""
+    log = run_logger()
+    return restore_drill(run_environment(environment).settings, say=log.info, warn=log.warning)

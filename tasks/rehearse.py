@@ -8,12 +8,12 @@ re-run (after a fix) must measure the files as they are now.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from migrator.errors import ConfigError
+from migrator.rehearse.model import RehearsalReport
 from tasks._common import flow_run_id, run_logger
 from tasks.environment import Environment, _secret, run_environment
 
@@ -64,9 +64,9 @@ def rehearsal_config(env: Environment) -> RehearsalConfig:
 
 
 @task(name="rehearse", retries=0, cache_policy=NO_CACHE)
-def rehearse_migrations(environment: str, backup_key: str, target_version: int | None = None) -> dict[str, Any]:
-    """Rehearse on a restored copy; returns the report (dict), its Markdown and whether it passed."""
-    from migrator.rehearse.report import summary_dict, to_markdown
+def rehearse_migrations(environment: str, backup_key: str, target_version: int | None = None) -> RehearsalReport:
+    """Rehearse on a restored copy; returns the core's report (``ok``, the measured migrations, the
+    backup used and why a newer one was not); the flow renders its Markdown and summary."""
     from migrator.rehearse.run import RehearsalOptions, rehearse
 
     env = run_environment(environment)
@@ -89,5 +89,4 @@ def rehearse_migrations(environment: str, backup_key: str, target_version: int |
     report = rehearse(env.settings, options, progress=log.info, run_id=flow_run_id())
     for w in report.warnings:
         log.warning("%s", w)
-    return {"ok": report.ok, "summary": summary_dict(report), "markdown": to_markdown(report),
-            "report": report.to_dict()}
+    return report

@@ -5,18 +5,17 @@ Not cached: a retried run must see the files as they are now (an engineer may ha
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 
+from migrator.lint import ValidationReport
 from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import run_environment
 
 
 @task(name="validate", task_run_name="validate {environment}", retries=1,
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=5)
-def validate_migrations(environment: str, drift: bool = True) -> dict[str, Any]:
-    """Run ``migrator validate`` (with drift); returns counts and findings."""
+def validate_migrations(environment: str, drift: bool = True) -> ValidationReport:
+    """Run ``migrator validate`` (with drift); returns the core's report (counts and findings)."""
     from migrator.lint import validate_folder
 
     env = run_environment(environment)
@@ -26,4 +25,4 @@ def validate_migrations(environment: str, drift: bool = True) -> dict[str, Any]:
         level = {"error": 40, "warning": 30}.get(f.severity, 20)
         log.log(level, "%s: %s %s: %s", f.location(), f.severity, f.rule, f.message)
     log.info("validate: %s errors, %s warnings in %s files", report.errors, report.warnings, report.files)
-    return report.to_dict()
+    return report

@@ -89,16 +89,20 @@ def test_rejection_alerts_approval_rejected_not_a_failure(env: dict[str, Any]) -
 
 def test_plan_shows_the_preface_first_then_each_migration_by_name() -> None:
     from flows.approval import plan_markdown
+    from migrator.engine import Plan, PlanItem
+    from migrator.lint import Finding, ValidationReport
     from tasks.environment import load_environment
 
-    plan = {"database": "askfrank", "version": 4, "target": 6, "steps": [
-        {"version": 5, "name": "add_phone", "direction": "up", "transactional": True},
-        {"version": 6, "name": "index_phone", "direction": "up", "transactional": False,
-         "why_not_transactional": "CREATE INDEX CONCURRENTLY"}]}
-    report = {"findings": [
-        {"file": "migrations/000006_index_phone.up.sql", "line": 1, "severity": "warning", "rule": "MIG010",
-         "message": "index build"},
-        {"file": "migrations/000002_old.up.sql", "line": 3, "severity": "warning", "rule": "MIG002", "message": "old"}]}
+    plan = Plan(database="askfrank", version=4, dirty=False, target=6, steps=[
+        PlanItem(version=5, name="add_phone", direction="up", to_version=5, transactional=True,
+                 why_not_transactional=None, file="migrations/000005_add_phone.up.sql", checksum="a5"),
+        PlanItem(version=6, name="index_phone", direction="up", to_version=6, transactional=False,
+                 why_not_transactional="CREATE INDEX CONCURRENTLY", file="migrations/000006_index_phone.up.sql",
+                 checksum="a6")])
+    report = ValidationReport(directory="migrations", findings=[
+        Finding(file="migrations/000006_index_phone.up.sql", line=1, severity="warning", rule="MIG010",
+                message="index build"),
+        Finding(file="migrations/000002_old.up.sql", line=3, severity="warning", rule="MIG002", message="old")])
     md = plan_markdown(load_environment("local"), plan, report, "s3://b/k.dump", preface_md="## Rehearsal: passed")
     assert md.startswith("## Rehearsal: passed\n\n# 2 migrations for `local`: version 4 → 6\n\n1. **000005_add_phone**")
     pos = [md.index(s) for s in ("000005_add_phone", "000006_index_phone", "MIG010", "Database `askfrank`",

@@ -4,14 +4,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flows.approval import approved_scope, covered
+from migrator.engine import Plan, PlanItem
 
 
-def _plan(version: int, steps: list[tuple[int, str]], database: str = "askfrank", target: int = 10) -> dict[str, Any]:
-    return {"database": database, "version": version, "target": target,
-            "steps": [{"version": v, "direction": "up", "checksum": c} for v, c in steps]}
+def _plan(version: int, steps: list[tuple[int, str]], database: str = "askfrank", target: int = 10) -> Plan:
+    """The plan task's answer (the engine's Plan) with these (version, checksum) steps up."""
+    return Plan(database=database, version=version, dirty=False, target=target, steps=[
+        PlanItem(version=v, name=f"m{v}", direction="up", to_version=v, transactional=True,
+                 why_not_transactional=None, file=f"migrations/{v:06d}_m{v}.up.sql", checksum=c) for v, c in steps])
 
 
 APPROVED = approved_scope("prod", _plan(8, [(9, "a9"), (10, "a10")]))

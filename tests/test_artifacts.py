@@ -223,14 +223,16 @@ def test_lint_findings_name_files_as_the_alerts_do(tmp_path: Any, monkeypatch: p
     """The artifact's lint table names a file inside the checkout as ``migrations/...:line`` (as the
     terminal and the alerts do), not by the worker's absolute path; a file outside it keeps its path."""
     from flows._common import findings_md
+    from migrator.lint import Finding, ValidationReport
 
     monkeypatch.chdir(tmp_path)
     inside = tmp_path / "migrations" / "000010_x.up.sql"
     outside = "/elsewhere/migrations/000011_y.up.sql"
-    md = findings_md({"errors": 0, "warnings": 2, "findings": [
-        {"severity": "warning", "rule": "MIG117", "file": str(inside), "line": 2, "message": "m"},
-        {"severity": "warning", "rule": "MIG113", "file": outside, "line": None, "message": "n"},
-    ]})
+    md = findings_md(ValidationReport(directory=str(tmp_path / "migrations"), findings=[
+        Finding(severity="warning", rule="MIG117", file=str(inside), line=2, message="m"),
+        Finding(severity="warning", rule="MIG113", file=outside, line=None, message="n"),
+    ]))
+    assert md.startswith("0 errors, 2 warnings\n\n")
     assert "| migrations/000010_x.up.sql:2 |" in md and str(tmp_path) not in md
     assert f"| {outside} |" in md
     assert not table_problems(md)

@@ -349,6 +349,28 @@ def test_rollback_and_restore_drill(env: dict[str, Any]) -> None:
     assert left == (0,)
 
 
+def test_backup_flow_verifies_and_applies_retention(env: dict[str, Any]) -> None:
+    """The backup flow's result (what --json prints) names the verified backup, as its store URL and
+    without the database password, and the backups the retention policy deleted: keep_last 1 with
+    keep_days 0 keeps the newest only."""
+    import json
+
+    from flows.backup import backup
+    from flows.migrate import migrate
+
+    conf = Path(os.environ["MIGRATOR_DEPLOYMENTS_DIR"]) / "test.yaml"
+    conf.write_text(conf.read_text().replace("retries: 0}", "retries: 0, keep_last: 1, keep_days: 0}"))
+    migrate(environment="test")
+    (first,) = backups(env)
+    result = backup(environment="test")
+    assert result["verified"] is True and result["toc_entries"] > 0 and result["schema_version"] == 2
+    assert result["url"] == f"s3://{env['bucket']}/{result['key']}" and result["key"] != first
+    assert result["pruned"] == [first] and backups(env) == [result["key"]]
+    assert PASSWORD not in json.dumps(result, default=str)
+    assert "pruned" not in backup(environment="test", apply_retention=False)
+    assert len(backups(env)) == 2
+
+
 def test_restore_drill_alerts_a_truncated_newest_backup(env: dict[str, Any]) -> None:
     """Issue 19: the drill proves `latest` restores; when the newest backup is cut short it restores
     the newest complete one and says so with one backup.incomplete alert naming both."""

@@ -66,7 +66,7 @@ def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_pa
     assert ok.returncode == 0, ok.stderr[-3000:]
     lines = ok.stdout.splitlines()
     assert lines[0].startswith(f"migrate local: succeeded; {db_url.rsplit('/', 1)[1]} version none -> 1; "
-                               "1 migration(s) (1_create_patients); ")
+                               "1 migration(s) (000001_create_patients); ")
     assert lines[1].startswith(f"backup: {tmp_path}/b/local/") and lines[1].endswith("_vnone.dump")
     assert Path(lines[1].removeprefix("backup: ")).is_file()  # a path one can open
     assert lines[2].startswith("next: `make migrate-status` shows the state")
@@ -91,6 +91,7 @@ def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_pa
     errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and 'column "emial" does not exist' in errors[0] and "DIRTY at version 2" in errors[0]
     assert "migrator recover" in errors[0]  # no UI behind the ephemeral API: it did not wait for a form
+    assert "no recovery action chosen" not in errors[0], errors[0]  # nobody was asked: it did not pause at all
     assert "Traceback" not in failed.stderr
     assert "Task run 'apply local'" in failed.stderr  # -v: Prefect's lines on the terminal too
     assert failed.stderr.splitlines()[-2].startswith(f"log: {tmp_path}/logs/migrate-local-")  # then the error

@@ -87,7 +87,7 @@ def down_file(s: Settings) -> Path:
 
 def test_incident_names_each_statement_and_each_choice(dirty: Settings) -> None:
     inc = inspect(dirty)
-    assert inc.dirty and inc.version == 2 and inc.previous_version == 1 and inc.migration == "2_add_contact_email"
+    assert inc.dirty and inc.version == 2 and inc.previous_version == 1 and inc.migration == "000002_add_contact_email"
     assert [(r.index, r.state) for r in inc.statements] == [(1, "done"), (2, "failed"), (3, "not run")]
     assert inc.statements[1].line == 4 and 'column "emial" does not exist' in (inc.statements[1].error or "")
     assert inc.where and inc.where.endswith("000002_add_contact_email.up.sql:4")

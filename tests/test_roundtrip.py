@@ -42,8 +42,8 @@ def test_roundtrip_ok_and_scratch_database_dropped(cli, db_url: str, migrations_
     data = json.loads(r.out)
     assert data["ok"] is True and data["migrations"] == 3
     assert data["checked"] == [
-        "3_add_patient_mrn_index down", "2_add_patient_email down", "1_create_patients down",
-        "1_create_patients up again", "2_add_patient_email up again", "3_add_patient_mrn_index up again",
+        "000003_add_patient_mrn_index down", "000002_add_patient_email down", "000001_create_patients down",
+        "000001_create_patients up again", "000002_add_patient_email up again", "000003_add_patient_mrn_index up again",
     ]
     assert data["scratch_database"] not in _scratch_databases()
     assert _scratch_databases() <= before  # none of ours left
@@ -65,18 +65,18 @@ def test_roundtrip_catches_a_down_that_forgets_an_index(cli, db_url: str, migrat
     assert (data["ok"], data["failed_version"], data["failed_name"], data["phase"]) == (
         False, 3, "add_patient_email_index", "down"
     )
-    assert data["checked"] == ["4_add_patient_phone down"]
+    assert data["checked"] == ["000004_add_patient_phone down"]
     assert "does not restore the schema before its up" in data["message"]
     diff = data["diff"].splitlines()
-    assert diff[0] == "--- schema before 3_add_patient_email_index.up"
-    assert diff[1] == "+++ after 3_add_patient_email_index.down"
+    assert diff[0] == "--- schema before 000003_add_patient_email_index.up"
+    assert diff[1] == "+++ after 000003_add_patient_email_index.down"
     added = [line for line in diff if line.startswith("+") and not line.startswith("+++")]
     assert added == ["+CREATE INDEX idx_patients_email ON public.patients USING btree (email);"]
     assert data["scratch_database"] not in _scratch_databases()
 
     human = cli("verify-roundtrip", "--path", str(migrations_dir), "--database-url", db_url)
     assert human.code == 1
-    assert "FAILED: the down of 3_add_patient_email_index does not restore" in human.out
+    assert "FAILED: the down of 000003_add_patient_email_index does not restore" in human.out
     assert "+CREATE INDEX idx_patients_email" in human.out
 
 
@@ -87,7 +87,7 @@ def test_roundtrip_reports_a_failing_down(cli, db_url: str, migrations_dir: Path
     assert r.code == 1
     data = json.loads(r.out)
     assert (data["failed_version"], data["phase"]) == (2, "error")
-    assert "down of 2_add_patient_email failed" in data["message"] and "emial" in data["message"]
+    assert "down of 000002_add_patient_email failed" in data["message"] and "emial" in data["message"]
     assert data["scratch_database"] not in _scratch_databases()
 
 

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +41,8 @@ from migrator.alerts.webhook import (
     verify_signature,
 )
 from migrator.config import Settings
-from migrator.errors import ConfigError
+from migrator.errors import ConfigError, migration_failure
+from migrator.files import shown
 from migrator.redact import redact, register_secret, register_url
 
 # The notifier's API; the delivery names are re-exported from migrator.alerts.webhook so callers keep one import.
@@ -293,7 +295,6 @@ def _check_event(event: str) -> EventType:
 def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]:
     """The event dict (schema_version 1); every string redacted, database reduced to its name."""
     kind = _check_event(event)
-    import uuid
 
     register_url(settings.database_url)
     register_secret(settings.webhook_secret)
@@ -335,12 +336,9 @@ def build_event(settings: Settings, event: str, **fields: Any) -> dict[str, Any]
 
 def failure_fields(exc: BaseException) -> dict[str, Any]:
     """Event fields for a failure: a MigrationFailedError's version, file, line and PostgreSQL error."""
-    from migrator.errors import migration_failure
-
     failure = migration_failure(exc)  # a Prefect cancel's TerminationSignal carries it as its cause
     if failure is None:
         return {"error": str(exc)}
-    from migrator.files import shown
 
     exc = failure
     return {

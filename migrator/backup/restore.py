@@ -24,6 +24,8 @@ from migrator.backup.errors import BackupError, BackupIntegrityError
 from migrator.backup.keys import open_destination
 from migrator.backup.stores import Store
 from migrator.config import Connection, Settings, prepare_url, state_table_name
+from migrator.db import connect, resolve
+from migrator.execute.state import read_state, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ def _source(settings: Settings, key_or_latest: str, destination: str | None, dat
 
 def _check_target(source: _Source, target: Connection, clean: bool) -> int:
     """The target's major version, once it is known to accept the dump (and to be empty unless ``clean``)."""
-    from migrator.db import connect
-
     with connect(target) as conn:
         version, major = _server_version(conn)
         existing = _user_objects(conn)
@@ -145,8 +145,6 @@ def restore_backup(
     whole object matched: a corrupted backup is rolled back, never half-restored. ``clean`` (the
     caller's confirmation) drops and recreates the backup's objects in a non-empty target.
     """
-    from migrator.db import resolve
-
     started = time.monotonic()
     source = _source(settings, key_or_latest, destination, database)
     target = prepare_url(target_url) if target_url else resolve(settings)
@@ -223,9 +221,6 @@ def _stream_into(
 
 
 def _state_after(settings: Settings, target: Connection) -> tuple[int, bool]:
-    from migrator.db import connect
-    from migrator.execute.state import read_state, resolve_table
-
     with connect(target) as conn:
         st = resolve_table(conn, state_table_name(settings, target.table))
         return read_state(conn, st)

@@ -18,9 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from migrator.backup.catalog import BackupInfo, list_in
+from migrator.backup.errors import BackupError
 from migrator.backup.keys import group_prefix, open_destination
 from migrator.backup.stores import Leftover, Store
 from migrator.config import Settings
+from migrator.errors import ConfigError
 from migrator.leftover import Removed, removable, summary
 
 log = logging.getLogger(__name__)
@@ -101,8 +103,6 @@ def prune_backups(
 ) -> PruneResult:
     """Apply the retention policy and remove old incomplete objects and upload leftovers; deletes only
     with ``yes`` (otherwise a dry run)."""
-    from migrator.errors import ConfigError
-
     if keep_last < 0 or keep_days < 0:
         raise ConfigError("--keep-last and --keep-days must be >= 0")
     if not orphan_grace_hours >= 0 or orphan_grace_hours == float("inf"):
@@ -140,8 +140,6 @@ def sweep_interrupted(store: Store, prefix: str, *, max_age_hours: float = DEFAU
 
     Run at the start of every backup. Best effort: a store that refuses the listing or a delete (a
     PutObject-only role) is logged and the backup goes on; ``backups prune`` reports the rest."""
-    from migrator.backup.errors import BackupError
-
     removed: list[Leftover] = []
     try:
         for x in store.leftovers(prefix):

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from botocore.config import Config
+
 from migrator import __version__
 from migrator.backup.errors import BackupError, StorageError
 from migrator.errors import ConfigError
@@ -262,6 +264,7 @@ def sse_args() -> dict[str, str]:
 
 def s3_error(exc: BaseException, action: str, bucket: str, key: str | None = None, endpoint: str = "") -> BackupError:
     """A one-line, secret-free explanation of a boto3/botocore failure."""
+    # lazy: boto3/botocore cost ~0.3 s; only S3 stores need them (backup/__init__ imports this module)
     from botocore import exceptions as bx
 
     where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
@@ -321,8 +324,8 @@ def s3_error(exc: BaseException, action: str, bucket: str, key: str | None = Non
 
 def _s3_client() -> Any:
     """A client configured only by boto3's own settings (endpoint, region, credentials chain)."""
+    # lazy: boto3/botocore cost ~0.3 s; only S3 stores need them (backup/__init__ imports this module)
     import boto3
-    from botocore.config import Config
 
     config = Config(
         retries={"max_attempts": 3, "mode": "standard"},
@@ -454,6 +457,7 @@ class S3Upload(Upload):
         """Copy the staging object (server-side) to the backup's key with the final metadata (sha256, size):
         the key appears only now, complete. Above 5 GiB boto3 copies in parts; the key still appears only
         when that copy completes (its metadata is given when it starts)."""
+        # lazy: boto3/botocore cost ~0.3 s; only S3 stores need them (backup/__init__ imports this module)
         from boto3.s3.transfer import TransferConfig
 
         extra = {"Metadata": meta, "MetadataDirective": "REPLACE", "ContentType": "application/octet-stream"}
@@ -537,6 +541,7 @@ class S3Store(Store):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
+            # lazy: boto3/botocore cost ~0.3 s; only S3 stores need them (backup/__init__ imports this module)
             from botocore.exceptions import ClientError
 
             status = (

@@ -4,12 +4,14 @@ light (stdlib and ``migrator`` basics) so that building the parser costs nothing
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.config import Settings
+from migrator.output import suggest, via_make
+
+__all__ = ["Context", "suggest", "via_make"]  # suggest/via_make live in output: the core names commands too
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -40,21 +42,6 @@ class Context:
                 webhook_format=getattr(a, "webhook_format", None),
             )
         return self._settings
-
-
-def via_make() -> bool:
-    """True when the Makefile's ``migrate-*`` targets run the command (they set MIGRATOR_VIA_MAKE=1)."""
-    return os.environ.get("MIGRATOR_VIA_MAKE") == "1"
-
-
-def suggest(cli: str, make: str | None = None) -> str:
-    """A command to suggest, as the person typed theirs: ``make migrate-...`` under make, else ``migrator ...``.
-
-    Without a make form, the CLI is named by its path in the venv (what the Makefile runs).
-    """
-    if not via_make():
-        return cli
-    return make if make is not None else ".venv/bin/" + cli
 
 
 # `migrator CMD` -> the Makefile target that runs it (and how its first argument is passed)

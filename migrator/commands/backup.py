@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from migrator import output
 from migrator.commands import Context
 from migrator.errors import ConfigError
 from migrator.output import info, print_json
@@ -117,6 +118,7 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[int], None] | Non
     if not enabled or not sys.stderr.isatty():
         yield None
         return
+    # lazy: `migrator --help` loads this module; rich.console and rich.progress would add 72 modules
     from rich.console import Console
     from rich.progress import (
         DownloadColumn,
@@ -141,6 +143,7 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[int], None] | Non
 
 
 def run_backup(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.backup would add 307 modules (psycopg, asyncio, ...)
     from migrator.backup import create_backup
 
     settings = ctx.settings
@@ -162,6 +165,7 @@ def run_backup(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def run_verify(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.backup would add 307 modules (psycopg, asyncio, ...)
     from migrator.backup import verify_backup
 
     result = verify_backup(
@@ -178,6 +182,7 @@ def run_verify(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def run_restore(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.backup would add 307 modules (psycopg, asyncio, ...)
     from migrator.backup import restore_backup
 
     if args.clean and not args.yes:
@@ -211,11 +216,10 @@ def _table(
 
     Into a pipe or a file: plain columns, as every other table (no boxes for grep/awk to step around).
     """
-    from migrator import output
-
     if not output.is_terminal():
         output.plain_table(title, columns, rows)
         return
+    # lazy: `migrator --help` loads this module; rich.console and rich.table would add 54 modules
     from rich.console import Console
     from rich.table import Table
 
@@ -241,6 +245,7 @@ def _rows(backups: list[Any]) -> list[list[str]]:
 
 
 def run_list(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.backup would add 307 modules (psycopg, asyncio, ...)
     from migrator.backup import list_backups
 
     backups = list_backups(
@@ -273,6 +278,7 @@ def _incomplete_row(row: list[str]) -> bool:
 
 
 def _report_leftovers(ctx: Context, args: argparse.Namespace) -> None:
+    # lazy: `migrator --help` loads this module; migrator.backup would add 307 modules (psycopg, asyncio, ...)
     from migrator.backup import find_leftovers
 
     found = find_leftovers(
@@ -290,6 +296,7 @@ def _report_leftovers(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def run_prune(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.backup would add 307 modules (psycopg, asyncio, ...)
     from migrator.backup import DEFAULT_ORPHAN_GRACE_HOURS, prune_backups
 
     grace = DEFAULT_ORPHAN_GRACE_HOURS if args.orphan_grace is None else args.orphan_grace

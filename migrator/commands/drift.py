@@ -35,6 +35,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_drift(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.schema.drift would add 213 modules (psycopg, asyncio, ...)
     from migrator.schema.drift import EXIT_DRIFT, check
 
     report = check(ctx.settings, ignore=args.ignore, scratch_url=args.scratch_url)

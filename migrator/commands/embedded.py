@@ -75,6 +75,7 @@ def state(data_dir: Path, database: str = "askfrank") -> EmbeddedState:
 
 
 def cmd_url(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.embedded would add 195 modules (psycopg, asyncio, ...)
     from migrator import embedded
 
     url = embedded.server_url(_data_dir(ctx))
@@ -86,6 +87,7 @@ def cmd_url(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_psql(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.embedded would add 195 modules (psycopg, asyncio, ...)
     from migrator import embedded
 
     url = embedded.server_url(_data_dir(ctx))
@@ -96,6 +98,7 @@ def cmd_psql(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.embedded would add 195 modules (psycopg, asyncio, ...)
     from migrator import embedded
 
     data_dir = _data_dir(ctx)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
 
 from migrator import argtypes, output
-from migrator.commands import Context, suggest
+from migrator.commands import Context, fleet, suggest
 from migrator.errors import DirtyDatabaseError, MigrationFailedError, MigratorError
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _migrator(ctx: Context) -> Migrator:
+    # lazy: `migrator --help` loads this module; migrator.engine would add 209 modules (psycopg, asyncio, ...)
     from migrator.engine import Migrator
 
     progress = output.info if not ctx.json else (lambda _msg: None)
@@ -75,6 +77,7 @@ def _alert_failure(ctx: Context, m: Migrator, command: str, exc: MigratorError) 
     """Send migration.failed when a webhook is configured; never changes the command's outcome."""
     if not ctx.settings.webhook_url:
         return
+    # lazy: `migrator --help` loads this module; migrator.alerts.notify would add 223 modules (httpx, rich, ...)
     from migrator.alerts.notify import failure_fields, send_event
 
     fields: dict[str, Any] = {"command": command}
@@ -119,11 +122,13 @@ def _refresh_schema_file(ctx: Context, version: int) -> None:
     project keeps one (it exists) and it is not already the schema at ``version`` of these files (then
     no pg_dump runs). Never fails the command: the migration is already applied."""
     settings = ctx.settings
+    # lazy: `migrator --help` loads this module; migrator.schema.dumpfile would add 18 modules
     from migrator.schema.dumpfile import SCHEMA_FILE
 
     path = settings.migrations_path / SCHEMA_FILE
     if settings.environment != "local" or not path.exists():
         return
+    # lazy: `migrator --help` loads this module; migrator.files and migrator.schema.dumpfile would add 18 modules
     from migrator import files
     from migrator.schema.dumpfile import dump, records
 
@@ -385,20 +390,17 @@ def dirty_lines(st: Status, last_failed: dict[str, Any] | None = None) -> list[s
 
 def _shown_path(path: object) -> str:
     """The file as validate prints it (``migrator.files.shown``), ``?`` when unknown."""
+    # lazy: `migrator --help` loads this module; migrator.files would add 7 modules
     from migrator.files import shown
 
     return shown(str(path)) if path else "?"
 
 
 def _recover_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("migrator.commands.recover") is not None
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    from migrator.commands import fleet
-
     if fleet.names_a_fleet(getattr(args, "env", None)):  # a fleet: one line per database (issue 14)
         return fleet.run_fleet_status(ctx, args)
     m = _migrator(ctx)
@@ -413,6 +415,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         _print_status(st, args.all, last_failed)
     if st.dirty:
         if args.alert:  # once per incident: see migrator.recover.incident
+            # lazy: a build may leave out migrator.commands.recover (see _recover_available)
             from migrator.commands.recover import alert_dirty
 
             alert_dirty(ctx)
@@ -501,6 +504,7 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.files would add 7 modules
     from migrator import files
 
     up, down = files.create(ctx.settings.migrations_path, args.name, justification=args.justification)
@@ -515,6 +519,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
                 f"note: the business justification in {up.name} is TODO: `{validate}` fails (MIG202) until you "
                 f"replace it (or create with {how})"
             )
+        # lazy: `migrator --help` loads this module; migrator.schema.dumpfile would add 18 modules
         from migrator.schema.dumpfile import SCHEMA_FILE
 
         if (ctx.settings.migrations_path / SCHEMA_FILE).exists():

@@ -69,8 +69,10 @@ def names_a_fleet(env: str | None) -> bool:
 
 
 def run_fleet_status(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; yaml would add 26 modules
     import yaml
 
+    # lazy: `migrator --help` loads this module; migrator.fleet would add 210 modules (psycopg, asyncio, ...)
     from migrator import fleet, output
 
     name = getattr(args, "env", None)
@@ -92,6 +94,7 @@ def run_fleet_status(ctx: Context, args: argparse.Namespace) -> int:
         settings.migrations_path = mp if mp.is_absolute() else path.parent.parent / mp
     if not settings.table and raw.get("table"):
         settings.table = str(raw["table"])
+    # lazy: `migrator --help` loads this module; migrator.files would add 7 modules
     from migrator import files
 
     migrations = files.load(settings.migrations_path)

@@ -30,6 +30,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run_test(ctx: Context, args: argparse.Namespace) -> int:
     """Send one test event; the exit code says whether on-call would have received it."""
+    # lazy: `migrator --help` loads this module; migrator.alerts.notify would add 223 modules (httpx, rich, ...)
     from migrator.alerts import notify
 
     settings = ctx.settings

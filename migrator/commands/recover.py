@@ -14,6 +14,7 @@ from typing import Any
 
 from migrator import output
 from migrator.commands import Context
+from migrator.errors import ConfigError
 
 EXIT_DIRTY = 3
 
@@ -45,6 +46,7 @@ def _engineer(args: argparse.Namespace) -> str:
 
 
 def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.recover.actions would add 233 modules (psycopg, pglast, ...)
     from migrator.recover.actions import RecoveryError, inspect, recover
 
     if args.action is None:
@@ -56,8 +58,6 @@ def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
         return EXIT_DIRTY if inc.dirty else 0
     engineer = _engineer(args).strip()
     if not engineer:  # the core's message also names the Prefect form's field; here only the CLI's ways count
-        from migrator.errors import ConfigError
-
         raise ConfigError("a recovery is audited with your name and none was found (no login name); "
                           "give it with --engineer NAME or MIGRATOR_ENGINEER=NAME")
     result = recover(ctx.settings, args.action, engineer, args.comment, progress=output.info)
@@ -96,6 +96,7 @@ def cli_words(text: str) -> str:
 
 
 def _print_incident(inc: Any) -> None:
+    # lazy: `migrator --help` loads this module; migrator.recover.actions would add 233 modules (psycopg, pglast, ...)
     from migrator.recover.actions import version_text
 
     output.line(inc.headline())
@@ -128,6 +129,7 @@ def _alert(ctx: Context, result: Any) -> None:
     webhook is configured; never changes the outcome."""
     if not ctx.settings.webhook_url:
         return
+    # lazy: `migrator --help` loads this module; migrator.alerts.notify and 1 more would add 234 modules
     from migrator.alerts.notify import recovery_event, send_event
     from migrator.recover.incident import recovery_next_step
 
@@ -146,6 +148,7 @@ def _alert(ctx: Context, result: Any) -> None:
 def alert_dirty(ctx: Context) -> None:
     """``status --alert``: page database.dirty once per incident (reminder after
     MIGRATOR_ALERT_REMIND_MINUTES, default 240), with what to run next."""
+    # lazy: `migrator --help` loads this module; migrator.alerts.notify and 2 more would add 234 modules
     from migrator.alerts.notify import send_event
     from migrator.recover.actions import inspect
     from migrator.recover.incident import DEFAULT_REMIND_MINUTES, claim

@@ -9,6 +9,8 @@ import os
 from typing import Any
 
 from migrator.commands import Context
+from migrator.errors import ConfigError
+from migrator.output import error, info, print_json
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -44,7 +46,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def options_from(ctx: Context, args: argparse.Namespace) -> Any:
     """RehearsalOptions from the command line, then MIGRATOR_REHEARSAL_URL, then the deployment YAML."""
-    from migrator.errors import ConfigError
+    # lazy: `migrator --help` loads this module; migrator.rehearse.run would add 342 modules (psycopg, yaml, ...)
     from migrator.rehearse.run import DEFAULT_LARGE_TABLE_BYTES, RehearsalOptions, deployment_rehearsal, parse_bytes
 
     settings = ctx.settings
@@ -72,7 +74,7 @@ def options_from(ctx: Context, args: argparse.Namespace) -> Any:
 
 
 def run_rehearse(ctx: Context, args: argparse.Namespace) -> int:
-    from migrator.output import error, info, print_json
+    # lazy: `migrator --help` loads this module; migrator.rehearse.report and 1 more would add 342 modules
     from migrator.rehearse.report import print_human
     from migrator.rehearse.run import rehearse
 

@@ -82,6 +82,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run_trigger(ctx: Context, args: argparse.Namespace) -> int:
     """Start the run, follow it with --wait, print the result; the exit code is the run's outcome."""
+    # lazy: `migrator --help` loads this module; migrator.trigger would add 178 modules (httpx, rich, ...)
     from migrator import trigger
 
     params = trigger.parse_params(args.params)

@@ -14,6 +14,7 @@ from typing import Any
 from migrator import output
 from migrator import validate_cache as cache
 from migrator.commands import Context
+from migrator.errors import ConfigError
 
 FORMATS = ("human", "text", "json", "sarif", "github", "markdown")
 
@@ -65,9 +66,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.lint.report would add 3 modules
     from migrator.lint import report, validate_folder
 
     if args.list_rules:
+        # lazy: `migrator --help` loads this module; migrator.lint.catalogue would add 4 modules
         from migrator.lint.catalogue import rules_json, rules_markdown
 
         if args.format == "markdown":
@@ -79,8 +82,6 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
             output.table("validate rules", ["id", "name", "severity", "what"], rows)
         return 0
     if args.format == "markdown":
-        from migrator.errors import ConfigError
-
         raise ConfigError("--format markdown is for --list-rules; findings use human, text, json, sarif or github")
     fmt = args.format or ("json" if ctx.json else ("human" if output.is_terminal() else "text"))
     settings = ctx.settings
@@ -116,10 +117,12 @@ def _cached_validate(folder: Path, args: argparse.Namespace, fmt: str, show_info
             sys.stdout.flush()
             return _exit_code(counts["errors"], counts["warnings"], args.strict)
         stored = cache.load_report(base)
+        # lazy: `migrator --help` loads this module; migrator.lint would add 3 modules
         from migrator.lint import ValidationReport
 
         if stored is not None:
             report_ = ValidationReport.from_dict(stored)
+    # lazy: `migrator --help` loads this module; migrator.lint.report would add 3 modules
     from migrator.lint import report, validate_folder
 
     new_report = report_ is None
@@ -148,6 +151,7 @@ def _exit_code(errors: int, warnings: int, strict: bool) -> int:
 
 
 def cmd_roundtrip(ctx: Context, args: argparse.Namespace) -> int:
+    # lazy: `migrator --help` loads this module; migrator.lint.roundtrip would add 218 modules (psycopg, asyncio, ...)
     from migrator.lint.roundtrip import verify_roundtrip
 
     progress = (lambda _m: None) if ctx.json else output.info

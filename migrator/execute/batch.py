@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from psycopg import errors, generators, pq
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -31,8 +33,6 @@ def run_batch(conn: psycopg.Connection, statements: list[str]) -> None:
     The connection must be in autocommit mode; include BEGIN/COMMIT in ``statements`` for a
     transaction. After a failure inside such a transaction the caller must ROLLBACK.
     """
-    from psycopg import errors, generators, pq
-
     offsets: list[int] = []
     pos = 0
     for stmt in statements:

@@ -30,13 +30,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-from psycopg import sql
+import psycopg
+from psycopg import errors, generators, pq, sql
 
 from migrator import files
 from migrator.config import Settings, parse_interval_ms
 from migrator.errors import MigrationFileError
+from migrator.execute.batch import BatchError, run_batch
 from migrator.execute.cancel import CancelScope, signal_name_of
 from migrator.execute.state import (
     STARTED_ERROR,
@@ -53,9 +55,6 @@ from migrator.execute.state import (
 from migrator.redact import redact
 from migrator.sql import Statement, line_col, non_transactional_reason, split_statements, unbalanced_transactions
 from migrator.status_model import INVALID_INDEXES_SQL as _INVALID_INDEXES
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger(__name__)
 Direction = Literal["up", "down"]
@@ -221,6 +220,7 @@ def index_target(stmt: Statement) -> IndexTarget | None:
     """The named index ``stmt`` creates, or None (not a CREATE INDEX, or an unnamed one)."""
     if not _CREATE_INDEX.match(stmt.text):
         return None
+    # lazy: `migrator status` loads this module; pglast.ast would add 17 modules
     from pglast import ast, parse_sql
 
     try:
@@ -380,8 +380,6 @@ class _Run:
 
     def _in_one_round_trip(self) -> int | None:
         """BEGIN, timeouts, the file's statements, the version, the audit row, COMMIT: one batch."""
-        from migrator.execute.batch import BatchError, run_batch
-
         prologue = self._prologue()
         try:
             run_batch(self.conn, prologue + [x.text for x in self.statements] + self._epilogue())
@@ -523,8 +521,6 @@ class _Run:
     def fail(self, exc: Exception, stmt: Statement | None, *, done: int | None, row_id: int | None = None,
              next_stmt: Statement | None = None, signal_name: str | None = None) -> Exception:
         """Roll back what is open, write (or complete) the audit row, and build the caller's error."""
-        import psycopg
-
         conn, st = self.conn, self.ex.st
         end_open_transaction(conn)
         with contextlib.suppress(psycopg.Error):
@@ -570,8 +566,6 @@ def cancel_and_drain(conn: psycopg.Connection) -> Exception | None:
     psycopg does this itself for KeyboardInterrupt and SystemExit only; another exception raised by
     a signal handler (Prefect's TerminationSignal) would leave the query running on the server.
     """
-    from psycopg import errors, generators, pq
-
     if conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
         return None
     try:
@@ -587,8 +581,6 @@ def cancel_and_drain(conn: psycopg.Connection) -> Exception | None:
 
 def end_open_transaction(conn: psycopg.Connection) -> None:
     """Roll back a transaction a failed file left open (autocommit sessions)."""
-    import psycopg
-
     cancel_and_drain(conn)  # a statement an exception interrupted
     with contextlib.suppress(psycopg.Error):
         if conn.info.transaction_status != 0:

@@ -21,18 +21,18 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg.rows import class_row, dict_row
 
 from migrator import __version__
 from migrator.config import TableName
 from migrator.errors import ConfigError, LockTimeoutError, MigratorError
 from migrator.redact import redact
-
-if TYPE_CHECKING:
-    import psycopg
+from migrator.sql import COMMENT_TOKENS, scan
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +345,6 @@ def statement_hash(text: str) -> str:
     file: layout and comments between tokens do not count, but every token does byte for byte, so
     a change inside a string literal (``'a  b'`` -> ``'a b'``) is a change.
     """
-    from migrator.sql import COMMENT_TOKENS, scan
-
     tokens = scan(text)
     if tokens is None:  # does not even scan: compare the text itself
         return TOKEN_HASH_PREFIX + hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
@@ -455,8 +453,6 @@ def audit_write(st: StateTable, entry: HistoryEntry) -> Iterator[None]:
 def history_statement(conn: psycopg.Connection, st: StateTable, entry: HistoryEntry) -> str:
     """The audit INSERT with its values inlined, for a batch: finished_at and the duration are
     taken server-side when the statement runs, i.e. right after the migration's statements."""
-    import psycopg
-
     query = _insert(
         st, sql.SQL("%s, clock_timestamp(), round(extract(epoch FROM clock_timestamp() - %s) * 1000)")
     )
@@ -515,7 +511,6 @@ def read_history(conn: psycopg.Connection, st: StateTable, limit: int | None = N
     """Audit rows, newest first."""
     if not table_exists(conn, st, history=True):
         return []
-    from psycopg.rows import dict_row
 
     q = sql.SQL("SELECT * FROM {} ORDER BY id DESC").format(st.history)
     if limit:
@@ -570,7 +565,6 @@ def last_attempt(conn: psycopg.Connection, st: StateTable, version: int | None =
     if version is not None:
         q += sql.SQL(" AND version = %s")
         params = (version,)
-    from psycopg.rows import class_row
 
     with conn.cursor(row_factory=class_row(Attempt)) as cur:
         return cur.execute(q + sql.SQL(" ORDER BY id DESC LIMIT 1"), params).fetchone()
@@ -585,7 +579,6 @@ def recovery_after(conn: psycopg.Connection, st: StateTable, after_id: int, acti
     select = sql.SQL(", ").join(
         sql.Identifier(f) if f in have else sql.SQL("NULL AS {}").format(sql.Identifier(f)) for f in _ATTEMPT_FIELDS
     )
-    from psycopg.rows import class_row
 
     q = sql.SQL("SELECT {} FROM {} WHERE direction = 'recover' AND action = %s AND id > %s "
                 "AND statements_done IS NOT NULL ORDER BY id DESC LIMIT 1").format(select, st.history)

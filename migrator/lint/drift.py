@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from migrator import db
 from migrator.config import Settings, state_table_name
+from migrator.execute import state
 from migrator.files import DIGITS, MigrationSet
 from migrator.lint.model import Finding, finding
 
 
 def check(settings: Settings, mset: MigrationSet, display: Callable[[Any], str] = str) -> list[Finding]:
     """Drift findings against the database of ``settings.database_url`` (which must be set)."""
-    from migrator import db
-    from migrator.execute import state
 
     conn_info = db.resolve(settings)
     with db.connect(conn_info) as conn:

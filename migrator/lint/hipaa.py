@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from migrator.lint.model import Finding, finding
-from migrator.lint.parse import ParsedFile
+from migrator.lint.parse import ParsedFile, byte_to_char
 from migrator.sql import COMMENT_TOKENS
 
 LITERAL_TOKENS = frozenset({"SCONST", "USCONST"})
@@ -144,8 +144,6 @@ def secret_column_findings(pf: ParsedFile, already: set[int]) -> list[Finding]:
             if lit is None or not lit[0] or not is_secret_column(column) or _HASHED.match(lit[0]):
                 continue
             if to_char is None:
-                from migrator.lint.parse import byte_to_char
-
                 to_char = byte_to_char(pf.sql)
             offset = to_char(lit[1]) if lit[1] >= 0 else st.start
             if offset in already:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from migrator import __version__
 from migrator.lint.model import ERROR, INFO, RULES, WARNING
+from migrator.output import line, table
 from migrator.redact import redact
 
 if TYPE_CHECKING:
@@ -123,8 +124,6 @@ def summary(report: ValidationReport, infos_hidden: bool = False) -> str:
 
 def print_human(report: ValidationReport, show_info: bool = True) -> None:
     """One table per file (the file name as title, so it is never cut), then the summary line."""
-    from migrator.output import line, table
-
     def style(row: Any) -> str | None:
         return {ERROR: "red", WARNING: "yellow"}.get(row[1])
 

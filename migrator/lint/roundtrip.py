@@ -22,9 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from migrator import db, embedded, files
 from migrator.config import Settings, TableName, state_table_name
+from migrator.engine import Migrator
 from migrator.errors import ConfigError, MigratorError
 from migrator.redact import redact, register_secret
+from migrator.scratch import scratch_database
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,6 @@ def choose_pg_dump(server_major: int) -> tuple[str, int]:
     if system:
         candidates.append(system)
     try:
-        from migrator import embedded
-
         candidates.append(str(embedded.bin_dir() / "pg_dump"))
     except Exception as exc:  # the wheel is a dependency; be robust anyway
         log.debug("no embedded pg_dump: %s", exc)
@@ -89,8 +92,6 @@ def choose_pg_dump(server_major: int) -> tuple[str, int]:
 
 def _libpq_env(conninfo: str) -> tuple[str, dict[str, str]]:
     """A conninfo without the password (safe on a command line) and PGPASSWORD in the environment."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     params = conninfo_to_dict(conninfo)
     env = dict(os.environ)
     password = params.pop("password", None)
@@ -145,11 +146,6 @@ def _diff(expected: list[str], actual: list[str], expected_label: str, actual_la
 
 def verify_roundtrip(settings: Settings, progress: Callable[[str], None] | None = None) -> RoundtripResult:
     """Run the round trip on a scratch database next to ``settings``' database (or the embedded one)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    from migrator import db, files
-    from migrator.engine import Migrator
-    from migrator.scratch import scratch_database
 
     say = progress or (lambda _m: None)
     mset = files.load(settings.migrations_path)

@@ -28,16 +28,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from pglast import ast, parse_sql
 from psycopg import sql
 
 from migrator import files
 from migrator.config import Settings
+from migrator.engine import Migrator
 from migrator.errors import MigrationFileError, MigratorError
+from migrator.execute.cancel import cancel_scope
 from migrator.execute.executor import Audit, Executor, Failure, Job, error_location
 from migrator.execute.state import (
     NO_VERSION,
     Attempt,
     HistoryEntry,
+    LockWaitStopped,
     StateTable,
     last_attempt,
     progress_of,
@@ -46,12 +50,14 @@ from migrator.execute.state import (
     write_history,
     write_state,
 )
+from migrator.lint import rules
+from migrator.lint.parse import parse_file
 from migrator.redact import redact
+from migrator.sql import split_statements
 
 if TYPE_CHECKING:
     import psycopg
 
-    from migrator.engine import Migrator
 
 Action = Literal["revert", "resume", "mark_applied", "leave_dirty"]
 ACTIONS: tuple[str, ...] = get_args(Action)
@@ -192,8 +198,6 @@ class Incident:
 
 def inspect(settings: Settings, *, migrator: Migrator | None = None) -> Incident:
     """Read the incident (no lock taken, nothing written)."""
-    from migrator.engine import Migrator
-
     m = migrator or Migrator(settings)
     migrations = m.load_files()
     with m.session(lock=False) as s:
@@ -291,8 +295,6 @@ def _progress(conn: psycopg.Connection, st: StateTable, attempt: Attempt | None)
 
 
 def _statement_rows(text: str, done: int | None, failed_index: int | None, error: str | None) -> list[StatementRow]:
-    from migrator.sql import split_statements
-
     rows = []
     for i, s in enumerate(split_statements(text), start=1):
         one_line = " ".join(s.text.split())
@@ -362,8 +364,6 @@ def down_file_problem(mig: files.Migration) -> str | None:
     created) and a down that does not parse. Allow comments do not count here: a justified DROP
     without IF EXISTS is still unsafe when the up stopped half-way.
     """
-    from migrator.lint import rules
-    from migrator.lint.parse import parse_file
 
     assert mig.down is not None
     down = parse_file(mig.down.filename, mig.down.sql)
@@ -386,8 +386,6 @@ def _undoes_only_what_exists(text: str) -> bool:
     """A statement that is a no-op where its object was never made: ``DROP ... IF EXISTS``, or an
     ``ALTER TABLE`` that only drops columns/constraints ``IF EXISTS`` (on a table the partial up did
     not make, it fails: the revert stops there, changing nothing)."""
-    from pglast import ast, parse_sql
-
     try:
         stmts = parse_sql(text)
     except Exception:
@@ -485,8 +483,6 @@ def _shown(path: Path) -> str:
 
 
 def _split(text: str) -> list[Any]:
-    from migrator.sql import split_statements
-
     return split_statements(text)
 
 
@@ -538,9 +534,6 @@ def recover(
 
     SQL runs through the executor, in a cancel scope: SIGTERM/SIGINT (a Prefect Cancel) cancel the
     running statement on the server, and the audit row and the state say where it stopped."""
-    from migrator.engine import Migrator
-    from migrator.execute.cancel import cancel_scope
-    from migrator.execute.state import LockWaitStopped
 
     if action not in ACTIONS:
         raise MigratorError(f"unknown recovery action {action!r}; use one of {', '.join(ACTIONS)}")

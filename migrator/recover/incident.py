@@ -17,17 +17,20 @@ failing again after a revert is a new one.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import psycopg
 from psycopg import sql
 
+from migrator.engine import Migrator
+from migrator.execute.state import statement_hash
 from migrator.recover.actions import ACTIONS, Incident, RecoveryResult, version_text, yes_no
 
 if TYPE_CHECKING:
-    import psycopg
 
     from migrator.config import Settings
     from migrator.execute.state import StateTable
@@ -58,8 +61,6 @@ def claim_page(
 ) -> PageDecision:
     """Record that ``event`` is paged for ``fingerprint`` unless it already was (less than
     ``remind_after_minutes`` ago; None: never remind). Atomic: concurrent runs get one "first"."""
-    import psycopg
-
     table = _alerts_table(st)
     for _ in range(2):  # two first runs may race on CREATE TABLE IF NOT EXISTS
         try:
@@ -103,9 +104,6 @@ def claim(settings: Settings, incident: Incident, event: str = "database.dirty",
     When the record cannot be written (read-only user, database unreachable) the page is sent:
     a duplicate page is better than a lost one.
     """
-    import logging
-
-    from migrator.engine import Migrator
 
     try:
         with Migrator(settings).session(lock=False) as s:
@@ -140,8 +138,6 @@ def statements_md(inc: Incident) -> str:
 def resume_plan(inc: Incident) -> list[tuple[int, int, str, str]]:
     """What ``resume`` would run now, read from the file on the worker: (statement number, line,
     text, sha256 of the statement as the audit trail hashes it); empty when resume is refused."""
-    from migrator.execute.state import statement_hash
-
     try:
         if not inc.option("resume").available:
             return []

@@ -12,12 +12,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import psycopg
 
 from migrator import db, files
 from migrator.config import Connection, Settings, prepare_url
 from migrator.errors import MigrationFileError
 from migrator.execute.executor import Audit, Executor, Failure, Job, Timeouts, error_location
+from migrator.lint import rules
+from migrator.lint.parse import parse_file
 from migrator.redact import redact
 from migrator.rehearse.model import (
     BLOCKS,
@@ -36,10 +40,7 @@ from migrator.rehearse.model import (
     human_bytes,
     human_ms,
 )
-from migrator.sql import Statement
-
-if TYPE_CHECKING:
-    import psycopg
+from migrator.sql import Statement, non_transactional_reason
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,6 @@ class _LockSampler(threading.Thread):
         self.window = 0  # a sample that started in an earlier statement's window is discarded
 
     def run(self) -> None:
-        import psycopg
-
         try:
             while not self.stopped.is_set():
                 if self.active.wait(0.05) and not self.stopped.is_set():
@@ -161,8 +160,6 @@ class _LockSampler(threading.Thread):
 
 
 def _non_transactional_reason(sql: str) -> str | None:
-    from migrator.sql import non_transactional_reason
-
     return non_transactional_reason(sql)
 
 
@@ -174,8 +171,6 @@ def _short(text: str, limit: int = 120) -> str:
 def lock_predictions(mset: files.MigrationSet, versions: set[int]) -> dict[int, list[Any]]:
     """validate's lock-predicting findings per pending version (``migrator:allow`` ignored: a
     justified lock is still a lock the approver wants measured)."""
-    from migrator.lint import rules
-    from migrator.lint.parse import parse_file
 
     state = rules.LintState()
     out: dict[int, list[Any]] = {}

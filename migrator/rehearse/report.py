@@ -3,10 +3,12 @@ terminal output (``migrator rehearse``). Plain Python: the flow and the CLI rend
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from migrator.output import line
 from migrator.redact import redact
-from migrator.rehearse.model import LockHold, MigrationReport, RehearsalReport, human_bytes, human_ms
+from migrator.rehearse.model import MODES, LockHold, MigrationReport, RehearsalReport, human_bytes, human_ms
 
 TABLE_KINDS = ("table", "materialized view")
 
@@ -14,8 +16,6 @@ TABLE_KINDS = ("table", "materialized view")
 def strongest(locks: list[LockHold]) -> list[LockHold]:
     """The strongest lock per relation (ALTER TYPE takes SHARE and ACCESS EXCLUSIVE on the table: the
     person needs the second), tables first; the JSON report keeps every lock."""
-    from migrator.rehearse.model import MODES
-
     order = {m: i for i, m in enumerate(MODES.values())}
     best: dict[str, LockHold] = {}
     for lk in locks:
@@ -67,7 +67,6 @@ def _taken(report: RehearsalReport) -> str:
     """", taken 2026-12-04 20:50:15 UTC" when the backup's time is known."""
     if not report.backup_created_at:
         return ""
-    from datetime import datetime
 
     try:
         return f", taken {datetime.fromisoformat(report.backup_created_at):%Y-%m-%d %H:%M:%S} UTC"
@@ -136,8 +135,6 @@ def to_markdown(report: RehearsalReport) -> str:
 def print_human(report: RehearsalReport) -> None:
     """Terminal output for ``migrator rehearse``: one block per migration, a line per statement and
     lock (readable in a pipe or a CI log, where a wide table would be folded)."""
-    from migrator.output import line
-
     line(headline(report), style="bold red" if not report.ok else "bold")
     if report.skipped:
         return

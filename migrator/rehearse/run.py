@@ -19,17 +19,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from migrator import db, files
+import psycopg
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from migrator import db, embedded, files
+from migrator.backup import BackupError, list_backups, restore_backup
 from migrator.config import Connection, Settings, prepare_url, state_table_name
+from migrator.engine import Migrator
 from migrator.errors import ConfigError, MigratorError
+from migrator.execute.state import acquire_lock, ensure_tables, release_lock, resolve_table
+from migrator.rehearse.apply import Applier, lock_predictions
 from migrator.rehearse.model import (
     DEFAULT_LARGE_TABLE_BYTES,
     RehearsalReport,
@@ -38,9 +49,6 @@ from migrator.rehearse.model import (
     human_ms,
 )
 from migrator.scratch import scratch_database
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -64,13 +72,10 @@ def deployment_rehearsal(environment: str, directory: Path | None = None) -> dic
 
     Read here (not through the Prefect tasks) so that the CLI can use it without importing Prefect.
     """
-    import os
-
     base = directory or Path(os.environ.get("MIGRATOR_DEPLOYMENTS_DIR") or "deployments")
     path = base / f"{environment}.yaml"
     if not path.exists():
         return {}
-    import yaml
 
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -99,9 +104,6 @@ def parse_bytes(value: object, setting: str) -> int:
 
 def _endpoint(conninfo: str) -> tuple[str, str, str]:
     """(host, port, database) as libpq would use them; localhost spellings folded together."""
-    import os
-
-    from psycopg.conninfo import conninfo_to_dict
 
     p = conninfo_to_dict(conninfo)
     host = str(p.get("host") or os.environ.get("PGHOST") or "/var/run/postgresql")
@@ -115,8 +117,6 @@ def _endpoint(conninfo: str) -> tuple[str, str, str]:
 
 def _identity(conn: psycopg.Connection) -> tuple[str | None, str, str]:
     """(cluster system identifier or None when not readable, current database, server version)."""
-    import psycopg
-
     version = str(conn.execute("SHOW server_version").fetchone()[0]).split(" ")[0]  # type: ignore[index]
     dbname = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
     try:
@@ -213,8 +213,6 @@ class ChosenBackup:
 def resolve_backup(settings: Settings, key: str, destination: str | None) -> ChosenBackup:
     """The backup to restore: ``latest`` is the newest complete backup, and any newer incomplete
     one is named in ``problem``."""
-    from migrator.backup import BackupError, list_backups
-
     if key.strip() != "latest":
         wanted = key.strip()
         for every in (False, True):  # the database's own group first: listing a whole bucket is slow
@@ -247,8 +245,6 @@ def _stop_on_sigterm() -> Iterator[None]:
     that the scratch database is dropped instead of left behind. Raising mid-statement abandons the
     scratch connection, which the DROP DATABASE ... WITH (FORCE) on the way out then terminates;
     nothing of value runs there. Hosts with their own handler (Prefect) keep it."""
-    import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
@@ -340,8 +336,6 @@ def _rehearse(settings: Settings, options: RehearsalOptions, *, progress: Progre
 
     with scratch_database(server, "rehearsal", keep=options.keep, user="the rehearsal server's user",
                           say=swept) as scratch_conninfo:
-        from psycopg.conninfo import conninfo_to_dict
-
         name = str(conninfo_to_dict(scratch_conninfo)["dbname"])
         report.scratch_database = name
         scratch = prepare_url(scratch_conninfo)
@@ -360,8 +354,6 @@ def _rehearsal_server(settings: Settings, options: RehearsalOptions) -> Connecti
     if options.scratch_url:
         return prepare_url(options.scratch_url)
     if settings.environment == "local":
-        from migrator import embedded
-
         return prepare_url(embedded.server_url(settings.embedded_dir, database="postgres"))
     raise ConfigError(
         f"no rehearsal server for environment {settings.environment!r}: pass --scratch-url URL or set "
@@ -380,8 +372,6 @@ def _table_spec(settings: Settings, source: Connection) -> str | None:
 
 
 def _restore(settings: Settings, key: str, target: str, destination: str | None, report: RehearsalReport) -> None:
-    from migrator.backup import restore_backup
-
     result = restore_backup(settings, key, target, destination=destination, no_owner=True)
     report.restore_seconds = round(result.duration_seconds, 3)
     report.backup_size = report.backup_size or result.size
@@ -389,9 +379,6 @@ def _restore(settings: Settings, key: str, target: str, destination: str | None,
 
 def _apply_all(settings: Settings, scratch: Connection, migrations: files.MigrationSet, options: RehearsalOptions,
                report: RehearsalReport, say: Progress, run_id: str | None) -> None:
-    from migrator.engine import Migrator
-    from migrator.execute.state import acquire_lock, ensure_tables, release_lock, resolve_table
-
     scratch_settings = Settings(**{**settings.__dict__, "database_url": scratch.conninfo})
     plan = Migrator(scratch_settings).plan(target=options.target_version)
     report.version_before = report.version_after = plan.version
@@ -401,7 +388,6 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
             f"backup {report.backup_key} records a dirty database at version {plan.version}: `up` would refuse it; "
             "fix the source's state first (`migrator status`)"
         )
-    from migrator.rehearse.apply import lock_predictions
 
     found = lock_predictions(migrations, {s.version for s in plan.steps})
     t0 = time.perf_counter()
@@ -410,7 +396,6 @@ def _apply_all(settings: Settings, scratch: Connection, migrations: files.Migrat
         st = resolve_table(conn, state_table_name(settings, None))
         acquire_lock(conn, st, settings.lock_wait_seconds)
         ensure_tables(conn, st)
-        from migrator.rehearse.apply import Applier
 
         applier = Applier(conn, scratch, settings, st, options.large_table_bytes, run_id)
         for step in plan.steps:

@@ -23,8 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrator import db
 from migrator.config import Settings
+from migrator.engine import Migrator
 from migrator.errors import ConfigError, MigratorError
+from migrator.schema import catalog, expected
 from migrator.schema.catalog import KINDS, Catalog, display
 
 IGNORE_ENV = "MIGRATOR_DRIFT_IGNORE"
@@ -221,9 +224,6 @@ def check(settings: Settings, *, ignore: str | Path | None = None, scratch_url: 
 
     Raises MigratorError when the database is dirty (there is no "expected" schema half-way through
     a migration) or records a version newer than the files."""
-    from migrator import db
-    from migrator.engine import Migrator
-    from migrator.schema import catalog, expected
 
     started = time.monotonic()
     path = ignore_path(settings, ignore)

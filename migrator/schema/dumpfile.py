@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrator.config import Settings
+from migrator import files
+from migrator.config import Settings, state_table_name
 from migrator.errors import MigratorError
 from migrator.files import MigrationSet
+from migrator.output import suggest
 from migrator.redact import redact
 
 if TYPE_CHECKING:
@@ -95,6 +97,7 @@ def _quote(name: str) -> str:
 
 def schema_pg_dump(server_major: int) -> Tool:
     """The embedded wheel's pg_dump (the same for the whole team and CI), unless the server is newer."""
+    # lazy: `migrator create` loads this module; migrator.backup.pgtools would add 295 modules (psycopg, asyncio, ...)
     from migrator.backup import pgtools
 
     embedded = pgtools.embedded_tool("pg_dump")
@@ -105,6 +108,7 @@ def schema_pg_dump(server_major: int) -> Tool:
 
 def render(settings: Settings, mset: MigrationSet) -> tuple[str, int]:
     """The schema file's text for the database of ``settings`` (which must be clean), and its version."""
+    # lazy: `migrator create` loads this module; migrator.db and 3 more would add 295 modules (psycopg, asyncio, ...)
     from migrator import db
     from migrator.backup import pgtools
     from migrator.engine import Migrator
@@ -168,8 +172,6 @@ def dump(settings: Settings, output: str | Path | None = None, *, from_files: bo
          scratch_url: str | None = None) -> DumpResult:
     """Write the schema file from the configured database, or (``from_files``) from a scratch database
     migrated to the latest version by the engine."""
-    from migrator import files
-
     mset = files.load(settings.migrations_path)
     mset.raise_if_errors()
     path = schema_path(settings, output)
@@ -183,7 +185,7 @@ def dump(settings: Settings, output: str | Path | None = None, *, from_files: bo
 def _render_from_files(settings: Settings, mset: MigrationSet, scratch_url: str | None) -> tuple[str, int]:
     """The file's text for a scratch database the engine migrated to the latest version (state table in
     the schema ``--table`` names, else ``public``)."""
-    from migrator.config import state_table_name
+    # lazy: `migrator create` loads this module; migrator.schema.expected would add 189 modules (psycopg, asyncio, ...)
     from migrator.schema.expected import built_database
 
     name = state_table_name(settings, None)
@@ -193,8 +195,6 @@ def _render_from_files(settings: Settings, mset: MigrationSet, scratch_url: str 
 
 def check(settings: Settings, path: str | Path | None = None, *, scratch_url: str | None = None) -> CheckResult:
     """Rebuild the schema file from the files on a scratch database and compare it with the committed one."""
-    from migrator import files
-
     mset = files.load(settings.migrations_path)
     mset.raise_if_errors()
     target = schema_path(settings, path)
@@ -215,8 +215,6 @@ def check(settings: Settings, path: str | Path | None = None, *, scratch_url: st
 
 def refresh_hint() -> str:
     """The commands that bring the file up to date, as the person runs the CLI (make or the venv's script)."""
-    from migrator.commands import suggest
-
     up = suggest("migrator up", "make migrate-up")
     from_files = suggest("migrator schema dump --from-files")
     return f"run `{up}` on your development database (it rewrites schema.sql) or `{from_files}`, and commit it"
@@ -226,6 +224,7 @@ def records(mset: MigrationSet, path: Path, version: int) -> bool:
     """True when the file's header already records ``version`` and these files' sha256 up to it: dumping a
     database the engine just brought to ``version`` would write the same text (or, on a database changed by
     hand, text the migrations do not produce), so the rewrite after ``up``/``down`` is skipped."""
+    # lazy: `migrator create` loads this module; migrator.schema.expected would add 189 modules (psycopg, asyncio, ...)
     from migrator.schema.expected import files_digest
 
     try:
@@ -239,6 +238,7 @@ def records(mset: MigrationSet, path: Path, version: int) -> bool:
 
 def stale_reason(mset: MigrationSet, path: Path) -> str | None:
     """Why the committed file is not current for these files (from its header, no database), or None."""
+    # lazy: `migrator create` loads this module; migrator.schema.expected would add 189 modules (psycopg, asyncio, ...)
     from migrator.schema.expected import files_digest
 
     try:

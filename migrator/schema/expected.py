@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from migrator import db
 from migrator.config import Settings
+from migrator.errors import MigratorError
 from migrator.files import MigrationSet
 from migrator.schema import catalog
 
@@ -93,8 +95,6 @@ def expected_catalog(settings: Settings, mset: MigrationSet, version: int, serve
 def _build(settings: Settings, version: int, exclude: list[tuple[str, str]],
            scratch_url: str | None) -> catalog.Catalog:
     """Apply the files up to ``version`` on a scratch database with the engine, then read its catalog."""
-    from migrator import db
-
     with built_database(settings, version, exclude[0], scratch_url) as scratch, \
             db.connect(db.resolve(scratch)) as conn:
         return catalog.capture(conn, exclude)
@@ -105,9 +105,8 @@ def built_database(settings: Settings, version: int, table: tuple[str, str],
                    scratch_url: str | None = None) -> Iterator[Settings]:
     """A scratch database migrated from nothing to ``version`` by the engine (``Migrator.goto``), as the
     Settings to reach it; dropped afterwards. ``table`` is the live state table's (schema, name)."""
-    from migrator import db
+    # lazy: `migrator validate` loads this module; migrator.engine and migrator.scratch would add 7 modules
     from migrator.engine import Migrator
-    from migrator.errors import MigratorError
     from migrator.scratch import scratch_database
 
     server = db.resolve(dataclasses.replace(settings, database_url=scratch_url) if scratch_url else settings)
