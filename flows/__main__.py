@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = migrate_fleet(environment=args.env, target_version=args.target, dry_run=args.dry_run,
                                    canary=args.canary, max_parallel=args.max_parallel,
-                                   max_failures=args.max_failures, children="subflow")
+                                   max_failures=args.max_failures, children="in-process")
         elif args.flow == "fleet-status":
             from flows.fleet import fleet_status
 

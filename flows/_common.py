@@ -332,9 +332,10 @@ _ATTEMPTS_HERE: set[str] = set()  # flow runs that have had an attempt in this p
 
 
 @contextlib.contextmanager
-def flow_report(kind: str, env: Environment) -> Iterator[RunReport]:
-    """The one failure mechanism of migrate, rollback, force and recover (see the module docstring)."""
-    run = RunReport(kind, env)
+def flow_report(kind: str, env: Environment, report: RunReport | None = None) -> Iterator[RunReport]:
+    """The one failure mechanism of migrate, rollback, force, recover and migrate-fleet (see the module
+    docstring); ``report`` is a RunReport subclass for a run about more than one database (the fleet's)."""
+    run = report if report is not None else RunReport(kind, env)
     rid = flow_run_id()
     if rid is not None:
         run.first_attempt_here = rid not in _ATTEMPTS_HERE

@@ -1,50 +1,57 @@
 """``migrate-fleet``: migrate every database of a fleet environment, canary first, then in waves.
 
 One survey (every database's version and dirty flag), one validation, one approval for the whole
-fleet; then each database is migrated by its own ``migrate`` run (backup -> validate -> apply ->
-verify, with its own lock, audit trail and UI recovery):
+fleet; then each database goes through the whole pipeline of a ``migrate`` run: no file drift, a
+verified backup, apply (its own advisory lock, audited through the engine), verify:
 
 - from a deployment (``migrate-fleet/<env>``), as child runs of the ``migrate/<env>`` deployment
-  (``run_deployment``), so the work spreads over every worker of the work pool;
-- without one (``python -m flows migrate-fleet``, the ephemeral API), as in-process subflows.
+  (``run_deployment``), so the work spreads over every worker of the work pool; each child has
+  its own run page, slot, retries and recovery form;
+- without one (``python -m flows migrate-fleet``, the ephemeral API): in this process, each
+  database ONE task run (``migrate-member``: ``migrator.fleet.migrate_member``), ``max_parallel``
+  threads at a time. A child flow run (about 0.45 s) and its six task runs (about 25 ms each)
+  cost more than the work of a small migration (issue 23); a failed database is named in the
+  fleet's artifact and alert with its next step (``recover/<fleet>:<db>`` for a dirty one).
 
 Both honour ``max_parallel`` and the failure budget ``max_failures``: once more databases failed
 than the budget allows, nothing new starts; running ones finish; nothing is rolled back. A canary
 failure always stops the rollout. The fleet sends ONE alert (``fleet.completed`` / ``fleet.failed``);
-its children send none (they run with ``fleet_run_id``).
+its children send none (they run with ``fleet_run_id``). The run ends through ``flow_report``, as
+``migrate`` does: one failure mechanism, a truthful one-line state message, the run's artifact.
 """
 
 from __future__ import annotations
 
 import contextvars
-import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-from flows._common import artifact_key, findings_md, md_table
+from flows._common import RunReport, artifact_key, findings_md, flow_report, md_table, outcome_of
 from migrator import fleet
 from migrator.errors import ApprovalRejected, ConfigError, MigratorError
 from migrator.lint import ValidationReport
 from migrator.redact import redact
-from tasks._common import flow_run_id, flow_run_url, run_logger
+from tasks._common import deployment_run_url, flow_run_id, flow_run_url, run_logger
 from tasks.environment import Environment
-from tasks.fleet import load_fleet, read_after, survey_fleet
+from tasks.fleet import load_fleet, migrate_member, read_after, survey_fleet
 from tasks.notify import notify
 from tasks.validate import validate_migrations
 
-Children = Literal["auto", "deployment", "subflow"]
+# "subflow" is the in-process mode's old name (each database was a child flow run): still accepted
+Children = Literal["auto", "deployment", "in-process", "subflow"]
 FAILED = frozenset({"failed", "dirty", "unreachable"})
 
 
 @dataclass
 class ChildResult:
-    """How one child run ended, as its orchestrator saw it."""
+    """How one database's run ended, as its orchestrator saw it."""
 
     name: str
     ok: bool
@@ -52,41 +59,34 @@ class ChildResult:
     error: str | None = None
     backup_key: str | None = None
     duration_seconds: float | None = None
+    run_kind: str = "flow-run"  # or "task-run": an in-process database's run
+    next_step: str | None = None
 
 
-def ui_run_url(run_id: str | None) -> str | None:
-    """The Prefect UI link of a flow run (None on the ephemeral API, which has no UI)."""
+def ui_run_url(run_id: str | None, kind: str = "flow-run") -> str | None:
+    """The Prefect UI link of a flow (or task) run (None on the ephemeral API, which has no UI)."""
     if not run_id:
         return None
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-
     ui = PREFECT_UI_URL.value()
     if not ui:
         api = PREFECT_API_URL.value()
         ui = api[: -len("/api")] if api and api.endswith("/api") else None
-    return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else None
+    return f"{ui.rstrip('/')}/runs/{kind}/{run_id}" if ui else None
 
 
 # ----------------------------------------------------------------------------------- child runners
 
 
-class SubflowRunner:
-    """Children as in-process subflows of this run, ``max_parallel`` threads at a time."""
+class InProcessRunner:
+    """Each database ONE ``migrate-member`` task run of this flow run, ``max_parallel`` threads at a time."""
 
     def __init__(self, max_parallel: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fleet")
         self.running: dict[Future[ChildResult], str] = {}
-        self.settings = _without_child_heartbeats()
-        # Prefect warns once per task that a timeout cannot interrupt a task in a thread: say it
-        # once for the fleet instead of twice per database
-        run_logger().warning("in-process children run in threads: Prefect cannot interrupt their task timeouts; "
-                             "PostgreSQL's lock_timeout and statement_timeout still bound every statement")
-        self._filter = _ThreadTimeoutNotice()
-        logging.getLogger("prefect.task_runs").addFilter(self._filter)
 
     def start(self, name: str, parameters: dict[str, Any]) -> None:
-        ctx = contextvars.copy_context()  # the fleet's flow run context: the child becomes its subflow
-        self.running[self.pool.submit(ctx.run, _run_subflow, name, parameters, self.settings)] = name
+        ctx = contextvars.copy_context()  # the fleet's flow run context: the task runs in this flow run
+        self.running[self.pool.submit(ctx.run, _run_member, name, parameters)] = name
 
     def wait_any(self) -> list[ChildResult]:
         done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
@@ -95,54 +95,44 @@ class SubflowRunner:
             name = self.running.pop(fut)
             try:
                 results.append(fut.result())
-            except BaseException as exc:  # the engine itself failed around the child
+            except BaseException as exc:  # the engine itself failed around the task
                 results.append(ChildResult(name, False, error=redact(f"{type(exc).__name__}: {exc}")))
         return results
 
     def close(self) -> None:
-        try:
-            self.pool.shutdown(wait=True)
-        finally:
-            logging.getLogger("prefect.task_runs").removeFilter(self._filter)
+        self.pool.shutdown(wait=True)
 
 
-class _ThreadTimeoutNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "running in a worker thread" not in str(record.msg)
-
-
-def _without_child_heartbeats() -> Any:
-    """The fleet run's settings with flow heartbeats off, for its in-process children.
-
-    Prefect's heartbeat thread sleeps in whole seconds and the engine joins it when a flow run
-    ends, so every subflow's end waited 0.5 s on average (measured: 0.52 s of a 3.9 s child under
-    load). An in-process child lives and dies with the fleet run's process, whose own heartbeat
-    keeps going: a crash of that process stops the fleet run's heartbeat, and the children are
-    that run's subflows (deployment children, each in its own process, keep their heartbeats).
-    """
-    from prefect.context import get_settings_context
-
-    return get_settings_context().settings.copy_with_update(updates={"flows.heartbeat_frequency": None})
-
-
-def _run_subflow(name: str, parameters: dict[str, Any], settings: Any = None) -> ChildResult:
-    from prefect.context import SettingsContext, get_settings_context
-
-    from flows.migrate import migrate
-
-    started = time.monotonic()
-    if settings is None:
-        state: Any = migrate(**parameters, return_state=True)
-    else:
-        with SettingsContext(profile=get_settings_context().profile, settings=settings):
-            state = migrate(**parameters, return_state=True)
-    run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
+def _run_member(name: str, parameters: dict[str, Any]) -> ChildResult:
+    state: Any = migrate_member(**parameters, return_state=True)
+    run_id = str(state.state_details.task_run_id) if state.state_details.task_run_id else None
     value = state.result(raise_on_failure=False)
-    duration = round(time.monotonic() - started, 1)
-    if state.is_completed() and isinstance(value, dict):
-        return ChildResult(name, True, run_id, backup_key=value.get("backup_key"), duration_seconds=duration)
-    error = value if isinstance(value, BaseException) else state.message
-    return ChildResult(name, False, run_id, error=redact(str(error)), duration_seconds=duration)
+    if not isinstance(value, fleet.MemberResult):  # the task itself failed (e.g. its URL did not resolve)
+        error = value if isinstance(value, BaseException) else state.message
+        return ChildResult(name, False, run_id, error=redact(str(error)), run_kind="task-run")
+    error = None if value.ok else f"{value.stage} failed: {value.error}"
+    return ChildResult(name, value.ok, value.run_id or run_id, error=error, backup_key=value.backup_key,
+                       duration_seconds=value.duration_seconds, run_kind="task-run",
+                       next_step=None if value.ok else member_next_step(parameters["environment"], value))
+
+
+def member_next_step(environment: str, r: fleet.MemberResult) -> str:
+    """What on-call does about an in-process database that failed at ``r.stage`` (it has no run of
+    its own to recover in: a dirty one goes to ``recover/<fleet>:<db>``)."""
+    env = fleet.member_environment(environment, r.name)
+    if r.dirty_after:
+        url = deployment_run_url(f"recover/{env}", {"environment": env})
+        where = f"[recover/{env}]({url})" if url else f"recover/{env} (Deployments > Run > Custom run)"
+        return (f"dirty: recover it: run {where} (the recovery form), or `migrator recover --env {env} "
+                "--resume|--revert|--mark-applied`; then re-run the fleet")
+    if r.stage == "drift":
+        return "nothing was touched (its applied files changed): restore the files or fix the database, re-run"
+    if r.stage == "backup":
+        return "nothing was applied (no verified backup): fix the backup store or pg_dump, re-run the fleet"
+    if r.stage == "verify":
+        return (f"applied, but verify failed: `migrator verify --env {env}` / `migrator drift --env {env}`, "
+                "fix the drift, re-run the fleet")
+    return "clean (its transaction rolled back): fix the cause, re-run the fleet"
 
 
 class DeploymentRunner:
@@ -195,11 +185,11 @@ class DeploymentRunner:
 
 
 def choose_runner(mode: Children, environment: str, child_deployment: str | None, max_parallel: int) -> Any:
-    """Deployment children when this run came from a deployment (a work pool exists), else subflows."""
+    """Deployment children when this run came from a deployment (a work pool exists), else in-process."""
     if mode == "auto":
-        mode = "deployment" if runtime.deployment.id else "subflow"
-    if mode == "subflow":
-        return SubflowRunner(max_parallel)
+        mode = "deployment" if runtime.deployment.id else "in-process"
+    if mode in ("in-process", "subflow"):
+        return InProcessRunner(max_parallel)
     name = child_deployment or f"migrate/{environment}"
     from prefect.client.orchestration import get_client
 
@@ -208,7 +198,7 @@ def choose_runner(mode: Children, environment: str, child_deployment: str | None
             client.read_deployment_by_name(name)
     except Exception:
         raise ConfigError(
-            f"deployment {name} not found: deploy it (prefect deploy --name {name}) or run with children=subflow"
+            f"deployment {name} not found: deploy it (prefect deploy --name {name}) or run with children=in-process"
         ) from None
     return DeploymentRunner(name)
 
@@ -238,9 +228,9 @@ def roll_out(waves: list[fleet.Wave], runner: Any, max_parallel: int, budget: fl
                 for result in runner.wait_any():
                     o = outcomes[result.name]
                     o.outcome = "succeeded" if result.ok else "failed"
-                    o.run_id, o.run_url = result.run_id, ui_run_url(result.run_id)
+                    o.run_id, o.run_url = result.run_id, ui_run_url(result.run_id, result.run_kind)
                     o.error, o.duration_seconds = result.error, result.duration_seconds
-                    o.backup_key = result.backup_key
+                    o.backup_key, o.next_step = result.backup_key, result.next_step
                     budget.record(not result.ok)
                     wave_failed += not result.ok
                     log.log(20 if result.ok else 40, "%s: %s%s", result.name, o.outcome,
@@ -312,6 +302,9 @@ def _clip(text: str, limit: int = 600) -> str:
 
 
 def _next_step(o: fleet.Outcome) -> str:
+    if o.next_step and (o.dirty_after or o.outcome != "dirty"):
+        link = f" ([its run]({o.run_url}))" if o.run_url and not o.dirty_after else ""
+        return o.next_step + link
     if o.outcome == "dirty":
         return "dirty before this run: recover it first (its last migrate run, or the runbook), then re-run"
     if o.dirty_after:
@@ -338,6 +331,94 @@ def plan_markdown(environment: str, states: list[fleet.DatabaseState], to_run: l
     )
 
 
+# ---------------------------------------------------------------------------------------- the report
+
+
+@dataclass
+class FleetReport(RunReport):
+    """``flow_report``'s report for a fleet run: the same ending as ``migrate`` (one failure path, a
+    truthful one-line state message, the run's artifact), about many databases instead of one.
+
+    The fleet environment names no database: the truth is every member's, read by the fleet itself
+    (``_read_truth``); the alert is the fleet's one ``fleet.completed`` / ``fleet.failed``."""
+
+    dry_run: bool = False
+    policy: dict[str, int] = field(default_factory=dict)
+    latest: int = -1
+    states: list[fleet.DatabaseState] = field(default_factory=list)
+    outcomes: dict[str, fleet.Outcome] = field(default_factory=dict)
+    to_run: list[str] = field(default_factory=list)
+    waves: list[fleet.Wave] = field(default_factory=list)
+    surveyed: bool = False
+    stopped: str | None = None
+
+    def ordered(self) -> list[fleet.Outcome]:
+        return [self.outcomes[s.name] for s in self.states]
+
+    def failed(self) -> list[fleet.Outcome]:
+        return [o for o in self.ordered() if o.outcome in FAILED]
+
+    def read_truth(self) -> None:
+        """Nothing to read here: the members' truth was read after the rollout (``_read_truth``)."""
+
+    def state_line(self) -> str:
+        c = fleet.counts(self.ordered())
+        return f"{len(self.states)} databases: " + (", ".join(f"{n} {k}" for k, n in sorted(c.items())) or "none")
+
+    def send(self, event: str, message: str, **fields: Any) -> None:
+        notify(self.env.name, event, database=self.env.name, message=message, flow_run_url=flow_run_url(), **fields)
+        self.alerted.append(event)
+
+    def fail(self, exc: BaseException) -> None:
+        self.outcome = outcome_of(exc)
+        self.error = redact(str(exc)) or type(exc).__name__
+        self.stopped = self.stopped or self.error
+        name = self.env.name
+        if isinstance(exc, Exception) and not isinstance(exc, ApprovalRejected) and not self.alerted:
+            # (a rejection has alerted approval.rejected already)
+            if not self.surveyed:  # no catalogue, no secret: the fleet cannot start, and someone must know
+                self.send("fleet.failed", f"fleet {name}: could not list or read its databases: {self.error}; "
+                          "nothing was started", error=self.error)
+            else:
+                started_any = any(o.run_id for o in self.outcomes.values())
+                self.send("fleet.failed", f"fleet {name}: stopped{'' if started_any else ' before migrating'}: "
+                          f"{self.error}", error=self.error, counts=fleet.counts(self.outcomes.values()))
+        self.next_step = self.next_step or (
+            "see the migrate-fleet artifact: each failed database with its state and next step" if self.failed()
+            else "fix the cause named above, then start the fleet run again")
+        self.message = f"{self.kind} {name} {self.outcome}: {self.error}. Now: {self.state_line()}"
+        if self.next_step:
+            self.message += f". Next: {self.next_step}"
+
+    def succeed(self) -> None:
+        self.outcome = "dry run" if self.dry_run else "succeeded"
+        if self.dry_run:
+            self.message = (f"{self.kind} {self.env.name} dry run: {len(self.to_run)} of {len(self.states)} "
+                            f"databases to migrate in {len(self.waves)} wave(s); nothing changed")
+        else:
+            self.message = f"{self.kind} {self.env.name} succeeded. Now: {self.state_line()}"
+
+    def write_artifacts(self) -> None:
+        self.duration_seconds = round(time.monotonic() - self.started, 1)
+        if self.dry_run:
+            return  # its artifact is the plan (fleet-plan-<env>), written by the flow
+        md = summary_markdown(self.env.name, self.ordered(), self.latest, self.stopped)
+        create_markdown_artifact(markdown=redact(md), key=artifact_key(self.kind, self.env.name),
+                                 description=f"{self.kind} {self.env.name}: {self.outcome}")
+
+    def to_dict(self) -> dict[str, Any]:
+        ordered = self.ordered()
+        result: dict[str, Any] = {"environment": self.env.name, "latest": self.latest, "policy": self.policy,
+                                  "outcome": self.outcome, "databases": [o.to_dict() for o in ordered],
+                                  "message": self.message, "run_id": flow_run_id()}
+        if self.dry_run:
+            result.update(to_run=self.to_run, waves=[w.databases for w in self.waves])
+        else:
+            result.update(counts=fleet.counts(ordered), stopped=self.stopped,
+                          duration_seconds=self.duration_seconds, alerts=list(self.alerted))
+        return result
+
+
 # ------------------------------------------------------------------------------------------------ flow
 
 
@@ -354,8 +435,14 @@ def migrate_fleet(
     child_deployment: str | None = None,
     require_approval: bool | None = None,
     approval_timeout_seconds: int | None = None,
-) -> dict[str, Any]:
-    """Migrate every database of the fleet ``environment``: canary, then waves, within a failure budget."""
+) -> Any:
+    """Migrate every database of the fleet ``environment``: canary, then waves, within a failure budget.
+
+    Args:
+        children: ``in-process`` (each database one task run of this run), ``deployment`` (each a run
+            of ``child_deployment``, default ``migrate/<environment>``), or ``auto``: deployment
+            children when this run comes from a deployment. ``subflow`` is in-process's old name.
+    """
     env, spec = load_fleet(environment)
     policy = {
         "canary": spec.canary if canary is None else canary,
@@ -366,19 +453,52 @@ def migrate_fleet(
     if min(policy["max_parallel"], policy["wave_size"]) < 1 or min(policy["canary"], policy["max_failures"]) < 0:
         raise ConfigError(f"migrate-fleet {environment}: max_parallel and wave_size must be >= 1, canary and "
                           f"max_failures >= 0 (got {policy})")
-    started = time.monotonic()
-    try:
-        survey = survey_fleet(environment, target_version)
-    except Exception as exc:  # no catalogue, no secret: the fleet cannot start, and someone must know
-        why = redact(str(exc))
-        notify(environment, "fleet.failed", database=environment, error=why, flow_run_url=flow_run_url(),
-               message=f"fleet {environment}: could not list or read its databases: {why}; nothing was started")
-        raise
-    latest = int(survey["latest"])
-    states = [fleet.DatabaseState(**d) for d in survey["databases"]]
-    outcomes: dict[str, fleet.Outcome] = {}
-    to_run: list[str] = []
-    for s in states:
+    run = FleetReport("migrate-fleet", env, dry_run=dry_run, policy=policy)
+    with flow_report("migrate-fleet", env, run):
+        survey(run, target_version)
+        budget = fleet.Budget(policy["max_failures"])
+        budget.failures = sum(o.outcome in FAILED for o in run.outcomes.values())
+        run.waves = fleet.plan_waves(run.to_run, policy["canary"], policy["wave_size"])
+        lint: ValidationReport | None = None
+        if run.to_run:
+            lint = validate_migrations(spec.member_environment(run.to_run[0]))
+            if lint.errors:
+                raise MigratorError(f"validation found {lint.errors} error(s) (checked against "
+                                    f"{run.to_run[0]}); nothing was started")
+        plan_md = plan_markdown(environment, run.states, run.to_run, run.waves, run.latest, policy)
+        if dry_run:
+            create_markdown_artifact(markdown=plan_md + "\n## Lint findings\n\n" + findings_md(lint),
+                                     key=artifact_key("fleet-plan", environment),
+                                     description=f"fleet dry run {environment}")
+        elif budget.exceeded:
+            run.stopped = (f"{budget.failures} database(s) dirty or unreachable before the start, more than "
+                           f"max_failures {budget.max_failures}: nothing was started")
+        elif run.to_run:
+            approve = env.approval_required if require_approval is None else require_approval
+            approved_by = _fleet_approval(env, run.states, run.to_run, lint, plan_md,
+                                          approval_timeout_seconds or env.approval_timeout_seconds) if approve else None
+            runner = choose_runner(children, environment, child_deployment, policy["max_parallel"])
+            params_for = _params_for(runner, spec, run.latest, target_version, approved_by)
+            rollout_started = time.time() - 1  # backup keys carry millisecond UTC timestamps
+            run.stopped = roll_out(run.waves, runner, policy["max_parallel"], budget, params_for, run.outcomes)
+            _read_truth(environment, run.outcomes,
+                        [n for n in run.to_run if run.outcomes[n].outcome != "not started"], rollout_started)
+        failed = run.failed()
+        if not dry_run:
+            _fleet_alert(run, failed)
+        if failed and not dry_run:
+            names = ", ".join(o.name for o in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10
+                                                              else "")
+            raise MigratorError(f"fleet {environment}: {len(failed)} of {len(run.outcomes)} databases failed "
+                                f"({names}); see the migrate-fleet artifact for each one's state and next step")
+    return run.final_state()
+
+
+def survey(run: FleetReport, target_version: int | None) -> None:
+    """Every database's state; which ones this run migrates (the others: current, dirty, unreachable)."""
+    found = survey_fleet(run.env.name, target_version)
+    run.surveyed, run.latest, run.states = True, found.latest, found.databases
+    for s in run.states:
         o = fleet.Outcome(s.name, "not started", version_before=s.version, version_after=s.version,
                           dirty_after=s.dirty)
         if s.error:
@@ -389,83 +509,19 @@ def migrate_fleet(
         elif s.pending == 0:
             o.outcome = "current"
         else:
-            to_run.append(s.name)
-        outcomes[s.name] = o
-    budget = fleet.Budget(policy["max_failures"])
-    budget.failures = sum(o.outcome in FAILED for o in outcomes.values())
-    waves = fleet.plan_waves(to_run, policy["canary"], policy["wave_size"])
-    report: ValidationReport | None = None
-    stopped: str | None = None
-    result: dict[str, Any] = {"environment": environment, "latest": latest, "policy": policy}
-    try:
-        if to_run:
-            report = validate_migrations(spec.member_environment(to_run[0]))
-            if report.errors:
-                raise MigratorError(f"validation found {report.errors} error(s) (checked against "
-                                    f"{to_run[0]}); nothing was started")
-        plan_md = plan_markdown(environment, states, to_run, waves, latest, policy)
-        if dry_run:
-            create_markdown_artifact(markdown=plan_md + "\n## Lint findings\n\n" + findings_md(report),
-                                     key=artifact_key("fleet-plan", environment),
-                                     description=f"fleet dry run {environment}")
-            result.update(outcome="dry run", databases=[o.to_dict() for o in outcomes.values()],
-                          to_run=to_run, waves=[w.databases for w in waves])
-            return result
-        if budget.exceeded:
-            stopped = (f"{budget.failures} database(s) dirty or unreachable before the start, more than "
-                       f"max_failures {budget.max_failures}: nothing was started")
-        approved_by: str | None = None
-        if to_run and not stopped:
-            approve = env.approval_required if require_approval is None else require_approval
-            if approve:
-                approved_by = _fleet_approval(env, states, to_run, report, plan_md,
-                                              approval_timeout_seconds or env.approval_timeout_seconds)
-            runner = choose_runner(children, environment, child_deployment, policy["max_parallel"])
-            fleet_run = flow_run_id() or "local"
-
-            extra = _in_process_extras() if isinstance(runner, SubflowRunner) else {}
-
-            def params_for(name: str) -> dict[str, Any]:
-                return {"environment": spec.member_environment(name), "target_version": target_version,
-                        "require_approval": False, "approved_by": approved_by, "fleet_run_id": fleet_run, **extra}
-
-            rollout_started = time.time() - 1  # backup keys carry millisecond UTC timestamps
-            stopped = roll_out(waves, runner, policy["max_parallel"], budget, params_for, outcomes)
-            _read_truth(environment, outcomes, [n for n in to_run if outcomes[n].outcome != "not started"],
-                        rollout_started)
-    except Exception as exc:
-        stopped = redact(str(exc))
-        if not isinstance(exc, ApprovalRejected):  # a rejection has alerted approval.rejected already
-            started_any = any(o.run_id for o in outcomes.values())
-            notify(environment, "fleet.failed", database=environment, error=stopped, flow_run_url=flow_run_url(),
-                   message=f"fleet {environment}: stopped{'' if started_any else ' before migrating'}: {stopped}",
-                   counts=fleet.counts(outcomes.values()))
-        raise
-    finally:
-        if not dry_run:
-            ordered = [outcomes[s.name] for s in states]
-            md = summary_markdown(environment, ordered, latest, stopped)
-            create_markdown_artifact(markdown=redact(md), key=artifact_key("migrate-fleet", environment),
-                                     description=f"migrate-fleet {environment}")
-            result.update(databases=[o.to_dict() for o in ordered], counts=fleet.counts(ordered), stopped=stopped,
-                          duration_seconds=round(time.monotonic() - started, 1))
-    failed = [o for o in outcomes.values() if o.outcome in FAILED]
-    _fleet_alert(environment, list(outcomes.values()), failed, stopped, result["duration_seconds"], latest)
-    result["outcome"] = "failed" if failed else "succeeded"
-    if failed:
-        names = ", ".join(o.name for o in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
-        raise MigratorError(f"fleet {environment}: {len(failed)} of {len(outcomes)} databases failed ({names}); "
-                            f"see the migrate-fleet artifact for each one's state and next step")
-    return result
+            run.to_run.append(s.name)
+        run.outcomes[s.name] = o
 
 
-def _in_process_extras() -> dict[str, Any]:
-    """An in-process child has no UI to be recovered in: when the migrate flow can pause for a
-    recovery form, it must not wait there (the fleet reports the dirty database and its next step)."""
-    from flows.migrate import migrate
-
-    properties = migrate.parameters.properties or {}
-    return {"recovery_timeout_seconds": 1} if "recovery_timeout_seconds" in properties else {}
+def _params_for(runner: Any, spec: fleet.FleetSpec, latest: int, target_version: int | None,
+                approved_by: str | None) -> Callable[[str], dict[str, Any]]:
+    """What each database's run gets: names and versions only (Prefect stores them; never a URL)."""
+    if isinstance(runner, InProcessRunner):
+        return lambda name: {"environment": spec.name, "name": name, "expected_version": latest,
+                             "target_version": target_version, "approved_by": approved_by}
+    fleet_run = flow_run_id() or "local"
+    return lambda name: {"environment": spec.member_environment(name), "target_version": target_version,
+                         "require_approval": False, "approved_by": approved_by, "fleet_run_id": fleet_run}
 
 
 def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: list[str], since: float) -> None:
@@ -475,13 +531,13 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
         return
     after = read_after(environment, names, since, [n for n in names if not outcomes[n].backup_key])
     for name in names:
-        s = after.get(name) or {}
         o = outcomes[name]
-        if s.get("error"):
-            o.error = o.error or s["error"]
+        s = after.states.get(name)
+        if s is None or s.error:
+            o.error = o.error or (s.error if s else "its state could not be read after the run")
             continue
-        o.version_after, o.dirty_after = s.get("version"), bool(s.get("dirty"))
-        o.backup_key = o.backup_key or s.get("backup_key")
+        o.version_after, o.dirty_after = s.version, s.dirty
+        o.backup_key = o.backup_key or after.backup_keys.get(name)
         if o.outcome == "running":  # a child whose end we did not see (should not happen): say so
             o.outcome = "unknown"
 
@@ -500,26 +556,27 @@ def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run:
     return str(request_approval(env, plan, report, None, timeout_seconds, preface_md=plan_md))
 
 
-def _fleet_alert(environment: str, outcomes: list[fleet.Outcome], failed: list[fleet.Outcome],
-                 stopped: str | None, duration_seconds: float, latest: int) -> None:
+def _fleet_alert(run: FleetReport, failed: list[fleet.Outcome]) -> None:
+    """The fleet's ONE alert: counts, why it stopped, and each failed database (first 50)."""
+    outcomes = list(run.outcomes.values())
     c = fleet.counts(outcomes)
-    event = "fleet.failed" if failed else "fleet.completed"
     parts = ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
-    message = f"fleet {environment}: {len(outcomes)} databases: {parts}" + (f"; stopped: {stopped}" if stopped else "")
-    notify(environment, event, database=environment, version_after=latest, duration_ms=int(duration_seconds * 1000),
-           message=message, counts=c, stopped=stopped, flow_run_url=flow_run_url(),
-           failed_databases=[{"database": o.name, "outcome": o.outcome, "error": o.error,
-                              "version": o.version_after, "dirty": o.dirty_after, "run_url": o.run_url}
-                             for o in failed[:50]],
-           failed_total=len(failed))
+    message = (f"fleet {run.env.name}: {len(outcomes)} databases: {parts}"
+               + (f"; stopped: {run.stopped}" if run.stopped else ""))
+    run.send("fleet.failed" if failed else "fleet.completed", message, version_after=run.latest,
+             duration_ms=int((time.monotonic() - run.started) * 1000), counts=c, stopped=run.stopped,
+             failed_databases=[{"database": o.name, "outcome": o.outcome, "error": o.error,
+                                "version": o.version_after, "dirty": o.dirty_after, "run_url": o.run_url,
+                                "next_step": _next_step(o)} for o in failed[:50]],
+             failed_total=len(failed))
 
 
 @flow(name="fleet-status")
 def fleet_status(environment: str = "tenants") -> dict[str, Any]:
     """One line per database: version, dirty, pending. The run fails when any database is dirty."""
-    survey = survey_fleet(environment)
-    states = [fleet.DatabaseState(**d) for d in survey["databases"]]
-    lines = fleet.status_lines(states, int(survey["latest"]))
+    found = survey_fleet(environment)
+    states = found.databases
+    lines = fleet.status_lines(states, found.latest)
     log = run_logger()
     for line in lines:
         log.info("%s", line)
@@ -531,4 +588,4 @@ def fleet_status(environment: str = "tenants") -> dict[str, Any]:
                              description=f"fleet status {environment}")
     if dirty:
         raise MigratorError(f"fleet {environment}: {len(dirty)} dirty database(s): {', '.join(dirty[:20])}")
-    return {"environment": environment, "latest": survey["latest"], "databases": survey["databases"]}
+    return {"environment": environment, "latest": found.latest, "databases": [s.to_dict() for s in states]}

@@ -15,9 +15,11 @@ from __future__ import annotations
 import bisect
 import re
 import string
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,7 +28,7 @@ import psycopg
 from migrator import db
 from migrator.config import Settings, prepare_url, state_table_name
 from migrator.db import connect
-from migrator.errors import ConfigError, MigratorError
+from migrator.errors import ConfigError, MigrationFailedError, MigratorError
 from migrator.execute import state
 from migrator.execute.executor import invalid_indexes
 from migrator.redact import redact, register_secret, register_url
@@ -331,6 +333,23 @@ def survey(members: Sequence[Member], settings: Settings, versions: Iterable[int
         return list(pool.map(lambda m: read_member_state(m, settings, ordered), members))
 
 
+@dataclass
+class Survey:
+    """Every member's state and the version a run brings them to (-1: no migrations)."""
+
+    latest: int
+    databases: list[DatabaseState] = field(default_factory=list)
+
+
+@dataclass
+class After:
+    """Members' states read after their runs (the truth, not what a run said), and the newest
+    backup each one took during the run, where it was looked up."""
+
+    states: dict[str, DatabaseState] = field(default_factory=dict)
+    backup_keys: dict[str, str] = field(default_factory=dict)
+
+
 # -------------------------------------------------------------------------------------- planning
 
 
@@ -370,6 +389,7 @@ class Outcome:
     run_id: str | None = None
     error: str | None = None
     wave: int | None = None
+    next_step: str | None = None  # set when the run that migrated it knows better than the fleet's default
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -411,3 +431,118 @@ def status_lines(states: Sequence[DatabaseState], latest: int) -> list[str]:
                      + ("" if s.pending or s.dirty else "  (latest)" if latest >= 0 else "")
                      + (f"  INVALID index: {', '.join(s.invalid_indexes)}" if s.invalid_indexes else ""))
     return lines
+
+
+# ------------------------------------------------------------------------------ one member, in-process
+
+
+@dataclass(frozen=True)
+class MemberPolicy:
+    """The environment's settings a member's pipeline follows (deployments/<fleet>.yaml), secret-free
+    except ``scratch_url``, which is never shown."""
+
+    backup_retries: int = 2
+    backup_retry_delay_seconds: float = 30
+    schema_drift: str = "fail"  # drift.verify: fail | warn | off
+    drift_ignore: Path | None = None
+    scratch_url: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class MemberResult:
+    """What ``migrate_member`` did to one database: plain data, names only, no URL.
+
+    ``stage`` is where the pipeline ended: ``done``, or the step that failed (``drift``: nothing
+    was touched; ``backup``: nothing applied; ``apply``: see ``dirty_after``; ``verify``: applied,
+    but the database is not what the plan said)."""
+
+    name: str
+    ok: bool = False
+    stage: str = "drift"
+    version_before: int | None = None
+    version_after: int | None = None
+    dirty_after: bool = False
+    backup_key: str | None = None
+    steps: list[str] = field(default_factory=list)  # golang-migrate's lines: ``2/u create_b (4ms)``
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    run_id: str | None = None  # the run (a Prefect task run) that did it, set by the caller
+
+
+def _verified_backup(settings: Settings, run_id: str | None, progress: Callable[[str], None] | None,
+                     policy: MemberPolicy) -> str:
+    """Take and verify a backup, retried as ``backup.retries`` says; a setting error is not retried."""
+    # lazy: the backup package (pg_dump, storage clients) only when a member is migrated
+    from migrator.backup import create_backup, verify_backup
+
+    attempt = 0
+    while True:
+        try:
+            result = create_backup(settings, run_id=run_id)
+            if result.cleanup and progress:
+                progress(result.cleanup)
+            check = verify_backup(settings, result.key)
+            if progress:
+                progress(f"backup {result.key}: {result.size} bytes, sha256 {result.sha256}, verified "
+                         f"({check.toc_entries} TOC entries)")
+            return result.key
+        except ConfigError:
+            raise
+        except Exception as exc:
+            attempt += 1
+            if attempt > policy.backup_retries:
+                raise
+            if progress:
+                progress(f"backup attempt {attempt} failed ({redact(str(exc))}); retrying in "
+                         f"{policy.backup_retry_delay_seconds:g} s")
+            time.sleep(policy.backup_retry_delay_seconds)
+
+
+def migrate_member(name: str, settings: Settings, expected_version: int, *, target_version: int | None = None,
+                   run_id: str | None = None, approved_by: str | None = None,
+                   progress: Callable[[str], None] | None = None,
+                   policy: MemberPolicy | None = None) -> MemberResult:
+    """One fleet member's whole pipeline, what a ``migrate`` run does to it, in one call: no file drift
+    (else nothing is touched), a verified backup (else nothing is applied), apply through the engine
+    (its advisory lock, the executor, an audit row per migration), then verify (version, dirty, file
+    and schema drift).
+
+    Never raises for a failure of the database: the result names the stage and the error, so one
+    member cannot stop the others. The fleet's in-process mode calls this once per database instead
+    of starting a child flow run (issue 23: a flow run and its task runs cost more than the work).
+    """
+    # lazy: `migrator fleet-status` (this module) starts without the engine, lint and verify code
+    from migrator import files
+    from migrator.engine import Migrator
+    from migrator.lint import drift as drift_mod
+    from migrator.verify import verify
+
+    policy = policy or MemberPolicy()
+    started = time.monotonic()
+    result = MemberResult(name)
+    try:
+        drift = [f"{f.location()}: {f.message}" for f in drift_mod.check(settings, files.load(settings.migrations_path))
+                 if f.severity == "error"]
+        if drift:
+            raise MigratorError("the files drifted from what this database ran: " + "; ".join(drift)
+                                + "; nothing was applied: restore the files (or fix the database), then re-run")
+        result.stage = "backup"
+        result.backup_key = _verified_backup(settings, run_id, progress, policy)
+        result.stage = "apply"
+        m = Migrator(settings, run_id=run_id, progress=progress, approved_by=approved_by)
+        run = m.up() if target_version is None else m.goto(target_version)
+        result.version_before, result.version_after, result.dirty_after = (run.version_before, run.version_after,
+                                                                           run.dirty_after)
+        result.steps = [s.describe() for s in run.steps]
+        result.stage = "verify"
+        checked = verify(settings, expected_version, True, policy.schema_drift, drift_ignore=policy.drift_ignore,
+                         scratch_url=policy.scratch_url)
+        result.warnings = list(checked.warnings)
+        result.stage, result.ok = "done", True
+    except MigrationFailedError as exc:
+        result.dirty_after, result.error = exc.dirty, redact(str(exc))
+    except Exception as exc:  # a member's failure is reported, never allowed to stop the others
+        result.error = redact(str(exc)) or type(exc).__name__
+    result.duration_seconds = round(time.monotonic() - started, 2)
+    return result

@@ -111,8 +111,18 @@ def test_fleet_migrates_every_tenant_then_rerun_skips(fleet_env: dict[str, Any])
     dumps = list(fleet_env["backups"].rglob("*.dump"))
     assert len(dumps) == TENANTS and {d.parent.name for d in dumps} == set(names)
     with psycopg.connect(url_for(SERVER_URL, names[7])) as conn:  # its own audit trail, with its environment
-        envs = {r[0] for r in conn.execute("SELECT environment FROM schema_migrations_history")}
-    assert envs == {f"tenants:{names[7]}"}
+        audit = conn.execute("SELECT environment, run_id FROM schema_migrations_history").fetchall()
+    assert {r[0] for r in audit} == {f"tenants:{names[7]}"} and len(audit) == 2
+    assert {r[1] for r in audit} == {result["run_id"]}  # audited with the fleet run's id
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:  # in-process: ONE task run per database, no child flow run
+        task_run = client.read_task_run(by_name[names[7]]["run_id"])
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[result["run_id"]])))
+    assert task_run.name == f"migrate {names[7]}" and str(task_run.flow_run_id) == result["run_id"]
+    assert children == []
     (ev,) = events(fleet_env["hook"])  # ONE alert for the fleet, none per database
     assert ev["event"] == "fleet.completed" and ev["details"]["counts"] == {"succeeded": TENANTS}
     fleet_env["hook"].clear()
@@ -176,9 +186,28 @@ def test_non_transactional_failure_leaves_dirty_with_recovery_step(fleet_env: di
     assert art is not None
     md = str(art.data)
     assert "version 3, **DIRTY**" in md and "dirty: recover it" in md
+    assert f"recover/tenants:{bad}" in md and "apply failed" in md  # the in-process task's own next step
     (ev,) = events(fleet_env["hook"])
     (failed,) = ev["details"]["failed_databases"]
     assert failed["database"] == bad and failed["dirty"] is True and failed["version"] == 3
+    assert f"recover/tenants:{bad}" in failed["next_step"]
+
+
+def test_a_failed_backup_applies_nothing_and_says_so(fleet_env: dict[str, Any]) -> None:
+    """In-process, a database whose backup cannot be written is not migrated: its task run names the
+    stage, the fleet names it with the next step, and the canary failure stops the rest."""
+    from flows.fleet import migrate_fleet
+
+    names = fleet_env["names"]
+    fleet_env["backups"].write_text("a file where the backup store's folder should be\n")
+    state_ = migrate_fleet(environment="tenants", children="in-process", return_state=True)
+    assert state_.is_failed() and names[0] in str(state_.message)
+    assert all(state(n) is None for n in names)  # nothing applied anywhere, not even the canary
+    (ev,) = events(fleet_env["hook"])
+    (failed,) = ev["details"]["failed_databases"]
+    assert failed["database"] == names[0] and failed["error"].startswith("backup failed")
+    assert "nothing was applied" in failed["next_step"] and failed["dirty"] is False
+    assert ev["details"]["counts"] == {"failed": 1, "not started": TENANTS - 1}
 
 
 def test_canary_failure_stops_whatever_the_budget(fleet_env: dict[str, Any]) -> None:

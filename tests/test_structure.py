@@ -340,8 +340,6 @@ def test_the_runtime_prefect_check_finds_what_it_looks_for(tmp_path):
 # shrinks: a NEW task that returns a dict fails, and so does an entry that no longer does.
 
 KNOWN_DICT_TASKS: frozenset[str] = frozenset({
-    "tasks.fleet:read_after",
-    "tasks.fleet:survey_fleet",
 })
 _DICT_NAMES = {"dict", "Dict", "Mapping", "MutableMapping", "Any"}
 
@@ -458,13 +456,8 @@ KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
     "flows.approval:_remember_approval:prefect.input.actions",
     "flows.fleet:_fleet_approval:flows.approval",
     "flows.fleet:_fleet_approval:tasks.status",
-    "flows.fleet:_in_process_extras:flows.migrate",
-    "flows.fleet:_run_subflow:flows.migrate",
-    "flows.fleet:_run_subflow:prefect.context",
-    "flows.fleet:_without_child_heartbeats:prefect.context",
     "flows.fleet:choose_runner:prefect.client.orchestration",
     "flows.fleet:start:prefect.deployments",
-    "flows.fleet:ui_run_url:prefect.settings",
     "flows.fleet:wait_any:prefect.client.orchestration",
     "flows.fleet:wait_any:prefect.client.schemas.filters",
     "flows.pause:_refresh_description:prefect.input.actions",
