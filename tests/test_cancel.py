@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_lock_wait import wait_for_query
 
-from conftest import ROOT, query, write_migration
+from conftest import ROOT, query, wait_for_no_other_sessions, write_migration
 from migrator.config import Settings
 from migrator.engine import Migrator
 from migrator.errors import MigrationCancelledError
@@ -48,7 +48,7 @@ def test_sigterm_mid_transaction_cancels_rolls_back_and_audits(db_url: str, migr
     assert len(lines) == 1 and lines[0].startswith("error: migration 2 (up) cancelled by SIGTERM"), err
     assert "the database stays at version 1, clean" in lines[0]
     assert took < 5  # the sleep was cancelled, not waited out
-    time.sleep(5.5)  # long past the sleep: the server must not have gone on to commit the batch
+    wait_for_no_other_sessions(db_url)  # the batch's session is gone: it committed or rolled back for good
     assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, False)]
     assert query(db_url, "SELECT to_regclass('b'), to_regclass('c')") == [(None, None)]
     hist = query(db_url, "SELECT version, success, error, statements_done, failed_statement FROM "
@@ -149,7 +149,7 @@ def test_kill_9_mid_transaction_commits_nothing(db_url: str, migrations_dir: Pat
     write_migration(migrations_dir, 1, "slow", "CREATE TABLE b (id int);\nSELECT pg_sleep(4);", "DROP TABLE b;")
     code, _err, _took = run_and_signal(db_url, migrations_dir, signal.SIGKILL, "pg_sleep(4)")
     assert code == -9
-    time.sleep(6)  # past the sleep: a batch left running would have committed by now
+    wait_for_no_other_sessions(db_url)  # a batch left running would have committed before its session ended
     assert query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
     assert query(db_url, "SELECT to_regclass('b')") == [(None,)]
 
