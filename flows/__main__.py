@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import copy
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -30,8 +32,12 @@ import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from migrator import argtypes
+from migrator.errors import MigratorError
+from migrator.output import error
+from migrator.redact import RedactingFilter, redact
 
 # A HIPAA product's local runs phone nobody: no Prefect telemetry from the ephemeral server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -42,6 +48,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # lazy: the argument errors and the quick path start without the CLI's modules
     from migrator.cli import Parser  # one-line argument errors, as the migrator CLI
 
     p = Parser(prog="python -m flows", description=__doc__,
@@ -63,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
                    "migration is pending; without it such a rerun only checks, in under a second")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", module="platformdirs")
-
-    from migrator.errors import MigratorError
-    from migrator.output import error
 
     if args.flow == "migrate" and not (args.dry_run or args.always_run or args.target is not None):
         try:
@@ -90,33 +94,40 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         if args.flow == "migrate":
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.migrate import migrate
 
             result = migrate(environment=args.env, target_version=args.target, dry_run=args.dry_run,
                              recovery_timeout_seconds=recovery_wait)
         elif args.flow == "migrate-fleet":
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.fleet import migrate_fleet
 
             result = migrate_fleet(environment=args.env, target_version=args.target, dry_run=args.dry_run,
                                    canary=args.canary, max_parallel=args.max_parallel,
                                    max_failures=args.max_failures, children="in-process")
         elif args.flow == "fleet-status":
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.fleet import fleet_status
 
             result = fleet_status(environment=args.env)
         elif args.flow == "rollback":
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.rollback import rollback
 
             result = rollback(environment=args.env, steps=args.steps, recovery_timeout_seconds=recovery_wait)
         elif args.flow == "status-monitor":
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.status_monitor import status_monitor
 
             result = status_monitor(environment=args.env)
         elif args.flow == "backup":
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.backup import backup
 
             result = backup(environment=args.env)
         else:
+            # lazy: each flow module imports Prefect; only the chosen flow's is loaded
             from flows.restore_drill import restore_drill
 
             result = restore_drill(environment=args.env)
@@ -143,12 +154,14 @@ def nothing_to_do(env_name: str) -> dict[str, object] | None:
     would only back up an unchanged database and verify what this already read. Anything else
     (pending work, a dirty database, a finding, a staging or production environment) runs the flow.
     """
+    # lazy: the quick path (nothing pending) answers in under a second, without Prefect
     from tasks.environment import is_local, load_environment
 
     started = time.monotonic()
     env = load_environment(env_name)
     if not is_local(env_name, env.raw) or env.approval_required:
         return None
+    # lazy: the quick path (nothing pending) answers in under a second, without Prefect
     from migrator.engine import Migrator
     from migrator.lint import validate_folder
 
@@ -193,41 +206,64 @@ class LocalApi:
     """Prefect's local API server (what its client starts when no PREFECT_API_URL is set), started by
     us before Prefect is imported so the two overlap; stopped when this process exits."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-        self.proc, self.url, self.log_path = proc, url, log_path
+    PORT_RETRIES = 3  # the free port is chosen before the server binds it: another process may take it first
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path, self.url, self.attempts, self.log_offset = log_path, "", 0, 0
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(cls, log_path: Path) -> LocalApi | None:
+        api = cls(log_path)
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(log_path, "ab")  # noqa: SIM115 - the server writes into it until it stops
+            api.spawn()
         except OSError:
             return None  # no log folder: let Prefect's client start its server as usual
-        with socket.socket() as sock:  # a free port (Prefect picks one the same way)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
-             "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-        )
-        out.close()
-        api = cls(proc, f"http://127.0.0.1:{port}/api", log_path)
-        os.environ["PREFECT_API_URL"] = api.url
         atexit.register(api.stop)
         return api
 
+    def spawn(self, port: int = 0) -> None:
+        """Start the server on ``port`` (0: a free one, chosen as Prefect does) and point the client at it."""
+        if not port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}
+        with open(self.log_path, "ab") as out:  # the server writes into it until it stops
+            self.log_offset = out.tell()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
+                 "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            )
+        self.attempts += 1
+        self.url = f"http://127.0.0.1:{port}/api"
+        os.environ["PREFECT_API_URL"] = self.url
+
+    def _lost_its_port(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return b"address already in use" in f.read()
+        except OSError:
+            return False
+
     def wait(self) -> str | None:
         """None once the API answers; else one line saying why it did not."""
+        # lazy: only a local API server start needs httpx; the quick path does not
         import httpx
 
+        assert self.proc is not None
         limit = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 120)
         deadline = time.monotonic() + limit
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
                 code = self.proc.poll()
+                if code is not None and self._lost_its_port() and self.attempts < self.PORT_RETRIES:
+                    self.spawn()  # another process bound the port between our choice and the server's bind
+                    continue
                 if code is not None:
                     return (f"the local Prefect API server exited with code {code} before it answered; its output "
                             f"is in {_shown(self.log_path)} (or set PREFECT_API_URL to a running server)")
@@ -242,7 +278,7 @@ class LocalApi:
                 f"{_shown(self.log_path)}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)
@@ -254,7 +290,6 @@ class LocalApi:
 def summary_line(flow: str, env: str, result: object, log: str | None = None) -> str:
     """The lines a person reads: what happened to which database, where the backup is (a path for
     file://, else its URL), what to do next and where the run's log is."""
-    from migrator.redact import redact
 
     if not isinstance(result, dict):
         return redact(f"{flow} {env}: {result}")
@@ -292,7 +327,6 @@ def summary_line(flow: str, env: str, result: object, log: str | None = None) ->
 
 def _backup_location(r: dict[str, object]) -> str | None:
     """Where the backup is, as something to open: a file:// URL as its path, anything else as the URL."""
-    from urllib.parse import unquote, urlsplit
 
     url = r.get("backup_url")
     if isinstance(url, str) and url:
@@ -329,13 +363,10 @@ def _configure_logging(log_path: Path, *, verbose: bool, tracebacks: bool) -> No
     On the terminal a failed task's line is kept but its traceback dropped (unless ``tracebacks``);
     the log file and the API log handler (the UI) keep it. The record is copied for that.
     """
-    import copy
-    import logging
 
+    # lazy: Prefect is imported after the local API server was started (module docstring)
     import prefect.main  # noqa: F401  - configures Prefect's logging handlers
     from prefect.logging.handlers import PrefectConsoleHandler
-
-    from migrator.redact import RedactingFilter
 
     stream = None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, write_migration
-from flows.__main__ import summary_line
+from flows.__main__ import LocalApi, summary_line
 
 HEADER = "-- Business justification: T-11 flow output test.\n"
 
@@ -45,6 +46,29 @@ def test_flow_cli_argument_errors_are_one_line() -> None:
     ):
         r = subprocess.run([sys.executable, "-m", "flows", *argv], cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 2 and r.stdout == "" and r.stderr.splitlines() == [expected]
+
+
+@pytest.mark.prefect  # a real local API server (uvicorn + Prefect's app)
+@pytest.mark.timeout(240)
+def test_local_api_server_takes_another_port_when_its_port_was_taken(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free port is chosen before the server binds it; a clean-clone CI run saw another process take
+    it in between ("address already in use", the server exited 3). The server starts again elsewhere."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        api = LocalApi(tmp_path / "api.log")
+        api.spawn(port=port)
+        try:
+            assert api.wait() is None, (tmp_path / "api.log").read_text()[-2000:]
+            assert api.attempts == 2 and api.url != f"http://127.0.0.1:{port}/api"
+            assert os.environ["PREFECT_API_URL"] == api.url
+            assert b"address already in use" in (tmp_path / "api.log").read_bytes()
+        finally:
+            api.stop()
 
 
 @pytest.mark.prefect  # `python -m flows` runs the flow on Prefect's ephemeral server
