@@ -18,15 +18,19 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
 from prefect.states import Completed
+from prefect.utilities.urls import url_for
 
 from flows.slot import migration_slot as migration_slot  # re-exported: flows import it from here
+from migrator.alerts.notify import failure_fields as core_fields
 from migrator.errors import (
     ApprovalRejected,
     DirtyDatabaseError,
     ForceRefusedError,
     MigrationFailedError,
     MigratorError,
+    migration_failure,
 )
 from migrator.files import shown as shown_file
 from migrator.recover.actions import Incident, RecoveryError, RecoveryResult, inspect, version_text, yes_no
@@ -40,10 +44,11 @@ from migrator.recover.incident import (
 )
 from migrator.redact import redact
 from migrator.verify import VerifyError
-from tasks._common import flow_run_id, flow_run_url, run_logger
+from tasks._common import deployment_run_url, flow_run_id, flow_run_url, run_logger
 from tasks.backup import VerifiedBackup, backup_task
 from tasks.environment import Environment
 from tasks.notify import notify
+from tasks.status import read_status
 
 if TYPE_CHECKING:
     from prefect.states import State
@@ -247,7 +252,6 @@ class RunReport:
 
     def failure_next_step(self, exc: BaseException) -> str:
         """What to do after a failure that left the database clean (a dirty one has the recovery form)."""
-        from migrator.errors import migration_failure
 
         failure = migration_failure(exc)
         retry = (f"then click Retry on this run ({flow_run_url()})" if flow_run_url() else "then Retry this run")
@@ -366,7 +370,6 @@ def flow_report(kind: str, env: Environment, report: RunReport | None = None, *,
 
 def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> Status:
     """Read the database's state into the report; a dirty database stops migrate and rollback."""
-    from tasks.status import read_status
 
     before = read_status(run.env.name)
     run.database, run.version_before, run.dirty_before = before.database, before.version, before.dirty
@@ -408,8 +411,6 @@ def apply_step(run: RunReport, task: Any, *args: Any) -> bool:
 
 
 def failure_fields(exc: BaseException) -> dict[str, Any]:
-    from migrator.alerts.notify import failure_fields as core_fields
-
     fields = core_fields(exc)
     fields["error"] = redact(fields.get("error") or str(exc))
     return fields
@@ -419,8 +420,6 @@ def failure_fields(exc: BaseException) -> dict[str, Any]:
 
 
 def ui_url(kind: str, obj_id: Any) -> str | None:
-    from prefect.utilities.urls import url_for
-
     with contextlib.suppress(Exception):
         return url_for(kind, obj_id=str(obj_id))
     return None
@@ -437,7 +436,6 @@ def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False)
     if paused:
         return (f"the run that failed waits for a decision: open {paused} and click Resume, choose an action "
                 "in the recovery form, then Submit", paused)
-    from tasks._common import deployment_run_url
 
     url = deployment_run_url(f"recover/{env.name}", {"environment": env.name})
     if url is None:  # no recover deployment to link (a local run on Prefect's ephemeral API): the terminal
@@ -452,7 +450,6 @@ def next_step_for(env: Environment, inc: Incident, *, paused_here: bool = False)
 def _paused_run_url(run_id: str | None) -> str | None:
     if not run_id or run_id == flow_run_id():
         return None
-    from prefect.client.orchestration import get_client
 
     with contextlib.suppress(Exception), get_client(sync_client=True) as client:
         fr = client.read_flow_run(run_id)  # type: ignore[arg-type]

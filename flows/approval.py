@@ -15,7 +15,9 @@ import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.input import RunInput
+from prefect.input.actions import create_flow_run_input, delete_flow_run_input, read_flow_run_input
 from pydantic import Field
 
 from flows._common import Decision, RunReport, artifact_key, md_table
@@ -206,8 +208,6 @@ def covered(scope: dict[str, Any], approved: dict[str, Any]) -> bool:
 def _earlier_approval(scope: dict[str, Any]) -> Decision | None:
     """The approval an earlier attempt of this flow run (before a UI Retry) got for a plan covering this
     one; None on a first attempt, for a changed file (a fixed file is approved again), or outside a run."""
-    from prefect.context import FlowRunContext
-    from prefect.input.actions import read_flow_run_input
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
@@ -224,8 +224,6 @@ def _earlier_approval(scope: dict[str, Any]) -> Decision | None:
 
 def _remember_approval(scope: dict[str, Any], decided: Decision) -> None:
     """Keep the approval with the flow run, so a Retry of the same plan does not ask again."""
-    from prefect.context import FlowRunContext
-    from prefect.input.actions import create_flow_run_input, delete_flow_run_input
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:

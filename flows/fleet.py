@@ -31,9 +31,13 @@ from typing import Any, Literal
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
 from flows._common import RunReport, artifact_key, findings_md, flow_report, md_table, outcome_of
+from flows.approval import request_approval
 from migrator import fleet
 from migrator.errors import ApprovalRejected, ConfigError, MigratorError
 from migrator.lint import ValidationReport
@@ -42,6 +46,7 @@ from tasks._common import deployment_run_url, flow_run_id, flow_run_url, run_log
 from tasks.environment import Environment
 from tasks.fleet import load_fleet, migrate_member, read_after, survey_fleet
 from tasks.notify import notify
+from tasks.status import plan_migrations
 from tasks.validate import validate_migrations
 
 # "subflow" is the in-process mode's old name (each database was a child flow run): still accepted
@@ -144,8 +149,6 @@ class DeploymentRunner:
         self.running: dict[Any, str] = {}
 
     def start(self, name: str, parameters: dict[str, Any]) -> None:
-        from prefect.deployments import run_deployment
-
         run: Any = run_deployment(
             name=self.deployment, parameters=parameters, timeout=0, as_subflow=True,
             flow_run_name=f"migrate {parameters['environment']}",
@@ -154,8 +157,6 @@ class DeploymentRunner:
 
     def wait_any(self) -> list[ChildResult]:
         """Poll the running children's states in ONE API call per interval until one is final."""
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         while True:
             with get_client(sync_client=True) as client:
@@ -191,7 +192,6 @@ def choose_runner(mode: Children, environment: str, child_deployment: str | None
     if mode in ("in-process", "subflow"):
         return InProcessRunner(max_parallel)
     name = child_deployment or f"migrate/{environment}"
-    from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
@@ -440,7 +440,7 @@ def migrate_fleet(
 
     Args:
         children: ``in-process`` (each database one task run of this run), ``deployment`` (each a run
-            of ``child_deployment``, default ``migrate/<environment>``), or ``auto``: deployment
+            of ``child_deployment``, default ``migrate/ENVIRONMENT``, e.g. ``migrate/prod``), or ``auto``: deployment
             children when this run comes from a deployment. ``subflow`` is in-process's old name.
     """
     env, spec = load_fleet(environment)
@@ -545,8 +545,6 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
 def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run: list[str],
                     report: ValidationReport | None, plan_md: str, timeout_seconds: int) -> str:
     """ONE approval for the fleet: the plan lists every database and the migrations to run."""
-    from flows.approval import request_approval
-    from tasks.status import plan_migrations
 
     by_name = {s.name: s for s in states}
     furthest = min(to_run, key=lambda n: by_name[n].version or -1)

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
-from prefect.input import RunInput
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.input import RunInput, keyset_from_paused_state
+from prefect.input.actions import create_flow_run_input, delete_flow_run_input
+from prefect.states import Paused, State
+from prefect.utilities.engine import propose_state_sync
 
 from migrator.errors import MigratorError
 from tasks._common import run_logger
@@ -40,11 +45,6 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
     it should read now, or None to leave it: the recovery form re-reads the migration file, so what
     the engineer sees when opening the form is what the file says at that moment.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-    from prefect.input import keyset_from_paused_state
-    from prefect.states import Paused, State
-    from prefect.utilities.engine import propose_state_sync
 
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None, "a form needs a flow run"
@@ -78,7 +78,6 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
 def _refresh_description(key: str, flow_run_id: object, shown: str | None,
                          refresh: Callable[[], str | None]) -> str | None:
     """Replace the paused form's description when ``refresh`` says it reads differently now."""
-    from prefect.input.actions import create_flow_run_input, delete_flow_run_input
 
     try:
         new = refresh()

@@ -19,6 +19,20 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.utilities.urls import url_for
+
 from migrator.errors import MigratorError
 from tasks._common import flow_run_id, run_logger
 from tasks.environment import Environment
@@ -31,8 +45,6 @@ SLOT_FLOWS = ("migrate", "rollback", "force", "recover")
 
 
 def _ui_url(run: Any) -> str | None:
-    from prefect.utilities.urls import url_for
-
     try:
         return url_for(run)
     except Exception:
@@ -61,16 +73,6 @@ def describe_run(run: Any, flow_name: str | None = None) -> str:
 def find_holders(env: Environment, exclude: str | None = None) -> list[str]:
     """Who holds ``env``'s slot: the live run tagged as holder; else the live runs of the slot's
     flows for ``env`` (it is one of them). Empty when nothing is found."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.objects import StateType
 
     live = FlowRunFilterState(type=FlowRunFilterStateType(
         any_=[StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]))
@@ -113,7 +115,6 @@ def _report_while_waiting(env: Environment, stop: threading.Event, started: floa
 
 def _context_run(run_id: str) -> Any:
     """The current run as its context holds it (None when the context is another run's)."""
-    from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx else None
@@ -138,7 +139,6 @@ def _set_holder_tag(run_id: str | None, tag: str, present: bool, client: Any) ->
 @contextlib.contextmanager
 def migration_slot(env: Environment, wait_seconds: float | None = None) -> Iterator[None]:
     """Hold ``env``'s slot for the body; while waiting for it, log who holds it."""
-    from prefect.client.orchestration import get_client
 
     # one client for the limit and the tags: each new client costs the API a CSRF-token round trip
     client = get_client(sync_client=True)
@@ -150,9 +150,6 @@ def migration_slot(env: Environment, wait_seconds: float | None = None) -> Itera
 
 @contextlib.contextmanager
 def _slot(env: Environment, client: Any, wait_seconds: float | None) -> Iterator[None]:
-    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    from prefect.concurrency.sync import concurrency
-
     wait = env.settings.lock_wait_seconds if wait_seconds is None else wait_seconds
     me = flow_run_id()
     log = run_logger()

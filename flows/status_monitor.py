@@ -15,6 +15,7 @@ minutes, while a new difference (or drift coming back after it was fixed) alerts
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,6 @@ def alert_drift(environment: str, st: Status) -> dict[str, Any]:
     if not lines:
         Variable.set(name, {}, overwrite=True)
         return {"drift": []}
-    import hashlib
 
     fingerprint = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     seen: dict[str, Any] = Variable.get(name, default={}) or {}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from prefect import get_run_logger, runtime
+from prefect.client.orchestration import get_client
+from prefect.utilities.urls import url_for
 
+from migrator.engine import Migrator
+from migrator.errors import ConfigError, DirtyDatabaseError, MigrationFileError
+from migrator.verify import VerifyError
 from tasks.environment import run_environment
 
 
@@ -34,7 +41,6 @@ def flow_run_url() -> str | None:
 def migrator_for(environment: str, approved_by: str | None = None, approval_comment: str | None = None) -> Any:
     """The engine for ``environment``, logging its progress to the run and auditing this run's id,
     the approver and the approval's comment."""
-    from migrator.engine import Migrator
 
     env = run_environment(environment)
     return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by,
@@ -45,8 +51,6 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn`` for every retried task: a setting, a migration file, a dirty database
     or a failed verify is the same on the next attempt, so it fails at once instead of after
     minutes of retries; anything else (a network blip, a timeout) is retried."""
-    from migrator.errors import ConfigError, DirtyDatabaseError, MigrationFileError
-    from migrator.verify import VerifyError
 
     exc = state.result(raise_on_failure=False)
     return not isinstance(exc, ConfigError | MigrationFileError | DirtyDatabaseError | VerifyError)
@@ -59,11 +63,6 @@ def deployment_run_url(deployment: str, parameters: dict[str, Any]) -> str | Non
     query value with ``JSON.parse(decodeURIComponent(...))`` after the router decoded it once,
     so it is encoded twice, as the UI's own links are.
     """
-    import json
-    from urllib.parse import quote
-
-    from prefect.client.orchestration import get_client
-    from prefect.utilities.urls import url_for
 
     try:
         with get_client(sync_client=True) as client:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from migrator.schema.drift import DriftReport
+from migrator.errors import MigratorError
+from migrator.schema.drift import DriftReport, check
 from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import run_environment
 
@@ -29,8 +30,6 @@ class DriftCheck:
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def schema_drift(environment: str) -> DriftCheck:
     """The drift report, or the reason the check could not run."""
-    from migrator.errors import MigratorError
-    from migrator.schema.drift import check
 
     env = run_environment(environment)
     try:

@@ -106,6 +106,7 @@ def _secret(ref: Any, what: str, env_name: str, *, required: bool = False) -> st
 
 def _load_secret_block(name: str) -> tuple[bool, str | None]:
     """(exists, value) of the Prefect Secret block ``name``; ConfigError when it cannot be read."""
+    # lazy: the CLI and `python -m flows`'s quick path read environments without Prefect
     from prefect.blocks.system import Secret
     from prefect.exceptions import ObjectNotFound
 
@@ -127,6 +128,7 @@ def _load_secret_block(name: str) -> tuple[bool, str | None]:
 
 def _api_url() -> str:
     try:
+        # lazy: the CLI and `python -m flows`'s quick path read environments without Prefect
         from prefect.settings import PREFECT_API_URL
 
         return redact(PREFECT_API_URL.value() or "(ephemeral)")
@@ -138,6 +140,7 @@ def load_environment(name: str, **overrides: Any) -> Environment:
     """Read ``deployments/<name>.yaml`` and build the Environment; ``overrides`` win (tests, flows).
 
     ``<fleet>:<database>`` is one database of a fleet environment (migrator.fleet)."""
+    # lazy: migrator.fleet only for an environment that names a fleet
     from migrator import fleet
 
     fleet_name, member = fleet.split_member(name)
@@ -228,6 +231,7 @@ def run_environment(name: str) -> Environment:
     and shows, so no credential reaches its database or UI. A new run (a UI Retry is one) resolves
     afresh, so a rotated secret is picked up there. Outside a flow run it simply loads.
     """
+    # lazy: the CLI and `python -m flows`'s quick path read environments without Prefect
     from prefect import runtime
 
     run_id = runtime.flow_run.id

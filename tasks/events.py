@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.events import emit_event
+
 PREFIX = "askfrank."
 
 
@@ -38,7 +40,6 @@ def resource_for(environment: str, alert: dict[str, Any]) -> dict[str, str]:
 def emit_alert_event(environment: str, alert: dict[str, Any]) -> str | None:
     """Emit ``askfrank.<alert event>``; returns the Prefect event id, or None when it could not be sent
     (an event is a courtesy next to the webhook: it never fails the run)."""
-    from prefect.events import emit_event
 
     try:
         sent = emit_event(event=PREFIX + str(alert["event"]), resource=resource_for(environment, alert),

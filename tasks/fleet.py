@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
-from migrator import fleet
+from migrator import files, fleet
+from migrator.backup import list_backups
 from migrator.config import Settings
 from migrator.errors import ConfigError
 from migrator.recover.actions import inspect
@@ -84,7 +87,6 @@ def member_settings(env: Environment, member: fleet.Member) -> Settings:
 
 def target_versions(env: Environment, target_version: int | None) -> list[int]:
     """The migration versions a fleet run brings databases to (all, or up to ``target_version``)."""
-    from migrator import files
 
     migrations = files.load(env.settings.migrations_path)
     migrations.raise_if_errors()
@@ -172,10 +174,6 @@ def migrate_member(environment: str, name: str, expected_version: int, target_ve
 
 def newest_backups(env: Environment, members: list[fleet.Member], since: float, parallel: int) -> dict[str, str]:
     """Each member's newest backup created at or after ``since``: one store listing per database."""
-    from concurrent.futures import ThreadPoolExecutor
-    from datetime import UTC, datetime
-
-    from migrator.backup import list_backups
 
     cutoff = datetime.fromtimestamp(since, UTC)
 

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from migrator.alerts.notify import build_event, send_event
 from migrator.alerts.webhook import DeliveryResult
 from tasks._common import flow_run_id, flow_run_url, run_logger
 from tasks.environment import run_environment
@@ -30,8 +31,6 @@ class AlertOutcome:
 
 @task(name="notify", task_run_name="notify {event}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def notify(environment: str, event: str, **fields: Any) -> AlertOutcome:
-    from migrator.alerts.notify import build_event, send_event
-
     env = run_environment(environment)
     settings = env.settings
     settings.flow_run_url = flow_run_url()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from migrator.recover.actions import RecoveryResult
+from migrator.recover.actions import RecoveryResult, recover
 from tasks._common import flow_run_id, run_logger
 from tasks.environment import run_environment
 
@@ -17,7 +17,6 @@ from tasks.environment import run_environment
 @task(name="recover", retries=0, cache_policy=NO_CACHE, task_run_name="recover {action}")
 def recover_database(environment: str, action: str, engineer: str, comment: str = "") -> RecoveryResult:
     """Run ``action`` under the migration lock; refused and failed actions come back with the reason."""
-    from migrator.recover.actions import recover
 
     env = run_environment(environment)
     log = run_logger()

