@@ -50,11 +50,14 @@ def start_up(db_url: str, migrations_dir: Path) -> subprocess.Popen[str]:
 
 
 def wait_for_query(url: str, fragment: str, timeout: float = 30.0) -> None:
+    """Until a session on ``url``'s database runs ``fragment``: only there (pg_stat_activity lists the whole
+    server, where the other xdist worker's tests sleep too; a clean-clone CI run signalled too early)."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             if conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid() "
+                "AND datname = current_database()",
                 (f"%{fragment}%",),
             ).fetchone():
                 return
