@@ -144,7 +144,8 @@ def test_started_row_survives_kill_9_mid_non_transactional_file(db_url: str, mig
             proc.kill()
     # the server notices the dead client (client_connection_check_interval) and stops the sleep
     deadline = time.monotonic() + 15
-    while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%%'"):
+    while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%%' "
+                 "AND datname = current_database()"):
         assert time.monotonic() < deadline, "the killed migrator's statement still runs on the server"
         time.sleep(0.2)
     assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(1, True)]

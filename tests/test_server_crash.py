@@ -48,7 +48,8 @@ def crash_during(data: Path, migrations: Path, fragment: str) -> tuple[int, str]
         deadline = time.monotonic() + 60
         with psycopg.connect(url, autocommit=True) as conn:
             while not conn.execute("SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-                                   "AND pid <> pg_backend_pid()", (f"%{fragment}%",)).fetchone():
+                                   "AND pid <> pg_backend_pid() AND datname = current_database()",
+                                   (f"%{fragment}%",)).fetchone():
                 assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
                 time.sleep(0.05)
         postmaster = int((data / "postmaster.pid").read_text().split()[0])
