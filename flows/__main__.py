@@ -290,7 +290,6 @@ class LocalApi:
 def summary_line(flow: str, env: str, result: object, log: str | None = None) -> str:
     """The lines a person reads: what happened to which database, where the backup is (a path for
     file://, else its URL), what to do next and where the run's log is."""
-
     if not isinstance(result, dict):
         return redact(f"{flow} {env}: {result}")
     r: dict[str, object] = result
@@ -327,7 +326,6 @@ def summary_line(flow: str, env: str, result: object, log: str | None = None) ->
 
 def _backup_location(r: dict[str, object]) -> str | None:
     """Where the backup is, as something to open: a file:// URL as its path, anything else as the URL."""
-
     url = r.get("backup_url")
     if isinstance(url, str) and url:
         if url.startswith("file://"):
@@ -363,7 +361,6 @@ def _configure_logging(log_path: Path, *, verbose: bool, tracebacks: bool) -> No
     On the terminal a failed task's line is kept but its traceback dropped (unless ``tracebacks``);
     the log file and the API log handler (the UI) keep it. The record is copied for that.
     """
-
     # lazy: Prefect is imported after the local API server was started (module docstring)
     import prefect.main  # noqa: F401  - configures Prefect's logging handlers
     from prefect.logging.handlers import PrefectConsoleHandler

@@ -252,7 +252,6 @@ class RunReport:
 
     def failure_next_step(self, exc: BaseException) -> str:
         """What to do after a failure that left the database clean (a dirty one has the recovery form)."""
-
         failure = migration_failure(exc)
         retry = (f"then click Retry on this run ({flow_run_url()})" if flow_run_url() else "then Retry this run")
         retry += f" or start {self.kind}/{self.env.name} again"
@@ -370,7 +369,6 @@ def flow_report(kind: str, env: Environment, report: RunReport | None = None, *,
 
 def read_status_before(run: RunReport, *, refuse_dirty: bool = True) -> Status:
     """Read the database's state into the report; a dirty database stops migrate and rollback."""
-
     before = read_status(run.env.name)
     run.database, run.version_before, run.dirty_before = before.database, before.version, before.dirty
     run.version_after, run.dirty_after = before.version, before.dirty

@@ -208,7 +208,6 @@ def covered(scope: dict[str, Any], approved: dict[str, Any]) -> bool:
 def _earlier_approval(scope: dict[str, Any]) -> Decision | None:
     """The approval an earlier attempt of this flow run (before a UI Retry) got for a plan covering this
     one; None on a first attempt, for a changed file (a fixed file is approved again), or outside a run."""
-
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return None
@@ -224,7 +223,6 @@ def _earlier_approval(scope: dict[str, Any]) -> Decision | None:
 
 def _remember_approval(scope: dict[str, Any], decided: Decision) -> None:
     """Keep the approval with the flow run, so a Retry of the same plan does not ask again."""
-
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return

@@ -157,7 +157,6 @@ class DeploymentRunner:
 
     def wait_any(self) -> list[ChildResult]:
         """Poll the running children's states in ONE API call per interval until one is final."""
-
         while True:
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(
@@ -545,7 +544,6 @@ def _read_truth(environment: str, outcomes: dict[str, fleet.Outcome], names: lis
 def _fleet_approval(env: Environment, states: list[fleet.DatabaseState], to_run: list[str],
                     report: ValidationReport | None, plan_md: str, timeout_seconds: int) -> str:
     """ONE approval for the fleet: the plan lists every database and the migrations to run."""
-
     by_name = {s.name: s for s in states}
     furthest = min(to_run, key=lambda n: by_name[n].version or -1)
     plan = replace(plan_migrations(fleet.member_environment(env.name, furthest)),

@@ -45,7 +45,6 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
     it should read now, or None to leave it: the recovery form re-reads the migration file, so what
     the engineer sees when opening the form is what the file says at that moment.
     """
-
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None, "a form needs a flow run"
     run_logger().info("%s", message)
@@ -78,7 +77,6 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
 def _refresh_description(key: str, flow_run_id: object, shown: str | None,
                          refresh: Callable[[], str | None]) -> str | None:
     """Replace the paused form's description when ``refresh`` says it reads differently now."""
-
     try:
         new = refresh()
         if new is None or new == shown:

@@ -73,7 +73,6 @@ def describe_run(run: Any, flow_name: str | None = None) -> str:
 def find_holders(env: Environment, exclude: str | None = None) -> list[str]:
     """Who holds ``env``'s slot: the live run tagged as holder; else the live runs of the slot's
     flows for ``env`` (it is one of them). Empty when nothing is found."""
-
     live = FlowRunFilterState(type=FlowRunFilterStateType(
         any_=[StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]))
     with get_client(sync_client=True) as client:
@@ -115,7 +114,6 @@ def _report_while_waiting(env: Environment, stop: threading.Event, started: floa
 
 def _context_run(run_id: str) -> Any:
     """The current run as its context holds it (None when the context is another run's)."""
-
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx else None
     return run if run is not None and str(run.id) == run_id else None
@@ -139,7 +137,6 @@ def _set_holder_tag(run_id: str | None, tag: str, present: bool, client: Any) ->
 @contextlib.contextmanager
 def migration_slot(env: Environment, wait_seconds: float | None = None) -> Iterator[None]:
     """Hold ``env``'s slot for the body; while waiting for it, log who holds it."""
-
     # one client for the limit and the tags: each new client costs the API a CSRF-token round trip
     client = get_client(sync_client=True)
     with client:

@@ -308,7 +308,6 @@ def member_url(spec: FleetSpec, member: str, resolve: SecretResolver) -> str:
 def read_member_state(member: Member, settings: Settings, versions: Sequence[int]) -> DatabaseState:
     """Version, dirty, pending count and INVALID indexes of one member: one connection, three small
     queries, no lock."""
-
     try:
         conn_info = prepare_url(member.url)
         with db.connect(conn_info) as conn:

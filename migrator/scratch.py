@@ -66,7 +66,6 @@ def sweep_scratch_databases(conn_info: Connection, *, max_age_hours: float = lef
     server of ``conn_info``. Never one whose process is alive, never one with a connection: the
     DROP is without FORCE, so a session that appears meanwhile makes it fail (and the database
     stays). Best effort: a failure is logged and the caller goes on."""
-
     sweep = Sweep(conn_info.display)
     try:
         with db.connect(conn_info) as admin:
@@ -122,7 +121,6 @@ def scratch_database(conn_info: Connection, purpose: str = "scratch", *, name: s
     line saying what was freed). Dropped afterwards WITH (FORCE) unless ``keep``; a failed drop is
     logged, never raised, so that it cannot hide the caller's own outcome. ``user`` names whose
     CREATEDB the error asks for."""
-
     if sweep:
         sweep_scratch_databases(conn_info, say=say)
     given = name

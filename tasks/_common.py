@@ -41,7 +41,6 @@ def flow_run_url() -> str | None:
 def migrator_for(environment: str, approved_by: str | None = None, approval_comment: str | None = None) -> Any:
     """The engine for ``environment``, logging its progress to the run and auditing this run's id,
     the approver and the approval's comment."""
-
     env = run_environment(environment)
     return Migrator(env.settings, run_id=flow_run_id(), progress=run_logger().info, approved_by=approved_by,
                     approval_comment=approval_comment)
@@ -51,7 +50,6 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn`` for every retried task: a setting, a migration file, a dirty database
     or a failed verify is the same on the next attempt, so it fails at once instead of after
     minutes of retries; anything else (a network blip, a timeout) is retried."""
-
     exc = state.result(raise_on_failure=False)
     return not isinstance(exc, ConfigError | MigrationFileError | DirtyDatabaseError | VerifyError)
 
@@ -63,7 +61,6 @@ def deployment_run_url(deployment: str, parameters: dict[str, Any]) -> str | Non
     query value with ``JSON.parse(decodeURIComponent(...))`` after the router decoded it once,
     so it is encoded twice, as the UI's own links are.
     """
-
     try:
         with get_client(sync_client=True) as client:
             dep = client.read_deployment_by_name(deployment)

@@ -30,7 +30,6 @@ class DriftCheck:
       retry_condition_fn=retry_unless_permanent, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def schema_drift(environment: str) -> DriftCheck:
     """The drift report, or the reason the check could not run."""
-
     env = run_environment(environment)
     try:
         report = check(env.settings, ignore=env.drift_ignore, scratch_url=env.drift_scratch_url)

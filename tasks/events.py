@@ -40,7 +40,6 @@ def resource_for(environment: str, alert: dict[str, Any]) -> dict[str, str]:
 def emit_alert_event(environment: str, alert: dict[str, Any]) -> str | None:
     """Emit ``askfrank.<alert event>``; returns the Prefect event id, or None when it could not be sent
     (an event is a courtesy next to the webhook: it never fails the run)."""
-
     try:
         sent = emit_event(event=PREFIX + str(alert["event"]), resource=resource_for(environment, alert),
                           payload=alert)

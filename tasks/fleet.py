@@ -87,7 +87,6 @@ def member_settings(env: Environment, member: fleet.Member) -> Settings:
 
 def target_versions(env: Environment, target_version: int | None) -> list[int]:
     """The migration versions a fleet run brings databases to (all, or up to ``target_version``)."""
-
     migrations = files.load(env.settings.migrations_path)
     migrations.raise_if_errors()
     versions = sorted(migrations.versions)
@@ -174,7 +173,6 @@ def migrate_member(environment: str, name: str, expected_version: int, target_ve
 
 def newest_backups(env: Environment, members: list[fleet.Member], since: float, parallel: int) -> dict[str, str]:
     """Each member's newest backup created at or after ``since``: one store listing per database."""
-
     cutoff = datetime.fromtimestamp(since, UTC)
 
     def newest(member: fleet.Member) -> tuple[str, str | None]:

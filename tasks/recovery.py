@@ -17,7 +17,6 @@ from tasks.environment import run_environment
 @task(name="recover", retries=0, cache_policy=NO_CACHE, task_run_name="recover {action}")
 def recover_database(environment: str, action: str, engineer: str, comment: str = "") -> RecoveryResult:
     """Run ``action`` under the migration lock; refused and failed actions come back with the reason."""
-
     env = run_environment(environment)
     log = run_logger()
     result = recover(env.settings, action, engineer, comment, run_id=flow_run_id(), progress=log.info)

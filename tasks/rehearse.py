@@ -36,7 +36,6 @@ class RehearsalConfig:
 
 def rehearsal_config(env: Environment) -> RehearsalConfig:
     """Read and check the environment's rehearsal settings (enabled by default for prod only)."""
-
     raw = env.raw.get("rehearsal") or {}
     where = f"deployments/{env.name}.yaml"
     if not isinstance(raw, dict):

@@ -21,7 +21,6 @@ def verify_status(environment: str, expected_version: int, check_drift: bool = T
     """Raise when the database is dirty, not at ``expected_version``, or drifted from its files or their schema
     (live schema drift per the environment's ``drift.verify``: fail, warn or off). Returns what verify saw as a
     ``Verification`` dataclass (Prefect pickles it like any result), not a bare dict."""
-
     env = run_environment(environment)
     result = verify(env.settings, expected_version, check_drift, env.drift_verify, drift_ignore=env.drift_ignore,
                     scratch_url=env.drift_scratch_url)

@@ -159,7 +159,6 @@ def destination(url: str | None) -> str | None:
 
 def sign(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>``, the X-Webhook-Signature value."""
-
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
@@ -379,7 +378,6 @@ def _next_wait(attempt: int, outcome: _Outcome, options: DeliveryOptions, deadli
 async def _attempt(client: Any, url: str, body: bytes, headers: dict[str, str], timeout: float) -> _Outcome:
     """One POST: connect, send and the status line + headers within ``timeout`` as a whole; then at
     most RESPONSE_SNIPPET_BYTES of a non-2xx body, for at most SNIPPET_SECONDS (within ``timeout`` too)."""
-
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
@@ -419,7 +417,6 @@ async def _attempt(client: Any, url: str, body: bytes, headers: dict[str, str], 
 async def _snippet(response: Any, budget: float) -> tuple[str, int]:
     """(the first RESPONSE_SNIPPET_BYTES of the raw body as one clipped line, bytes read); an endless or
     trickling body costs at most that much memory and ``budget`` seconds."""
-
     data = bytearray()
     read = 0
     if budget > 0:

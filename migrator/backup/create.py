@@ -325,7 +325,6 @@ class _Background(threading.Thread):
 
 def _state_in_snapshot(settings: Settings, conn_info: Connection, snapshot: str) -> tuple[int, bool, str]:
     """(version, dirty, state table) of schema_migrations as seen by the exported snapshot."""
-
     conn = connect(conn_info, autocommit=False)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ

@@ -20,7 +20,6 @@ from migrator.lint.model import Finding, finding
 
 def check(settings: Settings, mset: MigrationSet, display: Callable[[Any], str] = str) -> list[Finding]:
     """Drift findings against the database of ``settings.database_url`` (which must be set)."""
-
     conn_info = db.resolve(settings)
     with db.connect(conn_info) as conn:
         st = state.resolve_table(conn, state_table_name(settings, conn_info.table))

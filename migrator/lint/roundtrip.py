@@ -146,7 +146,6 @@ def _diff(expected: list[str], actual: list[str], expected_label: str, actual_la
 
 def verify_roundtrip(settings: Settings, progress: Callable[[str], None] | None = None) -> RoundtripResult:
     """Run the round trip on a scratch database next to ``settings``' database (or the embedded one)."""
-
     say = progress or (lambda _m: None)
     mset = files.load(settings.migrations_path)
     mset.raise_if_errors()

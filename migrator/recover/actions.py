@@ -364,7 +364,6 @@ def down_file_problem(mig: files.Migration) -> str | None:
     created) and a down that does not parse. Allow comments do not count here: a justified DROP
     without IF EXISTS is still unsafe when the up stopped half-way.
     """
-
     assert mig.down is not None
     down = parse_file(mig.down.filename, mig.down.sql)
     if down.error is not None:
@@ -534,7 +533,6 @@ def recover(
 
     SQL runs through the executor, in a cancel scope: SIGTERM/SIGINT (a Prefect Cancel) cancel the
     running statement on the server, and the audit row and the state say where it stopped."""
-
     if action not in ACTIONS:
         raise MigratorError(f"unknown recovery action {action!r}; use one of {', '.join(ACTIONS)}")
     engineer = (engineer or "").strip()

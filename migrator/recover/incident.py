@@ -31,7 +31,6 @@ from migrator.execute.state import statement_hash
 from migrator.recover.actions import ACTIONS, Incident, RecoveryResult, version_text, yes_no
 
 if TYPE_CHECKING:
-
     from migrator.config import Settings
     from migrator.execute.state import StateTable
 
@@ -104,7 +103,6 @@ def claim(settings: Settings, incident: Incident, event: str = "database.dirty",
     When the record cannot be written (read-only user, database unreachable) the page is sent:
     a duplicate page is better than a lost one.
     """
-
     try:
         with Migrator(settings).session(lock=False) as s:
             return claim_page(s.conn, s.st, incident.fingerprint, event, remind_after_minutes)

@@ -171,7 +171,6 @@ def _short(text: str, limit: int = 120) -> str:
 def lock_predictions(mset: files.MigrationSet, versions: set[int]) -> dict[int, list[Any]]:
     """validate's lock-predicting findings per pending version (``migrator:allow`` ignored: a
     justified lock is still a lock the approver wants measured)."""
-
     state = rules.LintState()
     out: dict[int, list[Any]] = {}
     for m in mset:

@@ -104,7 +104,6 @@ def parse_bytes(value: object, setting: str) -> int:
 
 def _endpoint(conninfo: str) -> tuple[str, str, str]:
     """(host, port, database) as libpq would use them; localhost spellings folded together."""
-
     p = conninfo_to_dict(conninfo)
     host = str(p.get("host") or os.environ.get("PGHOST") or "/var/run/postgresql")
     if host in ("localhost", "127.0.0.1", "::1"):
@@ -245,7 +244,6 @@ def _stop_on_sigterm() -> Iterator[None]:
     that the scratch database is dropped instead of left behind. Raising mid-statement abandons the
     scratch connection, which the DROP DATABASE ... WITH (FORCE) on the way out then terminates;
     nothing of value runs there. Hosts with their own handler (Prefect) keep it."""
-
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield

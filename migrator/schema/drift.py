@@ -224,7 +224,6 @@ def check(settings: Settings, *, ignore: str | Path | None = None, scratch_url: 
 
     Raises MigratorError when the database is dirty (there is no "expected" schema half-way through
     a migration) or records a version newer than the files."""
-
     started = time.monotonic()
     path = ignore_path(settings, ignore)
     rules = load_ignore(path) if path is not None else []
