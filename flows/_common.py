@@ -35,8 +35,6 @@ from migrator.errors import (
 from migrator.files import shown as shown_file
 from migrator.recover.actions import Incident, RecoveryError, RecoveryResult, inspect, version_text, yes_no
 from migrator.recover.incident import (
-    DEFAULT_REMIND_MINUTES,
-    claim,
     incident_md,
     outcome_text,
     recovery_md,
@@ -48,6 +46,7 @@ from tasks._common import deployment_run_url, flow_run_id, flow_run_url, run_log
 from tasks.backup import VerifiedBackup, backup_task
 from tasks.environment import Environment
 from tasks.notify import notify
+from tasks.recovery import claim_dirty_page
 from tasks.status import read_status
 
 if TYPE_CHECKING:
@@ -208,8 +207,7 @@ class RunReport:
         """database.dirty, once per incident (a reminder after the configured interval)."""
         inc = self.incident
         assert inc is not None
-        remind = self.env.raw.get("monitor", {}).get("dirty_reminder_minutes", DEFAULT_REMIND_MINUTES)
-        decision = claim(self.env.settings, inc, "database.dirty", None if remind is None else float(remind))
+        decision = claim_dirty_page(self.env, self.env.settings, inc)
         self.incident_page = decision.kind
         self.next_step, link = next_step_for(self.env, inc, paused_here=self.pausing_for_recovery)
         if not decision.send:

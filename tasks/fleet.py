@@ -22,10 +22,10 @@ from migrator.backup import list_backups
 from migrator.config import Settings
 from migrator.errors import ConfigError
 from migrator.recover.actions import inspect
-from migrator.recover.incident import DEFAULT_REMIND_MINUTES, claim
 from migrator.redact import redact
 from tasks._common import flow_run_id, run_logger
 from tasks.environment import Environment, _secret, run_environment
+from tasks.recovery import claim_dirty_page
 
 
 def load_fleet(environment: str) -> tuple[Environment, fleet.FleetSpec]:
@@ -156,8 +156,7 @@ def migrate_member(environment: str, name: str, expected_version: int, target_ve
         # the fleet's ONE alert pages it: record the incident as paged, as a migrate run of a fleet does,
         # so the status monitor reminds on schedule instead of paging it again at once
         try:
-            remind = env.raw.get("monitor", {}).get("dirty_reminder_minutes", DEFAULT_REMIND_MINUTES)
-            claim(settings, inspect(settings), "database.dirty", None if remind is None else float(remind))
+            claim_dirty_page(env, settings, inspect(settings))
         except Exception as exc:  # the report says it is dirty either way
             log.warning("%s: could not record the incident as paged: %s", name, redact(str(exc)))
     if result.ok:

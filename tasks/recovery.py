@@ -9,9 +9,18 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from migrator.recover.actions import RecoveryResult, recover
+from migrator.config import Settings
+from migrator.recover.actions import Incident, RecoveryResult, recover
+from migrator.recover.incident import DEFAULT_REMIND_MINUTES, PageDecision, claim
 from tasks._common import flow_run_id, run_logger
-from tasks.environment import run_environment
+from tasks.environment import Environment, run_environment
+
+
+def claim_dirty_page(env: Environment, settings: Settings, inc: Incident) -> PageDecision:
+    """Claim the ``database.dirty`` page of ``inc`` (once per incident, a reminder after
+    ``monitor.dirty_reminder_minutes`` of deployments/<env>.yaml; empty there: no reminder)."""
+    remind = env.raw.get("monitor", {}).get("dirty_reminder_minutes", DEFAULT_REMIND_MINUTES)
+    return claim(settings, inc, "database.dirty", None if remind is None else float(remind))
 
 
 @task(name="recover", retries=0, cache_policy=NO_CACHE, task_run_name="recover {action}")
