@@ -336,11 +336,8 @@ def test_the_runtime_prefect_check_finds_what_it_looks_for(tmp_path):
 # -- tasks return no bare dicts (issue 22) ------------------------------------------------------------
 #
 # A task's result is what a flow reads and what Prefect persists: a dataclass says what is in it, a
-# dict[str, Any] does not. These tasks still return dicts (the debt, docs/layout.md); the list only
-# shrinks: a NEW task that returns a dict fails, and so does an entry that no longer does.
+# dict[str, Any] does not. No task returns one (docs/layout.md), and every task lives in tasks/.
 
-KNOWN_DICT_TASKS: frozenset[str] = frozenset({
-})
 _DICT_NAMES = {"dict", "Dict", "Mapping", "MutableMapping", "Any"}
 
 
@@ -364,23 +361,23 @@ def _returns_bare_dict(returns: ast.expr | None) -> bool:
     return isinstance(outer, ast.Name) and outer.id in _DICT_NAMES
 
 
+def task_functions(root: Path, packages: tuple[str, ...]) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """Every ``@task`` function of ``packages``, with its module's dotted name."""
+    return [(module, node) for module, path in modules(root, packages).items()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and any(_is_task_decorator(d) for d in node.decorator_list)]
+
+
 def tasks_returning_dicts(root: Path, packages: tuple[str, ...] = ("tasks", "flows")) -> list[str]:
     """Every ``@task`` function whose return annotation is a bare dict, as ``module:function``."""
-    found = []
-    for module, path in modules(root, packages).items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
-                    _is_task_decorator(d) for d in node.decorator_list) and _returns_bare_dict(node.returns):
-                found.append(f"{module}:{node.name}")
-    return sorted(found)
+    return sorted(f"{module}:{node.name}" for module, node in task_functions(root, packages)
+                  if _returns_bare_dict(node.returns))
 
 
 def tasks_outside_tasks(root: Path, packages: tuple[str, ...] = ("flows", "migrator")) -> list[str]:
     """Every ``@task`` function defined outside ``tasks/``, as ``module:function``."""
-    return sorted(f"{module}:{node.name}" for module, path in modules(root, packages).items()
-                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
-                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  and any(_is_task_decorator(d) for d in node.decorator_list))
+    return sorted(f"{module}:{node.name}" for module, node in task_functions(root, packages))
 
 
 def test_every_task_is_in_tasks(tmp_path):
@@ -393,11 +390,8 @@ def test_every_task_is_in_tasks(tmp_path):
 
 
 def test_tasks_return_no_bare_dicts():
-    found = set(tasks_returning_dicts(ROOT))
-    new = sorted(found - KNOWN_DICT_TASKS)
-    assert not new, f"these tasks return a bare dict; return a dataclass (Prefect serialises it): {new}"
-    gone = sorted(KNOWN_DICT_TASKS - found)
-    assert not gone, f"no longer return a dict (or are gone): remove them from KNOWN_DICT_TASKS: {gone}"
+    found = tasks_returning_dicts(ROOT)
+    assert not found, f"these tasks return a bare dict; return a dataclass (Prefect serialises it): {found}"
 
 
 def test_the_dict_check_finds_what_it_looks_for(tmp_path):
