@@ -473,19 +473,12 @@ def _verified_backup(settings: Settings, run_id: str | None, progress: Callable[
                      policy: MemberPolicy) -> str:
     """Take and verify a backup, retried as ``backup.retries`` says; a setting error is not retried."""
     # lazy: the backup package (pg_dump, storage clients) only when a member is migrated
-    from migrator.backup import create_backup, verify_backup
+    from migrator.backup import create_verified_backup
 
     attempt = 0
     while True:
         try:
-            result = create_backup(settings, run_id=run_id)
-            if result.cleanup and progress:
-                progress(result.cleanup)
-            check = verify_backup(settings, result.key)
-            if progress:
-                progress(f"backup {result.key}: {result.size} bytes, sha256 {result.sha256}, verified "
-                         f"({check.toc_entries} TOC entries)")
-            return result.key
+            return create_verified_backup(settings, run_id=run_id, say=progress)[0].key
         except ConfigError:
             raise
         except Exception as exc:

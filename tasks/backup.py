@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
 
-from migrator.backup import BackupResult, PruneResult, VerifyResult, create_backup, prune_backups, verify_backup
+from migrator.backup import BackupResult, PruneResult, VerifyResult, create_verified_backup, prune_backups
 from migrator.backup.drill import DrillResult, restore_drill
 from tasks._common import flow_run_id, retry_unless_permanent, run_logger
 from tasks.environment import Environment, run_environment
@@ -44,14 +44,9 @@ class VerifiedBackup:
 )
 def backup_database(environment: str) -> VerifiedBackup:
     """Take and verify a backup; returns it with its check (key, size, sha256; no credentials)."""
-    env = run_environment(environment)
     log = run_logger()
-    result = create_backup(env.settings, run_id=flow_run_id())
-    if result.cleanup:
-        log.info("%s", result.cleanup)
-    log.info("backup %s written: %s bytes, sha256 %s", result.key, result.size, result.sha256)
-    check = verify_backup(env.settings, result.key)
-    log.info("backup %s verified: %s TOC entries", result.key, check.toc_entries)
+    result, check = create_verified_backup(run_environment(environment).settings, run_id=flow_run_id(),
+                                           say=lambda line: log.info("%s", line))
     return VerifiedBackup(backup=result, check=check)
 
 

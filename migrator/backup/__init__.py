@@ -13,7 +13,7 @@ S3 store when it is first used, so that registering the CLI commands costs nothi
 from __future__ import annotations
 
 from migrator.backup.catalog import BackupInfo, list_backups
-from migrator.backup.create import BackupResult, create_backup
+from migrator.backup.create import BackupResult, create_backup, create_verified_backup
 from migrator.backup.errors import BackupError, BackupIntegrityError, StorageError
 from migrator.backup.keys import make_key, parse_key
 from migrator.backup.restore import RestoreResult, restore_backup
@@ -33,6 +33,7 @@ __all__ = [
     "StorageError",
     "VerifyResult",
     "create_backup",
+    "create_verified_backup",
     "find_leftovers",
     "list_backups",
     "make_key",

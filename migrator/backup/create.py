@@ -31,6 +31,7 @@ from migrator.backup.errors import BackupError
 from migrator.backup.keys import group_prefix, make_key, open_destination
 from migrator.backup.retention import sweep_interrupted
 from migrator.backup.stores import READ_CHUNK, S3_MAX_PARTS, MiB, S3Store, Store, Upload, part_size_from_env
+from migrator.backup.verify import VerifyResult, verify_backup
 from migrator.config import Connection, Settings, state_table_name
 from migrator.db import connect, resolve
 from migrator.execute.state import read_state, resolve_table
@@ -180,6 +181,21 @@ class _Dump:
             "format": "pg_dump-custom",
             "created-at": self.now.isoformat(timespec="milliseconds"),
         }
+
+
+def create_verified_backup(settings: Settings, *, run_id: str | None = None,
+                           say: Callable[[str], None] | None = None) -> tuple[BackupResult, VerifyResult]:
+    """A backup read back before anything relies on it (sha256, size, ``pg_restore --list``): what a
+    ``migrate`` run and a fleet member take before they apply. ``say`` gets one line per step."""
+    result = create_backup(settings, run_id=run_id)
+    if result.cleanup and say:
+        say(result.cleanup)
+    if say:
+        say(f"backup {result.key} written: {result.size} bytes, sha256 {result.sha256}")
+    check = verify_backup(settings, result.key)
+    if say:
+        say(f"backup {result.key} verified: {check.toc_entries} TOC entries")
+    return result, check
 
 
 def create_backup(
