@@ -128,15 +128,15 @@ def member_next_step(environment: str, r: fleet.MemberResult) -> str:
     if r.dirty_after:
         url = deployment_run_url(f"recover/{env}", {"environment": env})
         where = f"[recover/{env}]({url})" if url else f"recover/{env} (Deployments > Run > Custom run)"
-        return (f"dirty: recover it: run {where} (the recovery form), or `migrator recover --env {env} "
-                "--resume|--revert|--mark-applied`; then re-run the fleet")
+        return (f"dirty: recover it: run {where} (the recovery form), or `DATABASE_URL=<{r.name}'s URL> migrator "
+                f"recover --env {env} --resume|--revert|--mark-applied`; then re-run the fleet")
     if r.stage == "drift":
         return "nothing was touched (its applied files changed): restore the files or fix the database, re-run"
     if r.stage == "backup":
         return "nothing was applied (no verified backup): fix the backup store or pg_dump, re-run the fleet"
     if r.stage == "verify":
-        return (f"applied, but verify failed: `migrator verify --env {env}` / `migrator drift --env {env}`, "
-                "fix the drift, re-run the fleet")
+        return (f"applied, but verify failed: `DATABASE_URL=<{r.name}'s URL> migrator drift --env {env}` names "
+                "what differs; fix it, re-run the fleet")
     return "clean (its transaction rolled back): fix the cause, re-run the fleet"
 
 

@@ -120,7 +120,7 @@ def read_after(environment: str, names: list[str], backups_since: float | None =
     and for ``backups_for`` the newest backup taken since ``backups_since`` (epoch seconds)."""
     env, spec = load_fleet(environment)
     known = run_members(env, spec)
-    members = [member(env, spec, n) if n not in known else known[n] for n in names]
+    members = [known[n] if n in known else member(env, spec, n) for n in names]
     states = fleet.survey(members, env.settings, target_versions(env, None), parallel=spec.survey_parallel)
     after = fleet.After(states={s.name: s for s in states})
     if backups_for and backups_since is not None:
