@@ -88,6 +88,8 @@ def sweep_scratch_databases(conn_info: Connection, *, max_age_hours: float = lef
                     continue
                 try:
                     admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+                except psycopg.errors.InvalidCatalogName:
+                    continue  # another process's sweep dropped it first: gone, nothing to do by hand
                 except psycopg.Error as exc:
                     sweep.kept.append((name, f"{why}, but it could not be dropped: {redact(str(exc).strip())}"))
                     continue
