@@ -169,6 +169,7 @@ def test_a_scratch_database_of_a_live_process_or_with_a_session_is_kept(cli: Any
         assert scratch_exists(young_other)
     finally:
         sleeper.kill()
+        sleeper.wait()  # reaped here: a failure above must not surface as another test's ResourceWarning
         for name in names:
             drop_database(SERVER_URL, name)
 
