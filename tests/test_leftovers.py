@@ -2,16 +2,18 @@
 database or ``.partial`` dump, named after the process that made it; the next rehearsal / backup (and
 ``backups prune``) removes it once that process is gone and says how much it freed, and never removes
 what a live process (or an open session) still uses. A truncated newest backup is reported by
-``rehearse``, which says which backup it restored instead. Real kills of real processes, against the
-machine's PostgreSQL and a file:// store."""
+``rehearse``, which says which backup it restored instead. Real kills of real processes, against a
+PostgreSQL server of the module's own (see ``server``) and a file:// store."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +23,30 @@ import psycopg
 import pytest
 
 from conftest import ROOT, SERVER_URL, create_database, drop_database, url_for, write_migration
-from migrator import leftover
+from migrator import embedded, leftover
+
+pytestmark = pytest.mark.db
 
 JUST = "-- Business justification: test\n"
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator[dict[str, Any]]:
+def server() -> Iterator[str]:
+    """A PostgreSQL server of this module's own (embedded, in a temp dir outside pytest's basetemp).
+
+    A rehearsal sweeps its whole scratch server: on the shared one, another xdist worker's rehearsal
+    would drop this module's leftovers before the sweep under test could find and report them."""
+    root = Path(tempfile.mkdtemp(prefix="migrator-leftovers-"))
+    try:
+        yield embedded.server_url(root / "pgdata", database="postgres")
+    finally:
+        embedded.stop(root / "pgdata")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory, server: str) -> Iterator[dict[str, Any]]:
     """A database at version 1 with ~15 MB of rows, and one file:// backup of it."""
     from migrator.backup import create_backup
     from migrator.config import Settings
@@ -39,8 +57,8 @@ def source(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator
     base.mkdir()
     write_migration(base, 1, "create_notes", JUST + "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL);",
                     JUST + "DROP TABLE IF EXISTS notes;")
-    name = create_database(SERVER_URL, "leftover_src")
-    url = url_for(SERVER_URL, name)
+    name = create_database(server, "leftover_src")
+    url = url_for(server, name)
     backups = root / "backups"
     try:
         Migrator(Settings(database_url=url, migrations_path=base)).up()
@@ -50,7 +68,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator
         backup = create_backup(Settings(database_url=url, backup_url=f"file://{backups}", environment="local"))
         yield {"url": url, "base": base, "backups": backups, "backup": backup}
     finally:
-        drop_database(SERVER_URL, name)
+        drop_database(server, name)
 
 
 @pytest.fixture
@@ -67,8 +85,8 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
 
 
-def one(query: str, *params: object) -> Any:
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+def one(server: str, query: str, *params: object) -> Any:
+    with psycopg.connect(server, autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
     return row[0] if row else None
 
@@ -84,23 +102,24 @@ def wait_for(what: str, check: Any, timeout: float = 120) -> Any:
     raise AssertionError(f"{what} did not happen within {timeout:g} s")
 
 
-def scratch_exists(name: str) -> bool:
-    return one("SELECT 1 FROM pg_database WHERE datname = %s", name) == 1
+def scratch_exists(server: str, name: str) -> bool:
+    return one(server, "SELECT 1 FROM pg_database WHERE datname = %s", name) == 1
 
 
 # ----------------------------------------------------------------------------------------- rehearsal
 
 
 def test_a_rehearsal_killed_with_sigkill_leaves_a_scratch_database_the_next_one_removes(
-    cli: Any, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+    cli: Any, env: dict[str, str], server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_migration(Path(env["MIGRATIONS_PATH"]), 2, "slow", JUST + "SELECT pg_sleep(3);",
                     JUST + "SELECT 1;")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "migrator", "rehearse", "--scratch-url", SERVER_URL, "--allow-same-server"],
+        [sys.executable, "-m", "migrator", "rehearse", "--scratch-url", server, "--allow-same-server"],
         env=child_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         scratch = wait_for("the migration starting on the copy", lambda: one(
+            server,
             r"SELECT datname FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3)%%' "
             r"AND datname LIKE 'migrator\_scratch\_rehearsal\_%%' AND split_part(datname, '_', 5) = %s",
             str(proc.pid)))
@@ -110,28 +129,29 @@ def test_a_rehearsal_killed_with_sigkill_leaves_a_scratch_database_the_next_one_
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert scratch_exists(scratch)  # kill -9 ran no clean-up: the full copy is still there
-    size = one("SELECT pg_database_size(%s)", scratch)
+    assert scratch_exists(server, scratch)  # kill -9 ran no clean-up: the full copy is still there
+    size = one(server, "SELECT pg_database_size(%s)", scratch)
     assert size > 10 * MiB
     # the killed process's session ends when its statement does (nothing tells the server sooner)
     wait_for("the killed rehearsal's session ending",
-             lambda: one("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", scratch) == 0)
+             lambda: one(server, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", scratch) == 0)
 
     write_migration(Path(env["MIGRATIONS_PATH"]), 2, "slow", JUST + "SELECT 1;", JUST + "SELECT 1;")
-    r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+    r = cli("rehearse", "--scratch-url", server, "--allow-same-server", env=env)
     assert r.code == 0, r.err
     expected = (f"removed 1 leftover scratch database ({scratch}, {leftover.human_size(size)}) of a process that "
                 f"is gone (pid {proc.pid} on this host)")
     assert expected in r.err
-    assert not scratch_exists(scratch)
+    assert not scratch_exists(server, scratch)
     with capsys.disabled():  # the measurement, shown with -s
         print(f"\nfreed by the next rehearsal: {size} bytes ({leftover.human_size(size)}) in {scratch}")
 
-    r = cli("rehearse", "--json", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+    r = cli("rehearse", "--json", "--scratch-url", server, "--allow-same-server", env=env)
     assert r.code == 0 and json.loads(r.out)["cleanup"] is None  # nothing left to remove
 
 
-def test_a_scratch_database_of_a_live_process_or_with_a_session_is_kept(cli: Any, env: dict[str, str]) -> None:
+def test_a_scratch_database_of_a_live_process_or_with_a_session_is_kept(cli: Any, env: dict[str, str],
+                                                                        server: str) -> None:
     """Never removed: one whose process still runs, one whose process is gone but that a session
     still uses, one of another host younger than 24 h. Removed: another host's older than 24 h, and
     one whose PID now belongs to a process started after the name was made (PIDs are reused)."""
@@ -149,33 +169,33 @@ def test_a_scratch_database_of_a_live_process_or_with_a_session_is_kept(cli: Any
     names = [live, in_use, young_other, old_other, reused]
     try:
         for name in names:
-            create_database(SERVER_URL, name=name)
-        with psycopg.connect(url_for(SERVER_URL, in_use)):  # a session on the dead process's database
-            r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+            create_database(server, name=name)
+        with psycopg.connect(url_for(server, in_use)):  # a session on the dead process's database
+            r = cli("rehearse", "--scratch-url", server, "--allow-same-server", env=env)
             assert r.code == 0, r.err
-            assert scratch_exists(live) and scratch_exists(in_use) and scratch_exists(young_other)
-            assert not scratch_exists(old_other) and not scratch_exists(reused)
+            assert all(scratch_exists(server, n) for n in (live, in_use, young_other))
+            assert not any(scratch_exists(server, n) for n in (old_other, reused))
             assert "removed 2 leftover scratch databases" in r.err
             assert f"{old_other} (" in r.err and "older than 24 h" in r.err
             assert f"{reused} (" in r.err and f"of a process that is gone (pid {sleeper.pid} on this host)" in r.err
-        r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)  # the session closed
+        r = cli("rehearse", "--scratch-url", server, "--allow-same-server", env=env)  # the session closed
         assert r.code == 0, r.err
         assert f"removed 1 leftover scratch database ({in_use}, " in r.err
-        assert not scratch_exists(in_use) and scratch_exists(live) and scratch_exists(young_other)
+        assert not scratch_exists(server, in_use) and all(scratch_exists(server, n) for n in (live, young_other))
         sleeper.kill()
         sleeper.wait()
-        r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+        r = cli("rehearse", "--scratch-url", server, "--allow-same-server", env=env)
         assert r.code == 0 and f"removed 1 leftover scratch database ({live}, " in r.err
-        assert scratch_exists(young_other)
+        assert scratch_exists(server, young_other)
     finally:
         sleeper.kill()
         sleeper.wait()  # reaped here: a failure above must not surface as another test's ResourceWarning
         for name in names:
-            drop_database(SERVER_URL, name)
+            drop_database(server, name)
 
 
 def test_a_truncated_newest_backup_is_reported_not_skipped(cli: Any, env: dict[str, str], source: dict[str, Any],
-                                                          tmp_path: Path) -> None:
+                                                          server: str, tmp_path: Path) -> None:
     """The newest backup fails verification (its dump is shorter than its metadata says): rehearse
     says so (warning line, report, JSON), restores the newest complete one, and names it."""
     good = source["backup"]
@@ -193,7 +213,7 @@ def test_a_truncated_newest_backup_is_reported_not_skipped(cli: Any, env: dict[s
     (newer.parent / (newer.name + ".json")).write_text(json.dumps(meta))
     env = {**env, "BACKUP_URL": f"file://{backups}"}
 
-    r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+    r = cli("rehearse", "--scratch-url", server, "--allow-same-server", env=env)
     assert r.code == 0, r.err
     warning = next(line for line in r.err.splitlines() if line.startswith("warning: the newest backup"))
     newer_key = newer.relative_to(backups).as_posix()
@@ -204,7 +224,7 @@ def test_a_truncated_newest_backup_is_reported_not_skipped(cli: Any, env: dict[s
     assert f"backup {good.key} (" in r.out and ", taken " in r.out
     assert "warning: the newest backup" in r.out  # repeated with the report's warnings
 
-    r = cli("rehearse", "--json", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+    r = cli("rehearse", "--json", "--scratch-url", server, "--allow-same-server", env=env)
     report = json.loads(r.out)
     assert report["backup_key"] == good.key and report["backup_created_at"].startswith(good.created_at[:19])
     assert "INCOMPLETE" in report["backup_problem"] and report["warnings"][0] == report["backup_problem"]
@@ -221,7 +241,7 @@ def test_a_truncated_newest_backup_is_reported_not_skipped(cli: Any, env: dict[s
     (newer.parent / (newer.name + ".json")).unlink()
     only_bad = backups / good.key
     only_bad.write_bytes(data[:100])
-    r = cli("rehearse", "--scratch-url", SERVER_URL, "--allow-same-server", env=env)
+    r = cli("rehearse", "--scratch-url", server, "--allow-same-server", env=env)
     assert r.code == 1 and r.err.strip().splitlines()[-1].startswith(
         f"error: no complete backup of 'local' to rehearse on: the newest, {good.key}, is INCOMPLETE")
 
@@ -280,7 +300,6 @@ def test_a_backup_killed_with_sigkill_leaves_a_partial_file_the_next_backup_remo
     assert not live.exists()
 
 
-@pytest.mark.db  # creates scratch databases on SERVER_URL
 def test_two_scratch_databases_with_the_same_name_tag_get_two_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two scratch databases of one process in one second whose random parts collide: the second
     one draws again instead of failing with 'already exists' (or blaming CREATEDB)."""
@@ -296,5 +315,5 @@ def test_two_scratch_databases_with_the_same_name_tag_get_two_names(monkeypatch:
             scratch_database(server, "roundtrip", sweep=False) as second:
         names = [psycopg.conninfo.conninfo_to_dict(c)["dbname"] for c in (first, second)]
         assert names == [f"migrator_scratch_roundtrip_{tag}_a1a1", f"migrator_scratch_roundtrip_{tag}_b2b2"]
-        assert all(scratch_exists(str(n)) for n in names)
-    assert not any(scratch_exists(str(n)) for n in names)
+        assert all(scratch_exists(SERVER_URL, str(n)) for n in names)
+    assert not any(scratch_exists(SERVER_URL, str(n)) for n in names)
