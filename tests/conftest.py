@@ -16,6 +16,8 @@ import os
 import queue
 import re
 import shutil
+import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -27,6 +29,8 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+
+import prefect_templates
 
 # Nothing may leave 127.0.0.1: no Prefect telemetry, no analytics.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -184,6 +188,19 @@ def tenant_databases(prefix: str, count: int, catalogue_table: str, insert: str)
             drop_database_later(SERVER_URL, name)
 
 
+def reap(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc`` if it still runs, wait for it and close its pipes: a test that failed half-way
+    (a ``communicate`` timeout) must not leave a live Popen whose ResourceWarning, raised when it is
+    collected, fails whichever test runs next on that worker."""
+    if proc.poll() is None:
+        proc.kill()
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def url_for(server_url: str, dbname: str) -> str:
     """``server_url`` with its database replaced (works for URLs with or without ?host=)."""
     head, sep, query = server_url.partition("?")
@@ -263,12 +280,16 @@ def tier_problems(item: pytest.Item) -> list[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     _count_postgresql_connections()
+    if not hasattr(config, "workerinput"):  # the controller, before pytest-xdist starts the workers
+        prefect_templates.start_run(SERVER_URL)  # they inherit its run id
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Wait for the background drops (``drop_database_later``); a drop that failed fails the run."""
     _stock.release()
     _dropper.flush()
+    if not hasattr(session.config, "workerinput"):  # the controller (or the only process): after the workers
+        prefect_templates.end_run(SERVER_URL)
     if _dropper.errors:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         for error in _dropper.errors:
@@ -349,10 +370,20 @@ def pg_server() -> str:
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One ``prefect_test_harness`` (a Prefect server on SQLite) for the whole session: modules use
-    it with ``pytestmark = pytest.mark.usefixtures("prefect_harness")``. Starting it took 10-30 s."""
-    from prefect.testing.utilities import prefect_test_harness
+    it with ``pytestmark = pytest.mark.usefixtures("prefect_harness")``. Starting it took 10-30 s, most
+    of it Prefect's schema migrations: its SQLite database starts as a copy of the run's migrated
+    template instead (``prefect_templates``; the harness names it prefect-test.db in a fresh mkdtemp)."""
+    from unittest import mock
 
-    with prefect_test_harness(server_startup_timeout=120):
+    import prefect.testing.utilities as harness
+
+    def seeded_mkdtemp() -> str:
+        path = tempfile.mkdtemp(prefix="prefect-harness-")
+        prefect_templates.seed_sqlite(Path(path) / "prefect-test.db")
+        return path
+
+    with mock.patch.object(harness, "mkdtemp", seeded_mkdtemp), \
+            harness.prefect_test_harness(server_startup_timeout=120):
         yield
 
 

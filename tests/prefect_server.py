@@ -9,8 +9,8 @@ module (session scope: one server per test session, however many modules import 
 DO_NOT_TRACK=1); inherited PREFECT_* variables (a developer's API key or profile) are dropped.
 
 The server's database is a database of its own on the machine's PostgreSQL (``TEST_PG_URL``,
-default postgresql://postgres@127.0.0.1:5432/postgres), created before the server starts and
-dropped after it stops: SQLite under a server, a worker and flow runs writing at once answered
+default postgresql://postgres@127.0.0.1:5432/postgres), created before the server starts as a copy of
+the run's migrated template (``prefect_templates``) and dropped after it stops: SQLite under a server, a worker and flow runs writing at once answered
 "database is locked" and the UI showed "Failed to schedule flow run".
 """
 
@@ -21,34 +21,32 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from conftest import create_database, drop_database
+from conftest import drop_database
+from prefect_templates import PREFECT_BIN, asyncpg_url, create_migrated_database
 
-PREFECT_BIN = str(Path(sys.executable).with_name("prefect"))
-START_TIMEOUT = 120.0  # the first start runs Prefect's schema migrations on an empty database
+START_TIMEOUT = 120.0  # a server starts on a migrated copy (prefect_templates); the template is made first
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @contextmanager
 def prefect_database(server_url: str = PG_SERVER_URL) -> Iterator[str]:
-    """A fresh PostgreSQL database for a Prefect server; yields its SQLAlchemy asyncpg URL, drops it after."""
-    name = create_database(server_url, prefix="prefect")
-    info = psycopg.conninfo.conninfo_to_dict(server_url)
-    auth = str(info.get("user") or "postgres") + (f":{info['password']}" if info.get("password") else "")
-    url = f"postgresql+asyncpg://{auth}@{info.get('host') or '127.0.0.1'}:{info.get('port') or 5432}/{name}"
+    """A PostgreSQL database for a Prefect server, already migrated (a copy of the run's template, see
+    ``prefect_templates``); yields its SQLAlchemy asyncpg URL, drops it after."""
+    name = f"prefect_{uuid.uuid4().hex[:12]}"
+    create_migrated_database(server_url, name)
     try:
-        yield url
+        yield asyncpg_url(server_url, name)
     finally:
         drop_database(server_url, name)
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 from migrator.errors import ConfigError
 from prefect_server import isolated_env
+from prefect_templates import seed_prefect_home
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -67,7 +68,7 @@ def test_migrate_dry_run_without_the_secret_fails_before_connecting(nothing_conf
 
 def test_python_m_flows_with_nothing_configured_fails_in_one_line(nothing_configured: dict[str, str],
                                                                   tmp_path: Path) -> None:
-    env = isolated_env(tmp_path / "prefect-home")
+    env = isolated_env(seed_prefect_home(tmp_path / "prefect-home"))  # its local API starts on a migrated copy
     for var in PROD_VARS:
         env.pop(var, None)
     env["DATABASE_URL"] = str(nothing_configured["db_url"])

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT, write_migration
 from flows.__main__ import LocalApi, summary_line
+from prefect_templates import seed_prefect_home
 
 HEADER = "-- Business justification: T-11 flow output test.\n"
 
@@ -54,7 +55,7 @@ def test_local_api_server_takes_another_port_when_its_port_was_taken(tmp_path: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The free port is chosen before the server binds it; a clean-clone CI run saw another process take
     it in between ("address already in use", the server exited 3). The server starts again elsewhere."""
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_HOME", str(seed_prefect_home(tmp_path / "prefect")))  # a migrated copy
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -79,7 +80,7 @@ def test_flow_cli_prints_a_summary_then_one_error_line_without_tracebacks(tmp_pa
     write_migration(d, 1, "create_patients", HEADER + "CREATE TABLE patients (id int PRIMARY KEY);",
                     "DROP TABLE IF EXISTS patients;")
     env = {**os.environ, "DATABASE_URL": db_url, "MIGRATIONS_PATH": str(d), "BACKUP_URL": f"file://{tmp_path}/b",
-           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": "", "MIGRATOR_LOG_DIR": str(tmp_path / "logs")}
+           "PREFECT_HOME": str(seed_prefect_home(tmp_path / "prefect")), "PREFECT_API_URL": "", "MIGRATOR_LOG_DIR": str(tmp_path / "logs")}
     env.pop("MIGRATOR_DEBUG", None)
 
     def flow(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,11 +16,17 @@ from conftest import ROOT, TIERS, fixture_tier
 
 
 def run_suite(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """pytest on one test file beside a copy of this conftest; -rA lists every outcome."""
-    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
+    """pytest on one test file beside a copy of this conftest (and the module it imports); -rA lists
+    every outcome. Its basetemp is under ``tmp_path``: a pytest session that starts in the default one
+    takes group and other permissions off /tmp/pytest-of-<user>, which the embedded server's own user
+    must traverse while another worker's test starts it there ("pg_ctl: could not access directory
+    ...: Permission denied", seen in a clean-clone CI run while another pytest session started)."""
+    for name in ("conftest.py", "prefect_templates.py"):
+        shutil.copy(ROOT / "tests" / name, tmp_path / name)
     (tmp_path / "test_sample.py").write_text(source)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
-                           "-o", "addopts=", *args, str(tmp_path)],
+                           "-o", "addopts=", "--basetemp", str(tmp_path / "basetemp"), *args,
+                           str(tmp_path / "test_sample.py")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 
