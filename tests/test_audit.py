@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from test_lock_wait import wait_for_query
 
-from conftest import ROOT, query, write_migration
+from conftest import ROOT, query, reap, write_migration
 from migrator.config import Settings, TableName
 from migrator.engine import Migrator
 from migrator.errors import MigrationFailedError
@@ -140,8 +140,7 @@ def test_started_row_survives_kill_9_mid_non_transactional_file(db_url: str, mig
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     # the server notices the dead client (client_connection_check_interval) and stops the sleep
     deadline = time.monotonic() + 15
     while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%%' "

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_lock_wait import wait_for_query
 
-from conftest import ROOT, query, wait_for_no_other_sessions, write_migration
+from conftest import ROOT, query, reap, wait_for_no_other_sessions, write_migration
 from migrator.config import Settings
 from migrator.engine import Migrator
 from migrator.errors import MigrationCancelledError
@@ -30,11 +30,10 @@ def run_and_signal(db_url: str, migrations_dir: Path, sig: int, fragment: str) -
         wait_for_query(db_url, fragment)
         t0 = time.monotonic()
         proc.send_signal(sig)
-        _out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=60)
         return proc.returncode, err, time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
 
 
 def test_sigterm_mid_transaction_cancels_rolls_back_and_audits(db_url: str, migrations_dir: Path) -> None:
@@ -136,7 +135,17 @@ def test_cancel_while_waiting_for_the_lock_changes_nothing(db_url: str, migratio
     write_migration(migrations_dir, 1, "a", "CREATE TABLE a (id int);", "DROP TABLE a;")
     m = Migrator(Settings(database_url=db_url, migrations_path=migrations_dir, lock_wait_seconds=60))
     with m.session(lock=True):  # hold the lock in this process's other connection
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        polling = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
+                  "AND query LIKE '%%pg_try_advisory_lock%%' AND pid <> pg_backend_pid()"
+        before = query(db_url, polling)[0][0]
+
+        def interrupt_once_waiting() -> None:  # not on a timer: under load up() took longer than one to start
+            deadline = time.monotonic() + 60
+            while query(db_url, polling)[0][0] <= before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_once_waiting, daemon=True).start()
         with pytest.raises(MigrationCancelledError) as err:
             Migrator(Settings(database_url=db_url, migrations_path=migrations_dir, lock_wait_seconds=60)).up()
     assert err.value.exit_code == 130 and "nothing was changed" in str(err.value)
@@ -172,8 +181,7 @@ def test_cancelled_non_transactional_file_is_alerted_as_dirty(db_url: str, migra
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            reap(proc)
         (req,) = rx.wait_for(1)
     assert proc.returncode == 143, err
     body = req.json()

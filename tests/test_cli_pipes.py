@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, write_migration
+from conftest import ROOT, reap, write_migration
 
 HEADER = "-- Business justification: T-11 test migration.\n"
 LONG_NAME = "add_patient_emergency_contact_relationship_and_preferred_language_columns"
@@ -149,8 +149,7 @@ def _force_at_a_terminal(env: dict[str, str], answers: list[str]) -> tuple[int, 
         out, err = proc.communicate(timeout=60)
     finally:
         os.close(master)
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     return proc.returncode, out + err
 
 

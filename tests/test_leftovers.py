@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import ROOT, SERVER_URL, create_database, drop_database, url_for, write_migration
+from conftest import ROOT, SERVER_URL, create_database, drop_database, reap, url_for, write_migration
 from migrator import embedded, leftover
 
 pytestmark = pytest.mark.db
@@ -126,8 +126,7 @@ def test_a_rehearsal_killed_with_sigkill_leaves_a_scratch_database_the_next_one_
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == -signal.SIGKILL
     assert scratch_exists(server, scratch)  # kill -9 ran no clean-up: the full copy is still there
     size = one(server, "SELECT pg_database_size(%s)", scratch)
@@ -268,8 +267,7 @@ def test_a_backup_killed_with_sigkill_leaves_a_partial_file_the_next_backup_remo
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == -signal.SIGKILL
     assert partial.exists() and f"-{proc.pid}-" in partial.name  # who made it, in its name
     size = partial.stat().st_size

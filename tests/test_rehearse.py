@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import SERVER_URL, create_database, drop_database, url_for, write_migration
+from conftest import SERVER_URL, create_database, drop_database, reap, url_for, write_migration
 
 JUST = "-- Business justification: test\n"
 
@@ -293,8 +293,7 @@ def test_a_signal_stops_and_drops_the_scratch_database(source: dict[str, Any], m
         proc.send_signal(getattr(signal, signame))
         _out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == code, err
     assert time.monotonic() - stopped < 60  # not the 600 s the statement would have taken
     assert err.strip().splitlines()[-1].startswith(line)

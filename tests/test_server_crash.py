@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, write_migration
+from conftest import ROOT, reap, write_migration
 from migrator import embedded
 from migrator.execute.state import STARTED_ERROR
 
@@ -56,8 +56,7 @@ def crash_during(data: Path, migrations: Path, fragment: str) -> tuple[int, str]
         os.kill(postmaster, signal.SIGKILL)  # the server crashes; its backends die with it
         _out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     deadline = time.monotonic() + 20
     while _orphans(data):
         for backend in _orphans(data):

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import reap
 from migrator.trigger import (
     EXIT_API,
     EXIT_CANCELLED,
@@ -553,10 +554,9 @@ def test_ctrl_c_stops_waiting_and_the_run_continues(deployed: Deployed) -> None:
     try:
         started = _read_until(proc, "SCHEDULED")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == EXIT_INTERRUPTED
     assert "stopped waiting (interrupted)" in err and "continues on the Prefect server" in err
     run_id = _started_run_id(started)
@@ -576,7 +576,7 @@ def test_paused_run_says_approval_is_awaited_then_completes_when_resumed(deploye
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            reap(proc)
             if run_id:
                 deployed.api(
                     "POST", f"flow_runs/{run_id}/set_state", json={"state": {"type": "CANCELLED"}, "force": True}
