@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -35,6 +36,12 @@ import prefect_templates
 # Nothing may leave 127.0.0.1: no Prefect telemetry, no analytics.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Started in the background by a script (`pytest &` without job control), pytest inherits SIGINT
+# ignored, and so would every process a test starts; our commands rightly keep an ignored SIGINT
+# (nohup), so the tests that press Ctrl-C would wait for nothing. The tests own their processes:
+# SIGINT is handled as usual here (and, from this default, in every child).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # validate's cache would let one test's answer stand in for another's monkeypatched linter;
 # tests/test_validate_cache.py turns it back on for itself
 os.environ.setdefault("MIGRATOR_NO_CACHE", "1")
