@@ -22,7 +22,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -389,8 +389,9 @@ def prefect_harness() -> Iterator[None]:
         prefect_templates.seed_sqlite(Path(path) / "prefect-test.db")
         return path
 
-    with mock.patch.object(harness, "mkdtemp", seeded_mkdtemp), \
-            harness.prefect_test_harness(server_startup_timeout=120):
+    with ExitStack() as stack:
+        with mock.patch.object(harness, "mkdtemp", seeded_mkdtemp):  # only while the harness starts
+            stack.enter_context(harness.prefect_test_harness(server_startup_timeout=120))
         yield
 
 
