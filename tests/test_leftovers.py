@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import ROOT, SERVER_URL, create_database, drop_database, reap, url_for, write_migration
-from migrator import embedded, leftover
+from conftest import ROOT, SERVER_URL, create_database, drop_database, embedded_server, reap, url_for, write_migration
+from migrator import leftover
 
 pytestmark = pytest.mark.db
 
@@ -33,16 +31,11 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    """A PostgreSQL server of this module's own (embedded, in a temp dir outside pytest's basetemp).
-
-    A rehearsal sweeps its whole scratch server: on the shared one, another xdist worker's rehearsal
-    would drop this module's leftovers before the sweep under test could find and report them."""
-    root = Path(tempfile.mkdtemp(prefix="migrator-leftovers-"))
-    try:
-        yield embedded.server_url(root / "pgdata", database="postgres")
-    finally:
-        embedded.stop(root / "pgdata")
-        shutil.rmtree(root, ignore_errors=True)
+    """A PostgreSQL server of this module's own: a rehearsal sweeps its whole scratch server, so on
+    the shared one another xdist worker's rehearsal would drop this module's leftovers before the
+    sweep under test could find and report them."""
+    with embedded_server("migrator-leftovers-") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
