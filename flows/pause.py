@@ -28,6 +28,11 @@ from tasks._common import run_logger
 SERVER_GRACE_SECONDS = 120
 MAX_MESSAGE = 1900
 REFRESH_SECONDS = 10.0
+# while a pause is young somebody is likely at the form (the alert has just gone out): an answer is
+# picked up within a second and the description follows the file every 3 s; later, the slower rates
+YOUNG_SECONDS = 600.0
+YOUNG_POLL_SECONDS = 1.0
+YOUNG_REFRESH_SECONDS = 3.0
 
 FormT = TypeVar("FormT", bound=RunInput)
 
@@ -41,9 +46,11 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
                     refresh: Callable[[], str | None] | None = None) -> FormT | None:
     """Pause with ``form`` and the state message ``message``; the answer, or None on timeout.
 
-    ``refresh`` (called every REFRESH_SECONDS while the run waits) returns the form's description as
-    it should read now, or None to leave it: the recovery form re-reads the migration file, so what
-    the engineer sees when opening the form is what the file says at that moment.
+    ``refresh`` (called every YOUNG_REFRESH_SECONDS during the pause's first YOUNG_SECONDS, then every
+    REFRESH_SECONDS) returns the form's description as it should read now, or None to leave it: the
+    recovery form re-reads the migration file, so what the engineer sees when opening the form is what
+    the file says at that moment. The answer is looked for every second while the pause is young,
+    then every 1-5 s (a tenth of the timeout).
     """
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None, "a form needs a flow run"
@@ -52,18 +59,21 @@ def pause_for_input(form: type[FormT], *, timeout_seconds: int, key: str, messag
                                    pause_key=key, message=message[:MAX_MESSAGE])
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]  # as pause_flow_run does
-    poll = max(1, min(5, timeout_seconds // 10))
+    slow_poll = max(1, min(5, timeout_seconds // 10))
     with get_client(sync_client=True) as client:
         state = propose_state_sync(client=client, state=proposed, flow_run_id=ctx.flow_run.id)
         if not state.is_paused():
             raise MigratorError(f"the run could not pause for its form (state {state.type.value})")
         form.save(keyset)
-        deadline = time.monotonic() + timeout_seconds
+        paused_at = time.monotonic()
+        deadline = paused_at + timeout_seconds
         shown = form._description if isinstance(form._description, str) else None
-        refreshed = time.monotonic()
+        refreshed = paused_at
         while True:
-            time.sleep(poll)
-            if refresh is not None and time.monotonic() - refreshed >= REFRESH_SECONDS:
+            young = time.monotonic() - paused_at < YOUNG_SECONDS
+            time.sleep(YOUNG_POLL_SECONDS if young else slow_poll)
+            every = YOUNG_REFRESH_SECONDS if young else REFRESH_SECONDS
+            if refresh is not None and time.monotonic() - refreshed >= every:
                 refreshed = time.monotonic()
                 shown = _refresh_description(keyset["description"], ctx.flow_run.id, shown, refresh)
             current = client.read_flow_run(ctx.flow_run.id).state

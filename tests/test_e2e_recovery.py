@@ -5,7 +5,7 @@
   link the engineer approves with a change ticket -> ``000010_add_user_nickname`` fails half-way (the
   ADD COLUMN ran, the CREATE INDEX CONCURRENTLY names a misspelled column) -> Paused for recovery, ONE
   ``database.dirty`` page with the run's link -> the file is fixed on disk; once the form shows the
-  fixed statement (it re-reads the file every 10 s) the engineer resumes from the alert's link ->
+  fixed statement (it re-reads the file every few seconds) the engineer resumes from the alert's link ->
   Completed, prod at 10 clean, the approval's comment in the audit row.
 - reject from the form: Failed, ``approval.rejected`` (no page), the artifacts name the rejecter
   and the comment.
@@ -237,7 +237,7 @@ def _to_recovery_pause(p: dict[str, Any]) -> tuple[str, str]:
 
 def _form_description(api: str, run_id: str, pause_key: str, *needles: str, timeout: float = 90) -> str:
     """The paused run's form description once it contains every needle: the run re-reads the migration
-    file every 10 s (flows.pause.REFRESH_SECONDS), and a resume submitted before the form showed the
+    file every 3 s (flows.pause.YOUNG_REFRESH_SECONDS), and a resume submitted before the form showed the
     change runs nothing and brings the form back (by design), so the engineer, and this test, submit
     only once the form shows what resume will run."""
     deadline = time.monotonic() + timeout

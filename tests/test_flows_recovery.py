@@ -100,10 +100,14 @@ def _form_once(run_id: Any, ok: Any, timeout: float = 60) -> str:
     raise AssertionError(f"the paused form never showed it; it shows:\n{text}")
 
 
-def test_resume_submitted_right_after_the_file_changed_shows_the_form_again(broken: dict[str, Any]) -> None:
+def test_resume_submitted_right_after_the_file_changed_shows_the_form_again(
+        broken: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Submitted before the form was re-read: resume does not run statements nobody saw; the form comes
     back saying what resume would run now, and the second submit runs exactly that."""
-    t, out = _start(recovery_timeout_seconds=120)
+    import flows.pause
+
+    monkeypatch.setattr(flows.pause, "YOUNG_REFRESH_SECONDS", 120.0)  # no re-read before the submit, however
+    t, out = _start(recovery_timeout_seconds=120)                     # late this test sees the pause
     run_id = _paused_run_id()
     (broken["dir"] / "000003_add_contact_email.up.sql").write_text(UP_FIXED.replace("contacts", "a"))
     resume_flow_run(run_id, run_input={"action": "resume", "engineer": "alice"})
