@@ -92,3 +92,27 @@ def test_refused_connection_is_not_a_database_use():
     assert r.returncode == 1, out
     assert "test_sample.py::test_sneaky is marked unit but connected to PostgreSQL: mark it db" in out
     assert "PASSED test_sample.py::test_refused_connection_is_not_a_database_use" in out
+
+
+def test_tests_sharing_a_module_fixture_run_on_one_xdist_worker(tmp_path: Path) -> None:
+    """``--dist loadgroup`` keeps a module's tests on one worker when they share a module-scoped
+    fixture (a server, a large source database): its set-up runs once. pytest 9.2 with pytest-xdist 3.8
+    dropped every group without a word (pytest-xdist#1386), and each worker started its own server."""
+    setups = tmp_path / "setups.txt"
+    r = run_suite(tmp_path, f"""
+import os
+import pytest
+
+@pytest.fixture(scope="module")
+def costly():
+    with open({str(setups)!r}, "a") as f:
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "-") + "\\n")
+
+@pytest.mark.parametrize("i", range(6))
+def test_shares(costly, i): pass
+
+@pytest.mark.parametrize("i", range(6))
+def test_alone(i): pass
+""", "-n", "2", "--dist", "loadgroup")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(setups.read_text().split()) == 1, f"the module fixture was set up on: {setups.read_text().split()}"
