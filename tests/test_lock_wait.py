@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
-from conftest import ROOT, write_migration
+from conftest import ROOT, create_database, drop_database, url_for, write_migration
+from migrator.errors import LockTimeoutError
+from migrator.execute.state import StateTable, acquire_lock
 
 SLOW_FN = (
     "CREATE FUNCTION slow_id(int) RETURNS int IMMUTABLE LANGUAGE plpgsql "
@@ -102,3 +105,29 @@ def test_parallel_ups_over_cic_migrations_apply_each_once(db_url: str, migration
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
     check_applied_once(db_url, 20)
+
+
+def test_the_lock_holder_named_is_on_the_same_database(db_url: str, pg_server: str) -> None:
+    """Advisory locks belong to one database; the holder named in a lock timeout is the one on the
+    migrated database, never a session holding the same lock id on another database of the server."""
+    name = db_url.rsplit("/", 1)[1]
+    st = StateTable("public", "schema_migrations", name)
+    others = [create_database(pg_server, prefix="t_other") for _ in range(3)]
+    sessions: list[psycopg.Connection] = []
+    try:
+        for other in others:  # the same lock id, held on other databases of the server
+            conn = psycopg.connect(url_for(pg_server, other), autocommit=True, application_name="elsewhere")
+            conn.execute("SELECT pg_advisory_lock(%s)", (st.lock_ids[0],))
+            sessions.append(conn)
+        holder = psycopg.connect(db_url, autocommit=True, application_name="the-real-holder")
+        sessions.append(holder)
+        holder.execute("SELECT pg_advisory_lock(%s)", (st.lock_ids[0],))
+        holder_pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        with psycopg.connect(db_url, autocommit=True) as waiter, pytest.raises(LockTimeoutError) as exc:
+            acquire_lock(waiter, st, wait_seconds=0.2)
+        assert f"held by pid {holder_pid} (the-real-holder," in str(exc.value), str(exc.value)
+    finally:
+        for conn in sessions:
+            conn.close()
+        for other in others:
+            drop_database(pg_server, other)

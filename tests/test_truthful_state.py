@@ -263,7 +263,10 @@ def prepare_kill_folder(path: Path) -> None:
 
 def kill_at_statement(url: str, path: Path, k: int) -> None:
     """Run `migrator up` in a subprocess and SIGKILL it while statement ``k`` of KILL_UP runs, then end
-    its orphaned backend as the server itself would (client_connection_check_interval)."""
+    its orphaned backend as the server itself would (client_connection_check_interval). The backend is
+    looked for on this test's database only: pg_stat_activity lists every database of the server, and the
+    same statement of the other action's trial may wait on the other xdist worker (a CI run killed the
+    wrong process: its migrator, not yet at statement 3, was SIGKILLed)."""
     marker = KILL_UP.splitlines()[k - 1].rstrip(";")
     with psycopg.connect(url, autocommit=True) as gate:
         gate.execute("SELECT pg_advisory_lock(%s)", (7700 + k,))
@@ -272,7 +275,7 @@ def kill_at_statement(url: str, path: Path, k: int) -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while (row := gate.execute("SELECT pid FROM pg_stat_activity WHERE query = %s AND wait_event_type = "
-                                   "'Lock'", (marker,)).fetchone()) is None:
+                                   "'Lock' AND datname = current_database()", (marker,)).fetchone()) is None:
             assert proc.poll() is None, f"migrator ended before statement {k}"
             assert time.monotonic() < deadline, f"statement {k} never started"
             time.sleep(0.01)

@@ -638,6 +638,7 @@ def _lock_holder(conn: psycopg.Connection, lock_id: int) -> str:
                   a.backend_start
            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
            WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s::bigint::oid
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
            LIMIT 1""",
         (lock_id,),
     ).fetchone()
