@@ -2,8 +2,8 @@
 
 The fleet run starts one ``migrate/tenants`` child run per tenant database (``run_deployment``);
 each worker runs at most 3 flow runs at once, so a wave of 4 children cannot fit on one worker:
-the worker logs show child runs on both (5 tenants: the canary, then that wave). All tenants reach the latest version, each with its own
-backup, and the webhook receives ONE fleet alert."""
+the worker logs show child runs on both (5 tenants: the canary, then that wave). All tenants reach
+the latest version, each with its own backup, and the webhook receives ONE fleet alert."""
 
 from __future__ import annotations
 

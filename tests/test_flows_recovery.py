@@ -106,8 +106,9 @@ def test_resume_submitted_right_after_the_file_changed_shows_the_form_again(
     back saying what resume would run now, and the second submit runs exactly that."""
     import flows.pause
 
-    monkeypatch.setattr(flows.pause, "YOUNG_REFRESH_SECONDS", 120.0)  # no re-read before the submit, however
-    t, out = _start(recovery_timeout_seconds=120)                     # late this test sees the pause
+    # no re-read of the file before the submit, however late this test sees the pause
+    monkeypatch.setattr(flows.pause, "YOUNG_REFRESH_SECONDS", 120.0)
+    t, out = _start(recovery_timeout_seconds=120)
     run_id = _paused_run_id()
     (broken["dir"] / "000003_add_contact_email.up.sql").write_text(UP_FIXED.replace("contacts", "a"))
     resume_flow_run(run_id, run_input={"action": "resume", "engineer": "alice"})

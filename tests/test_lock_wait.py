@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, create_database, drop_database, url_for, write_migration
+from conftest import ROOT, create_database, dbname_of, drop_database, url_for, write_migration
 from migrator.errors import LockTimeoutError
 from migrator.execute.state import StateTable, acquire_lock
 
@@ -110,8 +110,7 @@ def test_parallel_ups_over_cic_migrations_apply_each_once(db_url: str, migration
 def test_the_lock_holder_named_is_on_the_same_database(db_url: str, pg_server: str) -> None:
     """Advisory locks belong to one database; the holder named in a lock timeout is the one on the
     migrated database, never a session holding the same lock id on another database of the server."""
-    name = db_url.rsplit("/", 1)[1]
-    st = StateTable("public", "schema_migrations", name)
+    st = StateTable("public", "schema_migrations", dbname_of(db_url))
     others = [create_database(pg_server, prefix="t_other") for _ in range(3)]
     sessions: list[psycopg.Connection] = []
     try:
